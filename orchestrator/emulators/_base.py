@@ -11,6 +11,11 @@ Each emulator is an aiohttp application built by `make_app(routes, state)`; the 
 - `GET  /_emulator/requests`  the request log: method, path, query, status (never headers: they carry tokens).
 - `POST /_emulator/reset`     clears faults, latency, stats and the request log (not the provider state).
 
+Provider emulators add their own state under the same prefix with `state_routes(state)`:
+`POST /_emulator/state` seeds (returns what it created), `GET /_emulator/state` dumps it without secret
+values, `DELETE /_emulator/state` forgets it, `PUT /_emulator/rate-limits` sets limits and restarts their
+windows. `FixedWindowLimiter` counts calls per key; `describe_secret` names a secret without revealing it.
+
 Run one as a process with `python -m orchestrator.emulators.NAME --port PORT`; it prints
 `READY http://HOST:PORT` on stdout once it accepts connections.
 """
@@ -19,12 +24,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import json
+import math
 import re
 import sys
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -159,6 +168,123 @@ async def _request_log(request: web.Request) -> web.Response:
 async def _reset(request: web.Request) -> web.Response:
     request.app[CONTROL_KEY].reset()
     return web.json_response({"reset": True})
+
+
+@dataclass(frozen=True)
+class WindowCount:
+    """Where one key stands in its current window after a call."""
+
+    allowed: bool
+    limit: int
+    used: int
+    reset_at: float
+
+    @property
+    def remaining(self) -> int:
+        """Calls left in this window."""
+        return max(self.limit - self.used, 0)
+
+    @property
+    def retry_after(self) -> int:
+        """Whole seconds until the window resets (at least 1)."""
+        return max(math.ceil(self.reset_at - time.time()), 1)
+
+
+class FixedWindowLimiter:
+    """At most `limit` calls per `window_s` seconds for each key; a key's window opens at its first call."""
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._windows: dict[str, tuple[float, int]] = {}
+
+    def hit(self, key: str) -> WindowCount:
+        """Count one call by `key`; a refused call is not counted."""
+        now = time.time()
+        start, used = self._windows.get(key, (now, 0))
+        if now >= start + self.window_s:
+            start, used = now, 0
+        allowed = used < self.limit
+        if allowed:
+            used += 1
+        self._windows[key] = (start, used)
+        return WindowCount(allowed, self.limit, used, start + self.window_s)
+
+    def configure(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Apply `{"limit": N, "window_s": S}` (either optional), restart every window; return settings."""
+        self.limit = int(body.get("limit", self.limit))
+        self.window_s = float(body.get("window_s", self.window_s))
+        self._windows.clear()
+        return self.settings()
+
+    def settings(self) -> dict[str, Any]:
+        """The current `{"limit", "window_s"}`."""
+        return {"limit": self.limit, "window_s": self.window_s}
+
+
+def describe_secret(secret: str) -> dict[str, str]:
+    """How state dumps name a secret: its sha256 (hex), type prefix and last four characters."""
+    prefix = re.match(r"github_pat_|[A-Za-z0-9]{2,5}[_.-]", secret)
+    return {
+        "sha256": hashlib.sha256(secret.encode()).hexdigest(),
+        "prefix": prefix.group(0) if prefix else "",
+        "last4": secret[-4:],
+    }
+
+
+def authorization(request: web.Request) -> tuple[str, str] | None:
+    """The `Authorization` header split into (lower-case scheme, credentials), or None when absent."""
+    header = request.headers.get("Authorization", "").strip()
+    if not header:
+        return None
+    scheme, _, credentials = header.partition(" ")
+    return scheme.lower(), credentials.strip()
+
+
+class ProviderState(Protocol):
+    """What `state_routes` needs from an emulator's state model."""
+
+    def seed(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Add the seeded objects; return what was created (without secret values)."""
+
+    def dump(self) -> dict[str, Any]:
+        """Everything held, without secret values, with revoked/status flags."""
+
+    def clear(self) -> None:
+        """Forget everything seeded."""
+
+    def set_limits(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Apply new rate limits; return the settings now in force."""
+
+
+def state_routes(state: ProviderState) -> list[web.RouteDef]:
+    """The seed/dump/clear/rate-limit control routes over `state`; a malformed body gets 400."""
+
+    def _with_body(action: Callable[[dict[str, Any]], dict[str, Any]], status: int) -> Handler:
+        async def handler(request: web.Request) -> web.Response:
+            try:
+                body = await request.json()
+                if not isinstance(body, dict):
+                    raise TypeError("the body must be a JSON object")
+                return web.json_response(action(body), status=status)
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=400)
+
+        return handler
+
+    async def dump(request: web.Request) -> web.Response:
+        return web.json_response(state.dump())
+
+    async def clear(request: web.Request) -> web.Response:
+        state.clear()
+        return web.json_response({"cleared": True})
+
+    return [
+        web.post(CONTROL_PREFIX + "state", _with_body(state.seed, 201)),
+        web.get(CONTROL_PREFIX + "state", dump),
+        web.delete(CONTROL_PREFIX + "state", clear),
+        web.put(CONTROL_PREFIX + "rate-limits", _with_body(state.set_limits, 200)),
+    ]
 
 
 def make_app(routes: list[web.RouteDef], *, middlewares: list[Any] | None = None) -> web.Application:

@@ -1,0 +1,1 @@
+"""Stand-in HTTP servers for the providers the orchestrator revokes credentials at."""
