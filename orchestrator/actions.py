@@ -1,0 +1,115 @@
+"""The contract between playbooks and providers: action specs, parameters, step results, the Provider protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Protocol
+
+from pydantic import SecretStr
+
+#: A resolved step parameter: a playbook literal or a value picked from the event.
+ParamValue = str | int | float | bool | SecretStr
+Params = Mapping[str, ParamValue]
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter an action accepts. Only `secret` parameters may receive `credential.secret`."""
+
+    required: bool = False
+    secret: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """What a playbook may call: `provider.verb`, the parameters it takes, and what it does."""
+
+    name: str
+    description: str
+    params: Mapping[str, ParamSpec] = field(default_factory=dict)
+    #: Groups of parameters of which at least one must be present at run time (e.g. user or session_id).
+    one_of: tuple[frozenset[str], ...] = ()
+
+    @property
+    def provider(self) -> str:
+        """The provider that performs it: the part before the first dot."""
+        return self.name.split(".", 1)[0]
+
+    def missing(self, params: Params) -> str | None:
+        """Why `params` cannot run this action, or None when they can."""
+        for name, spec in self.params.items():
+            if spec.required and name not in params:
+                return f"{self.name} needs parameter {name!r}, which the event did not provide"
+        for group in self.one_of:
+            if not group & params.keys():
+                return f"{self.name} needs one of {', '.join(sorted(group))}, which the event did not provide"
+        return None
+
+    def describe(self, params: Params) -> str:
+        """A non-secret one-line description of the target, for audit records before resolution."""
+        shown = [f"{k}={v}" for k, v in sorted(params.items())
+                 if not isinstance(v, SecretStr) and not self.params.get(k, ParamSpec()).secret]
+        hidden = [f"{k}=<secret>" for k, v in sorted(params.items())
+                  if isinstance(v, SecretStr) or self.params.get(k, ParamSpec()).secret]
+        return " ".join(shown + hidden)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a step did, or in a dry run would do. Every field is non-secret."""
+
+    target: str
+    calls: tuple[str, ...] = ()
+    note: str | None = None
+
+
+class Priority(IntEnum):
+    """Who goes first when a provider's budget is short: lower values are served first."""
+
+    URGENT = 0  # manual triggers and critical exposures
+    NORMAL = 1
+    LOW = 2
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a provider needs to know about the run a step belongs to."""
+
+    exposure_id: str
+    dry_run: bool = False
+    priority: Priority = Priority.NORMAL
+
+
+class Provider(Protocol):
+    """A provider client: performs its actions, translating its SDK's errors into `orchestrator.errors`."""
+
+    name: str
+
+    async def perform(self, action: str, params: Params, context: StepContext) -> StepResult:
+        """Carry out `action`; in a dry run resolve targets read-only and return the calls it would make."""
+        ...
+
+
+def secret_value(params: Params, name: str) -> str | None:
+    """The raw value of a secret parameter, for the one call that needs it."""
+    value = params.get(name)
+    if value is None:
+        return None
+    return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+
+def text(params: Params, name: str) -> str | None:
+    """A non-secret parameter as text, or None when absent."""
+    value = params.get(name)
+    if value is None or isinstance(value, SecretStr):
+        return None
+    return str(value)
+
+
+def flag(params: Params, name: str, default: bool = False) -> bool:
+    """A boolean parameter."""
+    value = params.get(name, default)
+    return value if isinstance(value, bool) else str(value).lower() in {"true", "1", "yes"}

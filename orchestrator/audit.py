@@ -1,0 +1,128 @@
+"""Audit records: the closed set of events, the structlog pipeline that renders them, and their Kafka sink.
+
+Every record is a JSON object keyed by exposure id on the audit topic, rendered by structlog
+(timestamp → redaction → JSON) and echoed to the process log. Fields: `ts`, `event`, `exposure_id`, and
+where they apply `run_id`, `playbook`, `step`, `action`, `target`, `attempt`, `duration_ms`, `error`,
+`actor`, `credential_kind`, `detector` (plus a few documented extras such as `reason`, `note`, `calls`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable
+from enum import StrEnum
+from typing import Any, Protocol
+
+import structlog
+
+from orchestrator.redaction import REDACTOR, Redactor
+
+
+class AuditEvent(StrEnum):
+    """What an audit record reports."""
+
+    EXPOSURE_RECEIVED = "exposure.received"
+    EXPOSURE_REJECTED = "exposure.rejected"
+    EXPOSURE_DUPLICATE = "exposure.duplicate"
+    EXPOSURE_UNMATCHED = "exposure.unmatched"
+    RUN_STARTED = "run.started"
+    STEP_STARTED = "step.started"
+    STEP_RETRYING = "step.retrying"
+    STEP_SUCCEEDED = "step.succeeded"
+    STEP_FAILED = "step.failed"
+    STEP_SKIPPED = "step.skipped"
+    RUN_COMPLETED = "run.completed"
+    RUN_FAILED = "run.failed"
+    RUN_PLANNED = "run.planned"
+
+    @property
+    def terminal(self) -> bool:
+        """True for the one record that ends an exposure's history."""
+        return self in TERMINAL_EVENTS
+
+
+TERMINAL_EVENTS = frozenset(
+    {AuditEvent.EXPOSURE_REJECTED, AuditEvent.EXPOSURE_DUPLICATE, AuditEvent.EXPOSURE_UNMATCHED,
+     AuditEvent.RUN_COMPLETED, AuditEvent.RUN_FAILED, AuditEvent.RUN_PLANNED}
+)
+
+
+class AuditSink(Protocol):
+    """Where rendered audit records go. `write` returns once queued; the awaitable resolves once stored."""
+
+    async def write(self, key: str, record: bytes) -> Awaitable[Any]:
+        """Queue one record; return an awaitable that resolves when the broker acknowledged it."""
+        ...
+
+
+class KafkaAuditSink:
+    """Writes audit records to a Kafka topic through a shared producer (acks=all)."""
+
+    def __init__(self, producer: Any, topic: str) -> None:
+        self._producer = producer
+        self._topic = topic
+
+    async def write(self, key: str, record: bytes) -> Awaitable[Any]:
+        """Queue the record; the returned future resolves on the broker's acknowledgement."""
+        future: Awaitable[Any] = await self._producer.send(self._topic, value=record, key=key.encode())
+        return future
+
+
+def _render_pipeline(redactor: Redactor) -> Any:
+    return structlog.wrap_logger(
+        structlog.ReturnLogger(),
+        processors=[
+            structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+            redactor,
+            structlog.processors.JSONRenderer(serializer=json.dumps, sort_keys=False),
+        ],
+        wrapper_class=structlog.BoundLogger,
+    )
+
+
+class Auditor:
+    """Renders audit records and hands them to the sink; one per process."""
+
+    def __init__(self, sink: AuditSink, *, redactor: Redactor = REDACTOR) -> None:
+        self._sink = sink
+        self._render = _render_pipeline(redactor)
+        self._log = structlog.get_logger("orchestrator.audit")
+
+    def trail(self, exposure_id: str, **context: Any) -> AuditTrail:
+        """A trail for one exposure: records carry `exposure_id` and `context` and can be awaited together."""
+        return AuditTrail(self, exposure_id, context)
+
+    async def _write(self, exposure_id: str, event: AuditEvent, fields: dict[str, Any]) -> Awaitable[Any]:
+        clean = {k: v for k, v in fields.items() if v is not None}
+        rendered: str = self._render.msg(event.value, exposure_id=exposure_id, **clean)
+        self._log.info(event.value, exposure_id=exposure_id, **clean)
+        return await self._sink.write(exposure_id, rendered.encode())
+
+
+class AuditTrail:
+    """The audit records of one exposure. `flush` waits until the broker has every one of them."""
+
+    def __init__(self, auditor: Auditor, exposure_id: str, context: dict[str, Any]) -> None:
+        self._auditor = auditor
+        self.exposure_id = exposure_id
+        self._context = context
+        self._pending: list[Awaitable[Any]] = []
+        self.terminal: AuditEvent | None = None
+
+    def bind(self, **context: Any) -> None:
+        """Add fields to every later record of this trail."""
+        self._context.update(context)
+
+    async def record(self, event: AuditEvent, **fields: Any) -> None:
+        """Write one record. A second terminal record for the same trail is a bug and raises."""
+        if event.terminal:
+            if self.terminal is not None:
+                raise RuntimeError(f"{self.exposure_id} already ended with {self.terminal}")
+            self.terminal = event
+        self._pending.append(await self._auditor._write(self.exposure_id, event, {**self._context, **fields}))
+
+    async def flush(self) -> None:
+        """Wait for the broker to acknowledge every record written so far."""
+        pending, self._pending = self._pending, []
+        await asyncio.gather(*pending)

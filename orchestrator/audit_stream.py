@@ -1,0 +1,66 @@
+"""Reading the audit topic back: follow records (optionally of some exposures) and render them for people."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Collection
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from orchestrator import kafka
+from orchestrator.audit import TERMINAL_EVENTS
+
+_TERMINAL = {event.value for event in TERMINAL_EVENTS}
+
+
+def is_terminal(record: dict[str, Any]) -> bool:
+    """True when the record ends its exposure's history."""
+    return record.get("event") in _TERMINAL
+
+
+async def follow(bootstrap: str, topic: str, *, exposure_ids: Collection[str] | None = None,
+                 from_beginning: bool = True, idle_timeout_s: float | None = None) -> AsyncIterator[dict[str, Any]]:
+    """Yield audit records as they arrive (groupless: reading never disturbs the orchestrator's group).
+
+    With `exposure_ids`, only their records. With `idle_timeout_s`, stop after that long without a record.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await kafka.start(consumer, bootstrap)
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer.client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        if from_beginning:
+            await consumer.seek_to_beginning(*assigned)
+        else:
+            await consumer.seek_to_end(*assigned)
+        wanted = {i.encode() for i in exposure_ids} if exposure_ids is not None else None
+        idle_ms = 0.0
+        while idle_timeout_s is None or idle_ms < idle_timeout_s * 1000:
+            batch = await consumer.getmany(timeout_ms=200)
+            idle_ms = idle_ms + 200 if not batch else 0.0
+            for records in batch.values():
+                for record in records:
+                    if wanted is not None and record.key not in wanted:
+                        continue
+                    try:
+                        yield json.loads(record.value)
+                    except (TypeError, ValueError):
+                        continue
+    finally:
+        await consumer.stop()
+
+
+_SHOWN = ("playbook", "step", "action", "target", "attempt", "duration_ms", "note", "reason", "error",
+          "retry_in_s", "actor")
+
+
+def render(record: dict[str, Any]) -> str:
+    """One audit record as one readable line."""
+    when = str(record.get("ts", ""))[11:23]
+    details = "  ".join(f"{k}={record[k]}" for k in _SHOWN if record.get(k) not in (None, ""))
+    return f"{when}  {record.get('exposure_id', '?'):<28} {record.get('event', '?'):<19} {details}".rstrip()

@@ -1,0 +1,142 @@
+"""The `orchestrator` command. Errors reach people as one line and a non-zero exit, never a traceback.
+
+Exit codes: 0 success, 1 failure (or a run that failed), 2 usage error, 3 timed out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from orchestrator.errors import OrchestratorError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Exposed-credential revocation orchestrator.")
+playbooks_app = typer.Typer(no_args_is_help=True, help="Inspect and validate playbooks.")
+app.add_typer(playbooks_app, name="playbooks")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 3
+
+
+class UsageProblem(OrchestratorError):
+    """The command was called wrongly; exits 2 like any other usage error."""
+
+
+def _configure_logging(fmt: str | None = None) -> None:
+    from orchestrator import logs
+
+    logs.configure(fmt or os.environ.get("ORCHESTRATOR_LOG_FORMAT", "console"))
+
+
+@app.command()
+def run() -> None:
+    """Consume exposures and run playbooks until SIGTERM (configured by environment variables)."""
+    from orchestrator.app import serve
+    from orchestrator.settings import Settings
+
+    settings = Settings.from_env()
+    _configure_logging(settings.log_format)
+    asyncio.run(serve(settings))
+
+
+@app.command()
+def dev(
+    demo: Annotated[bool, typer.Option("--demo", help="Publish the 2023 Okta support-breach scenario, "
+                                       "print its audit trail, exit when every exposure is done.")] = False,
+) -> None:
+    """Run on the embedded default: Tansu and the provider emulators unless real ones are configured."""
+    from orchestrator import dev as devmode
+
+    with devmode.environment(os.environ) as environment:
+        devmode.process_env(environment)
+        print(devmode.banner(environment), file=sys.stderr, flush=True)
+        from orchestrator.settings import Settings
+
+        settings = Settings.from_env(environment.env)
+        _configure_logging("console")
+        if not demo:
+            from orchestrator.app import serve
+
+            asyncio.run(serve(settings))
+            return
+        code = asyncio.run(_run_demo(settings, environment))
+    raise typer.Exit(code)
+
+
+async def _run_demo(settings: object, environment: object) -> int:
+    from orchestrator import dev as devmode
+    from orchestrator.app import Orchestrator
+    from orchestrator.settings import Settings
+
+    assert isinstance(settings, Settings) and isinstance(environment, devmode.DevEnvironment)
+    events = devmode.demo_exposures(environment)
+    async with Orchestrator(settings) as orchestrator:
+        runner = asyncio.create_task(orchestrator.run())
+        await devmode.publish(settings.bootstrap_servers, settings.exposures_topic, events)
+        print(f"\nAudit trail (topic {settings.audit_topic}):", flush=True)
+        terminals = await devmode.watch(settings.bootstrap_servers, settings.audit_topic, [e["id"] for e in events])
+        orchestrator.stop()
+        await runner
+    print("\nOutcome:")
+    for event in events:
+        outcome = terminals.get(event["id"], "NO TERMINAL RECORD")
+        print(f"  {event['id']:<34} {event['credential']['kind']:<16} {outcome}")
+    done = len(terminals) == len(events)
+    return EXIT_OK if done and all(t == "run.completed" for t in terminals.values()) else EXIT_FAILED
+
+
+@app.command()
+def schema(
+    name: Annotated[str, typer.Argument(help="Which schema: exposure.")] = "exposure",
+) -> None:
+    """Print a published JSON Schema (the exposure event)."""
+    from orchestrator.events import exposure_json_schema
+
+    if name != "exposure":
+        raise UsageProblem(f"unknown schema {name!r}; the one published is: exposure")
+    print(json.dumps(exposure_json_schema(), indent=2))
+
+
+@playbooks_app.command("validate")
+def playbooks_validate(
+    directory: Annotated[Path | None, typer.Argument(help="Directory of playbooks (default: "
+                                                    "ORCHESTRATOR_PLAYBOOKS_DIR or the shipped ones).")] = None,
+) -> None:
+    """Check every playbook as `orchestrator run` does at start-up."""
+    from orchestrator.playbooks import load_playbooks
+    from orchestrator.providers import catalog
+    from orchestrator.settings import DEFAULT_PLAYBOOKS_DIR
+
+    directory = directory or Path(os.environ.get("ORCHESTRATOR_PLAYBOOKS_DIR", DEFAULT_PLAYBOOKS_DIR))
+    loaded = load_playbooks(directory, catalog())
+    for playbook in loaded:
+        print(f"ok  {playbook.name:<24} {', '.join(playbook.match.kinds):<28} {Path(playbook.path).name}")
+    print(f"{len(loaded)} playbooks valid in {directory}")
+
+
+def main() -> None:
+    """Entry point: run the app, turning every expected error into one line on stderr."""
+    try:
+        result = app(standalone_mode=False)
+    except UsageProblem as exc:
+        print(f"orchestrator: {exc} (see `orchestrator --help`)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except OrchestratorError as exc:
+        print(f"orchestrator: {exc}", file=sys.stderr)
+        sys.exit(EXIT_FAILED)
+    except (KeyboardInterrupt, typer.Abort):
+        print("orchestrator: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except typer.TyperException as exc:  # click's usage errors, as bundled by typer
+        context = getattr(exc, "ctx", None)
+        hint = f"{context.command_path} --help" if context else "orchestrator --help"
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        print(f"orchestrator: {message} (see `{hint}`)", file=sys.stderr)
+        sys.exit(getattr(exc, "exit_code", EXIT_USAGE))
+    sys.exit(result if isinstance(result, int) else EXIT_OK)

@@ -1,0 +1,162 @@
+"""Runs a playbook's steps against the providers, retrying transient failures, auditing every attempt.
+
+No Kafka in here: the caller hands in an `AuditTrail` and gets back the terminal event it wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
+
+from orchestrator.actions import ActionSpec, Priority, Provider, StepContext, StepResult
+from orchestrator.audit import AuditEvent, AuditTrail
+from orchestrator.errors import NotFound, PermanentError, ProviderError, RateLimited, TransientError
+from orchestrator.events import Exposure, Severity
+from orchestrator.playbooks import OnFailure, Playbook, RetryPolicy, Step
+from orchestrator.routing import resolve_params, step_applies
+
+
+@dataclass(frozen=True)
+class _StepOutcome:
+    ok: bool
+    result: StepResult | None = None
+
+
+class Executor:
+    """Runs playbooks; one per process, shared by every in-flight run."""
+
+    def __init__(self, providers: Mapping[str, Provider], catalog: Mapping[str, ActionSpec], *,
+                 step_timeout_s: float = 30.0) -> None:
+        self._providers = providers
+        self._catalog = catalog
+        self._step_timeout_s = step_timeout_s
+
+    async def run(self, exposure: Exposure, playbook: Playbook, trail: AuditTrail) -> AuditEvent:
+        """Run every applicable step in order; write `run.completed`, `run.failed` or `run.planned`."""
+        started = time.monotonic()
+        trail.bind(run_id=uuid.uuid4().hex, playbook=playbook.name)
+        await trail.record(AuditEvent.RUN_STARTED, dry_run=exposure.dry_run or None, reason=exposure.reason)
+        failed: list[str] = []
+        plan: list[dict[str, Any]] = []
+        for step in playbook.steps:
+            outcome = await self._run_step(exposure, playbook, step, trail)
+            if outcome.result is not None and exposure.dry_run:
+                plan.append({"step": step.name, "action": step.action, "target": outcome.result.target,
+                             "calls": list(outcome.result.calls)})
+            if not outcome.ok:
+                failed.append(step.name)
+                if step.on_failure is OnFailure.STOP:
+                    break
+        duration_ms = _elapsed_ms(started)
+        if failed:
+            terminal = AuditEvent.RUN_FAILED
+            await trail.record(terminal, duration_ms=duration_ms, error=f"failed steps: {', '.join(failed)}")
+        elif exposure.dry_run:
+            terminal = AuditEvent.RUN_PLANNED
+            await trail.record(terminal, duration_ms=duration_ms, plan=plan)
+        else:
+            terminal = AuditEvent.RUN_COMPLETED
+            await trail.record(terminal, duration_ms=duration_ms)
+        return terminal
+
+    async def _run_step(self, exposure: Exposure, playbook: Playbook, step: Step, trail: AuditTrail) -> _StepOutcome:
+        spec = self._catalog[step.action]
+        base = {"step": step.name, "action": step.action}
+        if not step_applies(step, exposure):
+            await trail.record(AuditEvent.STEP_SKIPPED, **base, reason=f"condition not met: {step.when}")
+            return _StepOutcome(ok=True)
+        params = resolve_params(step, exposure)
+        target = spec.describe(params)
+        problem = spec.missing(params)
+        provider = self._providers.get(spec.provider)
+        if problem is None and provider is None:
+            problem = f"provider {spec.provider!r} is not configured; see the README section on {spec.provider}"
+        if problem is not None or provider is None:
+            await trail.record(AuditEvent.STEP_FAILED, **base, target=target, attempt=0, error=problem)
+            return _StepOutcome(ok=False)
+        await trail.record(AuditEvent.STEP_STARTED, **base, target=target)
+        started = time.monotonic()
+        attempts = _Attempts(playbook.retry_for(step))
+
+        async def before_sleep(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            await trail.record(AuditEvent.STEP_RETRYING, **base, target=target, attempt=state.attempt_number,
+                               error=_describe(error), retry_in_s=round(state.upcoming_sleep, 3),
+                               rate_limited=isinstance(error, RateLimited) or None)
+
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(TransientError), stop=attempts.stop, wait=attempts.wait,
+                before_sleep=before_sleep, reraise=True,
+            ):
+                attempts.count = attempt.retry_state.attempt_number
+                with attempt:
+                    result = await self._attempt(provider, step.action, params, _context(exposure))
+        except ProviderError as exc:
+            await trail.record(AuditEvent.STEP_FAILED, **base, target=target, attempt=attempts.count,
+                               duration_ms=_elapsed_ms(started), error=_describe(exc),
+                               error_code=exc.code, status=exc.status)
+            return _StepOutcome(ok=False)
+        await trail.record(AuditEvent.STEP_SUCCEEDED, **base, target=result.target, attempt=attempts.count,
+                           duration_ms=_elapsed_ms(started), note=result.note,
+                           calls=list(result.calls) if exposure.dry_run else None)
+        return _StepOutcome(ok=True, result=result)
+
+    async def _attempt(self, provider: Provider, action: str, params: Mapping[str, Any],
+                       context: StepContext) -> StepResult:
+        try:
+            async with asyncio.timeout(self._step_timeout_s):
+                return await provider.perform(action, params, context)
+        except TimeoutError:
+            raise TransientError(f"{action} timed out after {self._step_timeout_s:g}s") from None
+
+
+class _Attempts:
+    """Retry accounting for one step: rate-limit waits do not use up attempts, only the elapsed budget."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.count = 0
+        self.failures = 0
+        self._backoff = wait_random_exponential(multiplier=policy.initial_delay_s, max=policy.max_delay_s)
+
+    def stop(self, state: RetryCallState) -> bool:
+        error = state.outcome.exception() if state.outcome else None
+        if not isinstance(error, RateLimited):
+            self.failures += 1
+        out_of_time = (state.seconds_since_start or 0.0) + self.wait(state) > self.policy.max_elapsed_s
+        return self.failures >= self.policy.max_attempts or out_of_time
+
+    def wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, RateLimited):
+            return max(0.0, error.retry_after)
+        return float(self._backoff(state))
+
+
+def _context(exposure: Exposure) -> StepContext:
+    if exposure.actor is not None or exposure.severity is Severity.CRITICAL:
+        priority = Priority.URGENT
+    elif exposure.severity is Severity.LOW:
+        priority = Priority.LOW
+    else:
+        priority = Priority.NORMAL
+    return StepContext(exposure_id=exposure.id, dry_run=exposure.dry_run, priority=priority)
+
+
+def _describe(error: BaseException | None) -> str | None:
+    if error is None:
+        return None
+    kind = "not found" if isinstance(error, NotFound) else "permanent" if isinstance(error, PermanentError) \
+        else "rate limited" if isinstance(error, RateLimited) else "transient"
+    return f"{kind}: {error}"
+
+
+def _elapsed_ms(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)

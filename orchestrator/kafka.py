@@ -1,0 +1,90 @@
+"""Kafka plumbing: client factories with our defaults, topic creation, and the dead-letter sink."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+from orchestrator.errors import ConfigurationError
+from orchestrator.pipeline import Origin
+from orchestrator.redaction import REDACTOR
+from orchestrator.settings import Settings
+
+log = structlog.get_logger("orchestrator.kafka")
+
+
+def make_producer(bootstrap_servers: str) -> AIOKafkaProducer:
+    """A producer whose sends resolve only once every in-sync replica has the record.
+
+    Not idempotent: Tansu (the embedded broker) rejects InitProducerId. Ordering per key still holds
+    because one producer sends each key's records in order over one connection per broker.
+    """
+    return AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=False,
+                            linger_ms=5, max_batch_size=256 * 1024, request_timeout_ms=30_000)
+
+
+def make_consumer(settings: Settings) -> AIOKafkaConsumer:
+    """A group consumer that never commits on its own: `ExposureConsumer` commits finished work."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, group_id=settings.group_id,
+        enable_auto_commit=False, auto_offset_reset="earliest",
+        session_timeout_ms=settings.session_timeout_ms, heartbeat_interval_ms=settings.heartbeat_interval_ms,
+        # Far above the session timeout: at or below it, two members were seen owning one partition.
+        max_poll_interval_ms=max(300_000, settings.session_timeout_ms * 10),
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+
+
+async def start(client: AIOKafkaProducer | AIOKafkaConsumer | AIOKafkaAdminClient, bootstrap: str) -> None:
+    """Start a client, turning "no broker there" into one clear line for the operator."""
+    try:
+        await client.start()
+    except KafkaConnectionError as exc:
+        raise ConfigurationError(
+            f"cannot reach Kafka at {bootstrap} ({exc}); check KAFKA_BOOTSTRAP_SERVERS and that the broker is up"
+        ) from None
+
+
+async def ensure_topics(bootstrap: str, topics: list[str], *, partitions: int = 6, replication: int = 1) -> None:
+    """Create the topics that do not exist yet."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await start(admin, bootstrap)
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            try:
+                await admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=replication)
+                                           for t in missing])
+            except TopicAlreadyExistsError:
+                pass
+            log.info("topics.created", topics=missing, partitions=partitions)
+    except KafkaError as exc:
+        raise ConfigurationError(f"cannot create topics {topics} on {bootstrap}: {exc}") from None
+    finally:
+        await admin.close()
+
+
+class KafkaDeadLetters:
+    """Sends rejected records to the dead-letter topic with `error` and `source.*` headers."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+        self._producer = producer
+        self._topic = topic
+
+    async def send(self, raw: bytes | None, *, origin: Origin, reason: str) -> Awaitable[Any]:
+        """Queue the record; the awaitable resolves once the broker stored it."""
+        headers = [
+            ("error", reason.encode()),
+            ("source.topic", origin.topic.encode()),
+            ("source.partition", str(origin.partition).encode()),
+            ("source.offset", str(origin.offset).encode()),
+        ]
+        key = REDACTOR.text(origin.key.decode(errors="replace")).encode() if origin.key else None
+        future: Awaitable[Any] = await self._producer.send(self._topic, value=raw, key=key, headers=headers)
+        return future

@@ -1,0 +1,209 @@
+"""Playbooks: the model, and loading YAML files into it with validation that names file, line and reason.
+
+A playbook file:
+
+    name: okta-session
+    description: Clear every session and OAuth token of the owner of a leaked session cookie.
+    match:
+      kinds: [okta.session]
+      severities: [high, critical]        # optional
+      detectors: [har-scanner]            # optional
+    retry: {max_attempts: 5, initial_delay_s: 0.5, max_delay_s: 30}   # optional
+    steps:
+      - name: clear-sessions
+        action: okta.clear_user_sessions
+        params:
+          user: {field: credential.owner}     # picked from the event
+          oauth_tokens: true                  # a literal
+        when: {severity: [critical]}          # optional: run only for these event values
+        on_failure: stop                      # or continue
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from orchestrator.actions import ActionSpec
+from orchestrator.errors import PlaybookError
+from orchestrator.events import FIELD_PATHS, SECRET_FIELD_PATHS, Severity, describe_validation_error
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FieldRef(_Strict):
+    """A parameter taken from the event at a dotted path."""
+
+    field: str
+
+    @field_validator("field")
+    @classmethod
+    def _known_path(cls, path: str) -> str:
+        if path not in FIELD_PATHS:
+            raise ValueError(f"unknown event field {path!r}; known: {', '.join(sorted(FIELD_PATHS))}")
+        return path
+
+
+class OnFailure(StrEnum):
+    """What a failed step does to the rest of the run."""
+
+    STOP = "stop"
+    CONTINUE = "continue"
+
+
+class RetryPolicy(_Strict):
+    """How a step retries transient failures; waits imposed by rate limits do not count as attempts."""
+
+    max_attempts: int = Field(default=5, ge=1, le=50)
+    initial_delay_s: float = Field(default=0.5, gt=0, le=60)
+    max_delay_s: float = Field(default=30.0, gt=0, le=3600)
+    max_elapsed_s: float = Field(default=600.0, gt=0, le=86_400)
+
+
+class Step(_Strict):
+    """One action of a playbook, with its parameters and an optional condition."""
+
+    name: str = Field(min_length=1, max_length=100)
+    action: str
+    params: dict[str, FieldRef | str | int | float | bool] = Field(default_factory=dict)
+    when: dict[str, list[str]] = Field(default_factory=dict)
+    on_failure: OnFailure = OnFailure.STOP
+    retry: RetryPolicy | None = None
+
+    @field_validator("when")
+    @classmethod
+    def _known_fields(cls, when: dict[str, list[str]]) -> dict[str, list[str]]:
+        for path in when:
+            if path not in FIELD_PATHS or path in SECRET_FIELD_PATHS:
+                raise ValueError(f"`when` cannot test {path!r}")
+        return when
+
+
+class Match(_Strict):
+    """Which exposures a playbook handles."""
+
+    kinds: list[str] = Field(min_length=1)
+    severities: list[Severity] | None = None
+    detectors: list[str] | None = None
+
+    @property
+    def specificity(self) -> int:
+        """How many filters beyond the kind it sets: the more specific playbook wins."""
+        return (self.severities is not None) + (self.detectors is not None)
+
+
+class Playbook(_Strict):
+    """A validated playbook."""
+
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    description: str = ""
+    match: Match
+    retry: RetryPolicy = RetryPolicy()
+    steps: list[Step] = Field(min_length=1)
+    path: str = Field(default="", exclude=True)
+
+    def retry_for(self, step: Step) -> RetryPolicy:
+        """The step's own retry policy, else the playbook's."""
+        return step.retry or self.retry
+
+
+def parse_playbook(text: str, path: str, catalog: Mapping[str, ActionSpec]) -> Playbook:
+    """Validate one playbook document; raise `PlaybookError` naming `path`, the line and the reason."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise PlaybookError(path, f"not valid YAML: {getattr(exc, 'problem', exc)}",
+                            mark.line + 1 if mark else None) from None
+    if not isinstance(document, dict):
+        raise PlaybookError(path, "expected a mapping with name, match and steps", 1)
+    try:
+        playbook = Playbook.model_validate({**document, "path": path})
+    except ValidationError as exc:
+        first = exc.errors(include_input=False)[0]
+        raise PlaybookError(path, describe_validation_error(exc), _line_of(node, first["loc"])) from None
+    for index, step in enumerate(playbook.steps):
+        reason = _check_step(step, catalog)
+        if reason:
+            raise PlaybookError(path, f"step {step.name!r}: {reason}", _line_of(node, ("steps", index)))
+    names = [step.name for step in playbook.steps]
+    if len(set(names)) != len(names):
+        raise PlaybookError(path, "step names must be unique", _line_of(node, ("steps",)))
+    return playbook
+
+
+def _check_step(step: Step, catalog: Mapping[str, ActionSpec]) -> str | None:
+    spec = catalog.get(step.action)
+    if spec is None:
+        return f"unknown action {step.action!r}; known: {', '.join(sorted(catalog))}"
+    for name, value in step.params.items():
+        param = spec.params.get(name)
+        if param is None:
+            return f"{step.action} has no parameter {name!r}; it takes {', '.join(sorted(spec.params))}"
+        reads_secret = isinstance(value, FieldRef) and value.field in SECRET_FIELD_PATHS
+        if reads_secret and not param.secret:
+            return f"parameter {name!r} is not a secret parameter and cannot take credential.secret"
+    for name, param in spec.params.items():
+        if param.required and name not in step.params:
+            return f"{step.action} needs parameter {name!r}"
+    return None
+
+
+def _line_of(node: yaml.Node | None, loc: Sequence[Any]) -> int | None:
+    """The 1-based line of the YAML node at `loc`, or of the deepest ancestor that exists."""
+    line = node.start_mark.line + 1 if node else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            child = next((v for k, v in node.value if k.value == key), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            child = node.value[key]
+        else:
+            child = None
+        if child is None:
+            break
+        node, line = child, child.start_mark.line + 1
+    return line
+
+
+def load_playbooks(directory: Path, catalog: Mapping[str, ActionSpec]) -> tuple[Playbook, ...]:
+    """Load and validate every `*.yaml`/`*.yml` in `directory`; raise `PlaybookError` on the first problem."""
+    if not directory.is_dir():
+        raise PlaybookError(str(directory), "playbooks directory does not exist")
+    files = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
+    if not files:
+        raise PlaybookError(str(directory), "no playbooks (*.yaml) found")
+    playbooks = [parse_playbook(f.read_text(encoding="utf-8"), str(f), catalog) for f in files]
+    _check_unique_names(playbooks)
+    _check_unambiguous(playbooks)
+    return tuple(playbooks)
+
+
+def _check_unique_names(playbooks: Sequence[Playbook]) -> None:
+    seen: dict[str, str] = {}
+    for playbook in playbooks:
+        if playbook.name in seen:
+            raise PlaybookError(playbook.path, f"playbook name {playbook.name!r} is also used by {seen[playbook.name]}")
+        seen[playbook.name] = playbook.path
+
+
+def _check_unambiguous(playbooks: Sequence[Playbook]) -> None:
+    """Two playbooks of equal specificity that can match the same exposure would make routing a coin toss."""
+    for i, a in enumerate(playbooks):
+        for b in playbooks[i + 1:]:
+            if a.match.specificity != b.match.specificity or not set(a.match.kinds) & set(b.match.kinds):
+                continue
+            if _overlap(a.match.severities, b.match.severities) and _overlap(a.match.detectors, b.match.detectors):
+                raise PlaybookError(b.path, f"matches the same exposures as {a.path} ({a.name}); "
+                                            "narrow one with severities or detectors")
+
+
+def _overlap(a: Sequence[Any] | None, b: Sequence[Any] | None) -> bool:
+    return a is None or b is None or bool(set(a) & set(b))

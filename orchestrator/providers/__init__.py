@@ -1,0 +1,37 @@
+"""The provider registry: every action playbooks may use, and opening the configured provider clients.
+
+Each provider module declares `ACTIONS` (its action specs) and a provider class that is an async context
+manager; `open_providers` opens those whose settings are present.
+"""
+
+from __future__ import annotations
+
+import importlib
+from contextlib import AsyncExitStack
+
+from orchestrator.actions import ActionSpec, Provider
+from orchestrator.governor import Governor
+from orchestrator.settings import Settings
+
+_MODULES = ("okta",)
+
+
+def catalog() -> dict[str, ActionSpec]:
+    """Every action any provider offers, by name."""
+    specs: dict[str, ActionSpec] = {}
+    for name in _MODULES:
+        module = importlib.import_module(f"orchestrator.providers.{name}")
+        specs.update({spec.name: spec for spec in module.ACTIONS})
+    return specs
+
+
+async def open_providers(settings: Settings, stack: AsyncExitStack) -> dict[str, Provider]:
+    """Open a client for every provider that is configured; the stack closes them."""
+    providers: dict[str, Provider] = {}
+    if settings.okta is not None:
+        from orchestrator.providers.okta import OktaProvider
+
+        governor = Governor("okta", concurrency=settings.okta.concurrency,
+                            bucket_share=settings.okta.bucket_share)
+        providers["okta"] = await stack.enter_async_context(OktaProvider(settings.okta, governor))
+    return providers

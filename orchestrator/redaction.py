@@ -1,0 +1,118 @@
+"""Keeping secrets out of everything written: logs, audit records, errors and dead-lettered records.
+
+Three layers, each enough on its own for its case:
+1. `SecretStr` values are never rendered (the event model holds `credential.secret` as one);
+2. the secret values of exposures being handled are registered here, and any string that contains one
+   has it replaced, whatever path it took (an SDK error echoing a token, say);
+3. well-known token formats are masked even when nobody registered them.
+
+The process-wide `REDACTOR` is the only global state of the package: logging processors need it before any
+exposure arrives, and every writer must share the same set of live secrets.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections import Counter
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+from pydantic import SecretStr
+
+from orchestrator.events import fingerprint
+
+MASK = "[REDACTED]"
+
+_TOKEN_PATTERNS = re.compile(
+    "|".join(
+        [
+            r"\bgh[pousr]_[A-Za-z0-9]{20,}",
+            r"\bgithub_pat_[A-Za-z0-9_]{20,}",
+            r"\bxox[abposre]-[A-Za-z0-9-]{10,}",
+            r"\bxapp-[A-Za-z0-9-]{10,}",
+            r"\b(?i:SSWS)\s*[A-Za-z0-9_-]{20,}",
+            r"\b00[A-Za-z0-9_-]{40}\b",
+            r"\b(?i:bearer)\s+[A-Za-z0-9._~+/-]{16,}=*",
+            r"\bya29\.[A-Za-z0-9._-]{16,}",
+            r"(?i:aws_secret_access_key)[\"'\s:=]+[A-Za-z0-9/+=]{40}",
+            r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)",
+        ]
+    )
+)
+_SECRET_MEMBER = re.compile(r'("secret"\s*:\s*)"(?:[^"\\]|\\.)*("|$)')
+
+
+class Redactor:
+    """Masks registered secret values and well-known token formats in strings and nested structures."""
+
+    def __init__(self) -> None:
+        self._live: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def register(self, secret: SecretStr | None) -> None:
+        """Mask this secret from now on, until `release`d as many times as registered."""
+        if secret is not None and secret.get_secret_value():
+            with self._lock:
+                self._live[secret.get_secret_value()] += 1
+
+    def release(self, secret: SecretStr | None) -> None:
+        """Stop tracking one registration of this secret."""
+        if secret is None:
+            return
+        value = secret.get_secret_value()
+        with self._lock:
+            self._live[value] -= 1
+            if self._live[value] <= 0:
+                del self._live[value]
+
+    def text(self, value: str) -> str:
+        """`value` with every live secret and well-known token masked."""
+        with self._lock:
+            live = list(self._live)
+        for secret in live:
+            if secret in value:
+                value = value.replace(secret, f"[REDACTED {fingerprint(secret)}]")
+        return _TOKEN_PATTERNS.sub(MASK, value)
+
+    def value(self, value: Any) -> Any:
+        """Any JSON-like value with secrets masked; `SecretStr` becomes the mask."""
+        if isinstance(value, SecretStr):
+            return MASK
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, Mapping):
+            return {k: self.value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.value(v) for v in value]
+        if isinstance(value, BaseException):
+            return self.text(f"{type(value).__name__}: {value}")
+        return value
+
+    def __call__(self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        """A structlog processor."""
+        for key, value in list(event_dict.items()):
+            event_dict[key] = self.value(value)
+        return event_dict
+
+    def record(self, raw: bytes | None) -> bytes | None:
+        """A rejected record made safe for the dead-letter topic: its `credential.secret` replaced by a fingerprint.
+
+        Records that are not JSON get the same treatment by pattern, since their secrets cannot be located.
+        """
+        if raw is None:
+            return None
+        try:
+            document = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            text = raw.decode("utf-8", errors="replace")
+            return self.text(_SECRET_MEMBER.sub(lambda m: f'{m.group(1)}"{MASK}"', text)).encode()
+        credential = document.get("credential") if isinstance(document, dict) else None
+        if isinstance(credential, dict) and "secret" in credential:
+            secret = credential["secret"]
+            credential["secret"] = f"[REDACTED {fingerprint(secret)}]" if isinstance(secret, str) else MASK
+        return json.dumps(self.value(document), ensure_ascii=False).encode()
+
+
+REDACTOR = Redactor()

@@ -1,0 +1,184 @@
+"""The only module that reads the environment: one frozen `Settings`, built once at start and passed down."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.errors import ConfigurationError
+
+#: Where the shipped playbooks live, whatever the working directory.
+DEFAULT_PLAYBOOKS_DIR = Path(__file__).resolve().parent.parent / "playbooks"
+
+
+@dataclass(frozen=True)
+class OktaSettings:
+    """Okta org and admin token, from the SDK's own variables."""
+
+    org_url: str
+    token: str = field(repr=False)
+    concurrency: int = 75
+    bucket_share: float = 0.5
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    """AWS region and endpoint; credentials come from the standard chain."""
+
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+
+
+@dataclass(frozen=True)
+class GitHubSettings:
+    """GitHub REST API base URL and, optionally, OAuth app credentials."""
+
+    api_url: str = "https://api.github.com"
+    app_client_id: str | None = None
+    app_client_secret: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class SlackSettings:
+    """Slack Web API base URL."""
+
+    api_url: str = "https://slack.com/api"
+
+
+@dataclass(frozen=True)
+class GcpSettings:
+    """GCP IAM REST base URL and an optional fixed access token (else application default credentials)."""
+
+    iam_url: str = "https://iam.googleapis.com"
+    access_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the orchestrator is configured with."""
+
+    bootstrap_servers: str
+    exposures_topic: str = "credentials.exposed"
+    audit_topic: str = "credentials.audit"
+    dlq_topic: str = "credentials.exposed.dlq"
+    group_id: str = "credential-orchestrator"
+    playbooks_dir: Path = DEFAULT_PLAYBOOKS_DIR
+    topic_partitions: int = 6
+    topic_replication_factor: int = 1
+    max_in_flight: int = 256
+    max_event_bytes: int = 64 * 1024
+    commit_interval_s: float = 1.0
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 1_000
+    step_timeout_s: float = 30.0
+    drain_timeout_s: float = 20.0
+    dedup_window: int = 100_000
+    log_format: str = "console"
+    http_listen: str = "127.0.0.1:8080"
+    api_tokens_file: Path | None = None
+    okta: OktaSettings | None = None
+    aws: AwsSettings = AwsSettings()
+    github: GitHubSettings = GitHubSettings()
+    slack: SlackSettings = SlackSettings()
+    gcp: GcpSettings = GcpSettings()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from `env` (default: the process environment); raise `ConfigurationError`."""
+        env = os.environ if env is None else env
+        bootstrap = env.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+        if not bootstrap:
+            raise ConfigurationError(
+                "KAFKA_BOOTSTRAP_SERVERS is not set: point it at your Kafka brokers (host:port[,host:port]), "
+                "or run `orchestrator dev` for an embedded broker"
+            )
+        reader = _Reader(env)
+        okta = None
+        if org_url := env.get("OKTA_CLIENT_ORGURL", "").strip():
+            okta = OktaSettings(
+                org_url=org_url.rstrip("/"),
+                token=reader.required("OKTA_CLIENT_TOKEN", "the Okta API token (SSWS) the orchestrator acts with"),
+                concurrency=reader.integer("ORCHESTRATOR_OKTA_CONCURRENCY", 75),
+                bucket_share=reader.number("ORCHESTRATOR_OKTA_BUCKET_SHARE", 0.5),
+            )
+        tokens_file = env.get("ORCHESTRATOR_API_TOKENS_FILE")
+        return cls(
+            bootstrap_servers=bootstrap,
+            exposures_topic=env.get("ORCHESTRATOR_EXPOSURES_TOPIC", cls.exposures_topic),
+            audit_topic=env.get("ORCHESTRATOR_AUDIT_TOPIC", cls.audit_topic),
+            dlq_topic=env.get("ORCHESTRATOR_DLQ_TOPIC", cls.dlq_topic),
+            group_id=env.get("ORCHESTRATOR_GROUP_ID", cls.group_id),
+            playbooks_dir=Path(env.get("ORCHESTRATOR_PLAYBOOKS_DIR", str(DEFAULT_PLAYBOOKS_DIR))),
+            topic_partitions=reader.integer("ORCHESTRATOR_TOPIC_PARTITIONS", cls.topic_partitions),
+            topic_replication_factor=reader.integer("ORCHESTRATOR_TOPIC_REPLICATION_FACTOR",
+                                                    cls.topic_replication_factor),
+            max_in_flight=reader.integer("ORCHESTRATOR_MAX_IN_FLIGHT", cls.max_in_flight),
+            max_event_bytes=reader.integer("ORCHESTRATOR_MAX_EVENT_BYTES", cls.max_event_bytes),
+            session_timeout_ms=reader.integer("ORCHESTRATOR_KAFKA_SESSION_TIMEOUT_MS", cls.session_timeout_ms),
+            heartbeat_interval_ms=reader.integer(
+                "ORCHESTRATOR_KAFKA_HEARTBEAT_INTERVAL_MS", cls.heartbeat_interval_ms
+            ),
+            step_timeout_s=reader.number("ORCHESTRATOR_STEP_TIMEOUT_S", cls.step_timeout_s),
+            drain_timeout_s=reader.number("ORCHESTRATOR_DRAIN_TIMEOUT_S", cls.drain_timeout_s),
+            log_format=reader.choice("ORCHESTRATOR_LOG_FORMAT", cls.log_format, ("console", "json")),
+            http_listen=env.get("ORCHESTRATOR_HTTP_LISTEN", cls.http_listen),
+            api_tokens_file=Path(tokens_file) if tokens_file else None,
+            okta=okta,
+            aws=AwsSettings(
+                region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+                endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+            ),
+            github=GitHubSettings(
+                api_url=env.get("ORCHESTRATOR_GITHUB_API_URL", GitHubSettings.api_url).rstrip("/"),
+                app_client_id=env.get("ORCHESTRATOR_GITHUB_APP_CLIENT_ID") or None,
+                app_client_secret=env.get("ORCHESTRATOR_GITHUB_APP_CLIENT_SECRET") or None,
+            ),
+            slack=SlackSettings(api_url=env.get("ORCHESTRATOR_SLACK_API_URL", SlackSettings.api_url).rstrip("/")),
+            gcp=GcpSettings(
+                iam_url=env.get("ORCHESTRATOR_GCP_IAM_URL", GcpSettings.iam_url).rstrip("/"),
+                access_token=env.get("ORCHESTRATOR_GCP_ACCESS_TOKEN") or None,
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class _Reader:
+    env: Mapping[str, str]
+
+    def required(self, name: str, what: str) -> str:
+        value = self.env.get(name, "").strip()
+        if not value:
+            raise ConfigurationError(f"{name} is not set: it must hold {what}")
+        return value
+
+    def integer(self, name: str, default: int) -> int:
+        raw = self.env.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigurationError(f"{name}={raw!r} is not a whole number") from None
+        if value <= 0:
+            raise ConfigurationError(f"{name}={raw!r} must be positive")
+        return value
+
+    def number(self, name: str, default: float) -> float:
+        raw = self.env.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigurationError(f"{name}={raw!r} is not a number") from None
+        if value <= 0:
+            raise ConfigurationError(f"{name}={raw!r} must be positive")
+        return value
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self.env.get(name, default) or default
+        if value not in allowed:
+            raise ConfigurationError(f"{name}={value!r} must be one of {', '.join(allowed)}")
+        return value
