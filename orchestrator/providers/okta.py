@@ -92,13 +92,12 @@ class OktaProvider:
     async def _clear_user_sessions(self, params: Params, ctx: StepContext) -> StepResult:
         user = await self._resolve_user(params, ctx)
         oauth, forget = flag(params, "oauth_tokens", True), flag(params, "forget_devices", False)
-        query = "&".join(q for q, on in (("oauthTokens=true", oauth), ("forgetDevices=true", forget)) if on)
-        call = f"DELETE /api/v1/users/{user.id}/sessions" + (f"?{query}" if query else "")
+        # Both flags always sent: on Identity Engine an absent forgetDevices means true.
+        call = (f"DELETE /api/v1/users/{user.id}/sessions?oauthTokens={str(oauth).lower()}"
+                f"&forgetDevices={str(forget).lower()}")
         if not ctx.dry_run:
-            kwargs = {"oauth_tokens": True} if oauth else {}
-            if forget:
-                kwargs["forget_devices"] = True
-            await self._call(_BUCKET_USERS, ctx, self._client.revoke_user_sessions, user.id, **kwargs)
+            await self._call(_BUCKET_USERS, ctx, self._client.revoke_user_sessions, user.id,
+                             oauth_tokens=oauth, forget_devices=forget)
         return StepResult(target=f"user:{user.id}", calls=(call,))
 
     async def _end_session(self, params: Params, ctx: StepContext) -> StepResult:

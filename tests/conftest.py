@@ -1,0 +1,109 @@
+"""Shared fixtures: a real Kafka-protocol broker and real emulator processes, never in-process fakes.
+
+The broker is `KAFKA_BOOTSTRAP_SERVERS` when set, else an embedded Tansu process for the session.
+Each test gets its own topics and consumer group, so tests never see each other's records.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import httpx
+import pytest
+
+from orchestrator import embedded
+from orchestrator.settings import OktaSettings, Settings
+from tests.support import Harness
+
+# okta-sdk-python refuses plain-http org URLs unless this is set; only the emulator is plain http.
+os.environ.setdefault("OKTA_TESTING_TESTINGDISABLEHTTPSCHECK", "true")
+
+
+@dataclass(frozen=True)
+class Emulator:
+    """A running emulator process and a client for its control API."""
+
+    url: str
+    admin_token: str = ""
+
+    def control(self, method: str, path: str, body: Any = None) -> Any:
+        """Call the emulator's control API (`/_emulator/...`) and return the decoded JSON."""
+        response = httpx.request(method, f"{self.url}/_emulator/{path}", json=body, timeout=10)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def seed(self, state: dict[str, Any]) -> Any:
+        """Add users, tokens, keys... (the emulator's seed format)."""
+        return self.control("POST", "state", state)
+
+    def reset(self) -> None:
+        """Clear faults, latency and counters."""
+        self.control("POST", "reset")
+
+
+def okta_token() -> str:
+    """A random value shaped like an Okta API token; generated per run, never a real one."""
+    return "00" + secrets.token_urlsafe(32)[:40]
+
+
+@pytest.fixture(scope="session")
+def bootstrap() -> Iterator[str]:
+    """Bootstrap address of the broker the tests use."""
+    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if configured:
+        yield configured
+        return
+    with embedded.tansu() as broker:
+        yield broker.url
+
+
+@pytest.fixture(scope="session")
+def okta() -> Iterator[Emulator]:
+    """The project's Okta emulator, as a process, with a random admin token."""
+    token = okta_token()
+    with embedded.emulator("okta", "--admin-token", token) as process:
+        yield Emulator(process.url, token)
+
+
+@pytest.fixture
+def okta_clean(okta: Emulator) -> Iterator[Emulator]:
+    """The Okta emulator with faults, latency and counters cleared before and after the test."""
+    okta.reset()
+    yield okta
+    okta.reset()
+
+
+@pytest.fixture
+def settings(bootstrap: str, okta: Emulator) -> Settings:
+    """Settings for one test: its own topics and group, the Okta emulator, fast group joins."""
+    suffix = secrets.token_hex(4)
+    return Settings(
+        bootstrap_servers=bootstrap,
+        exposures_topic=f"test.{suffix}.exposed",
+        audit_topic=f"test.{suffix}.audit",
+        dlq_topic=f"test.{suffix}.dlq",
+        group_id=f"test-{suffix}",
+        topic_partitions=3,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
+        commit_interval_s=0.2,
+        step_timeout_s=5.0,
+        drain_timeout_s=10.0,
+        okta=OktaSettings(org_url=okta.url, token=okta.admin_token),
+    )
+
+
+@pytest.fixture
+async def harness(settings: Settings) -> AsyncIterator[Harness]:
+    """An orchestrator running in this process against the broker, plus publish/collect helpers."""
+    async with Harness(settings) as running:
+        yield running
+
+
+def with_fast_retries(settings: Settings, **overrides: Any) -> Settings:
+    """The same settings with overrides (e.g. a shorter step timeout)."""
+    return replace(settings, **overrides)

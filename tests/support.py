@@ -1,0 +1,162 @@
+"""Test helpers that cross process boundaries for real: publish to the broker, read the audit and DLQ topics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from orchestrator import kafka
+from orchestrator.app import Orchestrator
+from orchestrator.audit_stream import follow, is_terminal
+from orchestrator.settings import Settings
+
+JOIN_TIMEOUT_S = 30.0
+
+
+def exposure(kind: str, **fields: Any) -> dict[str, Any]:
+    """An exposure event with a fresh id; `credential` fields go in `credential=`, the rest at top level."""
+    event: dict[str, Any] = {"id": f"exp-{uuid.uuid4().hex[:12]}", "credential": {"kind": kind}}
+    event["credential"].update(fields.pop("credential", {}))
+    event.update(fields)
+    return event
+
+
+async def publish(bootstrap: str, topic: str, records: Iterable[dict[str, Any] | bytes | None],
+                  key: bytes | None = None) -> None:
+    """Publish records (dicts as JSON, bytes as they are) and wait for the broker to store them."""
+    producer = kafka.make_producer(bootstrap)
+    await producer.start()
+    try:
+        futures = []
+        for record in records:
+            value = json.dumps(record).encode() if isinstance(record, dict) else record
+            record_key = str(record["id"]).encode() if isinstance(record, dict) and key is None else key
+            futures.append(await producer.send(topic, value, key=record_key))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def collect(bootstrap: str, topic: str, ids: Iterable[str], *, timeout_s: float = 30.0,
+                  linger_s: float = 0.0) -> dict[str, list[dict[str, Any]]]:
+    """Every audit record of `ids`, until each has a terminal record (then `linger_s` more for stragglers).
+
+    Raises TimeoutError naming the ids still open.
+    """
+    wanted = list(ids)
+    trails: dict[str, list[dict[str, Any]]] = {i: [] for i in wanted}
+    open_ids = set(wanted)
+
+    async def read() -> None:
+        async for record in follow(bootstrap, topic, exposure_ids=wanted):
+            trails[record["exposure_id"]].append(record)
+            if is_terminal(record):
+                open_ids.discard(record["exposure_id"])
+                if not open_ids:
+                    return
+
+    try:
+        async with asyncio.timeout(timeout_s):
+            await read()
+    except TimeoutError:
+        raise TimeoutError(f"no terminal audit record within {timeout_s}s for {sorted(open_ids)}") from None
+    if linger_s:
+        async for record in follow(bootstrap, topic, exposure_ids=wanted, idle_timeout_s=linger_s):
+            if record not in trails[record["exposure_id"]]:
+                trails[record["exposure_id"]].append(record)
+    return trails
+
+
+async def read_all(bootstrap: str, topic: str, *, idle_timeout_s: float = 1.0) -> list[Any]:
+    """Every record of a topic (value, key and headers), read from the beginning until it goes quiet."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        await consumer.client.force_metadata_update()
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not partitions:
+            return []
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        records: list[Any] = []
+        while True:
+            batch = await consumer.getmany(timeout_ms=int(idle_timeout_s * 1000))
+            if not batch:
+                return records
+            for part in batch.values():
+                records.extend(part)
+    finally:
+        await consumer.stop()
+
+
+async def committed_offsets(settings: Settings) -> dict[int, int]:
+    """The group's committed offset per partition of the exposures topic (-1 where none)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=settings.group_id,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(settings.exposures_topic) or set()
+        result = {}
+        for p in sorted(partitions):
+            offset = await consumer.committed(TopicPartition(settings.exposures_topic, p))
+            result[p] = -1 if offset is None else offset
+        return result
+    finally:
+        await consumer.stop()
+
+
+class Harness:
+    """An `Orchestrator` running in a task of this event loop, joined to its group and ready."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.orchestrator = Orchestrator(settings)
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Harness:
+        await self.orchestrator.__aenter__()
+        self._task = asyncio.create_task(self.orchestrator.run())
+        assert self.orchestrator.consumer is not None
+        async with asyncio.timeout(JOIN_TIMEOUT_S):
+            await self.orchestrator.consumer.assigned.wait()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Stop consuming, drain, commit, close every resource."""
+        if self._task is None:
+            return
+        self.orchestrator.stop()
+        task, self._task = self._task, None
+        try:
+            await task
+        finally:
+            await self.orchestrator.__aexit__(None, None, None)
+
+    async def publish(self, *records: dict[str, Any] | bytes | None) -> None:
+        """Publish to this orchestrator's exposures topic."""
+        await publish(self.settings.bootstrap_servers, self.settings.exposures_topic, records)
+
+    async def collect(self, *ids: str, timeout_s: float = 30.0, linger_s: float = 0.0) -> dict[str, list[dict[str, Any]]]:
+        """The audit trails of `ids` once each is terminal."""
+        return await collect(self.settings.bootstrap_servers, self.settings.audit_topic, ids,
+                             timeout_s=timeout_s, linger_s=linger_s)
+
+    async def run(self, *events: dict[str, Any], timeout_s: float = 30.0) -> dict[str, list[dict[str, Any]]]:
+        """Publish `events` and return their audit trails once each is terminal."""
+        await self.publish(*events)
+        return await self.collect(*(e["id"] for e in events), timeout_s=timeout_s)
+
+
+def events_of(trail: list[dict[str, Any]]) -> list[str]:
+    """The `event` names of a trail, in order."""
+    return [record["event"] for record in trail]
