@@ -29,5 +29,5 @@ class Governor:
         async with self._slots:
             yield
 
-    def observe(self, bucket: str, headers: Mapping[str, str]) -> None:
-        """Learn the bucket's budget from a response's rate-limit headers."""
+    def observe(self, bucket: str, headers: Mapping[str, str], *, status: int | None = None) -> None:
+        """Learn the bucket's budget from a response's rate-limit headers (and its status: 429 blocks it)."""

@@ -179,7 +179,7 @@ class OktaProvider:
         error = result[-1]
         response = result[1] if len(result) == 3 else result[0]
         headers = _headers_of(error if error is not None else response)
-        self._governor.observe(bucket, headers)
+        self._governor.observe(bucket, headers, status=getattr(error, "status", None) if error else None)
         if error is not None:
             raise translate(error, headers)
         return result[0] if len(result) == 3 else None
