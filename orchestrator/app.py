@@ -45,7 +45,8 @@ class Orchestrator:
             self._stack.push_async_callback(producer.stop)
             providers = await open_providers(settings, self._stack)
             pipeline = Pipeline(
-                auditor=Auditor(KafkaAuditSink(producer, settings.audit_topic)),
+                # Audit records are echoed to the console log for people; JSON logs would only duplicate the topic.
+                auditor=Auditor(KafkaAuditSink(producer, settings.audit_topic), echo=settings.log_format == "console"),
                 executor=Executor(providers, actions, step_timeout_s=settings.step_timeout_s),
                 playbooks=self.playbooks,
                 dead_letters=kafka.KafkaDeadLetters(producer, settings.dlq_topic),

@@ -84,10 +84,10 @@ def _render_pipeline(redactor: Redactor) -> Any:
 class Auditor:
     """Renders audit records and hands them to the sink; one per process."""
 
-    def __init__(self, sink: AuditSink, *, redactor: Redactor = REDACTOR) -> None:
+    def __init__(self, sink: AuditSink, *, redactor: Redactor = REDACTOR, echo: bool = True) -> None:
         self._sink = sink
         self._render = _render_pipeline(redactor)
-        self._log = structlog.get_logger("orchestrator.audit")
+        self._log = structlog.get_logger("orchestrator.audit") if echo else None
 
     def trail(self, exposure_id: str, **context: Any) -> AuditTrail:
         """A trail for one exposure: records carry `exposure_id` and `context` and can be awaited together."""
@@ -96,7 +96,8 @@ class Auditor:
     async def _write(self, exposure_id: str, event: AuditEvent, fields: dict[str, Any]) -> Awaitable[Any]:
         clean = {k: v for k, v in fields.items() if v is not None}
         rendered: str = self._render.msg(event.value, exposure_id=exposure_id, **clean)
-        self._log.info(event.value, exposure_id=exposure_id, **clean)
+        if self._log is not None:
+            self._log.info(event.value, exposure_id=exposure_id, **clean)
         return await self._sink.write(exposure_id, rendered.encode())
 
 
