@@ -30,7 +30,7 @@ async def follow(bootstrap: str, topic: str, *, exposure_ids: Collection[str] | 
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
         if not partitions:
-            await consumer.client.force_metadata_update()
+            await consumer.topics()  # refreshes metadata
             partitions = consumer.partitions_for_topic(topic) or set()
         assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(assigned)

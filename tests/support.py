@@ -78,7 +78,7 @@ async def read_all(bootstrap: str, topic: str, *, idle_timeout_s: float = 1.0) -
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
-        await consumer.client.force_metadata_update()
+        await consumer.topics()  # refreshes metadata
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         if not partitions:
             return []

@@ -1,0 +1,130 @@
+"""Throughput benchmark (issue 2): owner-based okta.session exposures per second to terminal audit record.
+
+Runs `orchestrator run` as a child process against a broker (Tansu, or KAFKA_BOOTSTRAP_SERVERS) and the
+Okta emulator process with the given latency, publishes COUNT exposures for COUNT distinct users, and
+times first publish → last terminal audit record. Peak RSS is the orchestrator process's VmHWM.
+
+    .venv/bin/python bench/throughput.py --count 10000 --latency-ms 0 --latency-ms 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from orchestrator import embedded  # noqa: E402
+from orchestrator.audit_stream import is_terminal  # noqa: E402
+from tests.support import publish, read_all  # noqa: E402
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def _count_terminals(bootstrap: str, topic: str, want: int, timeout_s: float) -> float:
+    """Wait until `want` terminal records are on the audit topic; return the time the last one was seen."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        await consumer.topics()  # refreshes metadata
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        seen = 0
+        deadline = time.monotonic() + timeout_s
+        while seen < want:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {seen}/{want} terminal records after {timeout_s}s")
+            batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+            for records in batch.values():
+                for record in records:
+                    if b'"event": "exposure.received"' in record.value:
+                        continue
+                    if is_terminal(json.loads(record.value)):
+                        seen += 1
+        return time.monotonic()
+    finally:
+        await consumer.stop()
+
+
+async def run_once(bootstrap: str, okta_url: str, admin_token: str, count: int, latency_ms: int) -> dict[str, float]:
+    suffix = secrets.token_hex(4)
+    topics = {"ORCHESTRATOR_EXPOSURES_TOPIC": f"bench.{suffix}.exposed", "ORCHESTRATOR_AUDIT_TOPIC":
+              f"bench.{suffix}.audit", "ORCHESTRATOR_DLQ_TOPIC": f"bench.{suffix}.dlq"}
+    logins = [f"bench.{suffix}.{i}@example.com" for i in range(count)]
+    httpx.post(f"{okta_url}/_emulator/state", json={"users": [{"login": lg, "sessions": 1} for lg in logins]},
+               timeout=120).raise_for_status()
+    httpx.put(f"{okta_url}/_emulator/latency", json={"ms": latency_ms}, timeout=10).raise_for_status()
+    env = {**os.environ, **topics, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "OKTA_CLIENT_ORGURL": okta_url,
+           "OKTA_CLIENT_TOKEN": admin_token, "OKTA_TESTING_TESTINGDISABLEHTTPSCHECK": "true",
+           "ORCHESTRATOR_GROUP_ID": f"bench-{suffix}", "ORCHESTRATOR_LOG_FORMAT": "json",
+           "ORCHESTRATOR_KAFKA_SESSION_TIMEOUT_MS": "6000", "ORCHESTRATOR_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+           "ORCHESTRATOR_HTTP_LISTEN": f"127.0.0.1:{embedded.free_port()}"}
+    process = subprocess.Popen([str(Path(sys.executable).parent / "orchestrator"), "run"], env=env,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:  # wait until the group is joined and partitions are assigned
+            if "consumer.assigned" in line:
+                break
+        events = [{"id": f"bench-{suffix}-{i}", "credential": {"kind": "okta.session", "owner": lg},
+                   "source": {"detector": "bench"}} for i, lg in enumerate(logins)]
+        started = time.monotonic()
+        waiter = asyncio.create_task(_count_terminals(bootstrap, topics["ORCHESTRATOR_AUDIT_TOPIC"], count, 600))
+        await publish(bootstrap, topics["ORCHESTRATOR_EXPOSURES_TOPIC"], events)
+        published = time.monotonic()
+        finished = await waiter
+        rss = _peak_rss_mb(process.pid)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=30)
+        process.kill()
+    dlq = await read_all(bootstrap, topics["ORCHESTRATOR_DLQ_TOPIC"], idle_timeout_s=0.5)
+    return {"latency_ms": latency_ms, "count": count, "seconds": finished - started,
+            "exposures_per_s": count / (finished - started), "publish_s": published - started,
+            "peak_rss_mb": rss, "dead_letters": len(dlq), "exit_code": process.returncode}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=10_000)
+    parser.add_argument("--latency-ms", type=int, action="append", default=None)
+    args = parser.parse_args()
+    latencies = args.latency_ms or [0, 20]
+    admin = "00" + secrets.token_urlsafe(32)[:40]
+    with contextlib.ExitStack() as stack:
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or stack.enter_context(embedded.tansu()).url
+        okta = stack.enter_context(embedded.emulator("okta", "--admin-token", admin))
+        # Rate limits are issue 3's benchmark; here the emulator must not throttle.
+        httpx.put(f"{okta.url}/_emulator/rate-limits", json={"buckets": {b: {"limit": 10**9, "window_s": 60}
+                  for b in ("users", "sessions", "api-tokens", "default")}, "concurrency": 75},
+                  timeout=10).raise_for_status()
+        print(f"# {platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}, broker {bootstrap}")
+        for latency in latencies:
+            result = await run_once(bootstrap, okta.url, admin, args.count, latency)
+            print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
