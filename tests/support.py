@@ -6,15 +6,19 @@ import asyncio
 import json
 import uuid
 from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import RecordMetadata
 
 from orchestrator import kafka
 from orchestrator.app import Orchestrator
 from orchestrator.audit_stream import follow, is_terminal
-from orchestrator.settings import Settings
+from orchestrator.settings import DEFAULT_PLAYBOOKS_DIR, OktaSettings, Settings
 
 JOIN_TIMEOUT_S = 30.0
 
@@ -28,8 +32,8 @@ def exposure(kind: str, **fields: Any) -> dict[str, Any]:
 
 
 async def publish(bootstrap: str, topic: str, records: Iterable[dict[str, Any] | bytes | None],
-                  key: bytes | None = None) -> None:
-    """Publish records (dicts as JSON, bytes as they are) and wait for the broker to store them."""
+                  key: bytes | None = None, *, partition: int | None = None) -> list[RecordMetadata]:
+    """Publish records (dicts as JSON, bytes as they are), wait for the broker to store them, return where."""
     producer = kafka.make_producer(bootstrap)
     await producer.start()
     try:
@@ -37,8 +41,8 @@ async def publish(bootstrap: str, topic: str, records: Iterable[dict[str, Any] |
         for record in records:
             value = json.dumps(record).encode() if isinstance(record, dict) else record
             record_key = str(record["id"]).encode() if isinstance(record, dict) and key is None else key
-            futures.append(await producer.send(topic, value, key=record_key))
-        await asyncio.gather(*futures)
+            futures.append(await producer.send(topic, value, key=record_key, partition=partition))
+        return list(await asyncio.gather(*futures))
     finally:
         await producer.stop()
 
@@ -111,6 +115,46 @@ async def committed_offsets(settings: Settings) -> dict[int, int]:
         await consumer.stop()
 
 
+async def end_offsets(settings: Settings) -> dict[int, int]:
+    """The end offset (next offset to be written) of each partition of the exposures topic."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
+                                group_id=None)
+    await consumer.start()
+    try:
+        await consumer.topics()  # refreshes metadata
+        partitions = [TopicPartition(settings.exposures_topic, p)
+                      for p in sorted(consumer.partitions_for_topic(settings.exposures_topic) or ())]
+        ends = await consumer.end_offsets(partitions)
+        return {tp.partition: offset for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+def isolated(settings: Settings, **overrides: Any) -> Settings:
+    """The same settings with topics and a consumer group of their own (plus `overrides`)."""
+    suffix = uuid.uuid4().hex[:8]
+    return replace(settings, exposures_topic=f"test.{suffix}.exposed", audit_topic=f"test.{suffix}.audit",
+                   dlq_topic=f"test.{suffix}.dlq", group_id=f"test-{suffix}", **overrides)
+
+
+def fresh_settings(bootstrap: str, okta_url: str, okta_token: str, **overrides: Any) -> Settings:
+    """Settings like the `settings` fixture's, for fixtures wider than one test (module-scoped harnesses)."""
+    okta = OktaSettings(org_url=okta_url, token=okta_token)
+    base = Settings(bootstrap_servers=bootstrap, topic_partitions=3, session_timeout_ms=6000,
+                    heartbeat_interval_ms=500, commit_interval_s=0.2, step_timeout_s=5.0, drain_timeout_s=10.0,
+                    okta=okta)
+    return isolated(base, **overrides)
+
+
+def playbooks_with_retry(directory: Path, **retry: float) -> Path:
+    """Copy the shipped playbooks into `directory` with a playbook-level `retry:` policy; return it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    policy = yaml.safe_dump({"retry": retry}, default_flow_style=True)
+    for source in DEFAULT_PLAYBOOKS_DIR.glob("*.yaml"):
+        (directory / source.name).write_text(source.read_text() + "\n" + policy)
+    return directory
+
+
 class Harness:
     """An `Orchestrator` running in a task of this event loop, joined to its group and ready."""
 
@@ -146,7 +190,8 @@ class Harness:
         """Publish to this orchestrator's exposures topic."""
         await publish(self.settings.bootstrap_servers, self.settings.exposures_topic, records)
 
-    async def collect(self, *ids: str, timeout_s: float = 30.0, linger_s: float = 0.0) -> dict[str, list[dict[str, Any]]]:
+    async def collect(self, *ids: str, timeout_s: float = 30.0,
+                      linger_s: float = 0.0) -> dict[str, list[dict[str, Any]]]:
         """The audit trails of `ids` once each is terminal."""
         return await collect(self.settings.bootstrap_servers, self.settings.audit_topic, ids,
                              timeout_s=timeout_s, linger_s=linger_s)

@@ -2,30 +2,130 @@
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
+
 from tests.conftest import Emulator, okta_token
-from tests.support import Harness, events_of, exposure
+from tests.support import Harness, events_of, exposure, fresh_settings
 
 
-def _user(okta: Emulator, login: str, **extra: Any) -> dict[str, Any]:
-    created = okta.seed({"users": [{"login": login, "email": login, **extra}]})
-    users = okta.control("GET", "state")["users"]
-    return next(u for u in users if u["profile"]["login"] == login) if isinstance(users, list) else created
+@pytest.fixture(scope="module")
+async def harness(bootstrap: str, okta: Emulator) -> AsyncIterator[Harness]:
+    """One orchestrator for the module: these tests touch disjoint users and tokens."""
+    async with Harness(fresh_settings(bootstrap, okta.url, okta.admin_token)) as running:
+        yield running
+
+
+def _login() -> str:
+    return f"user.{secrets.token_hex(4)}@example.com"
+
+
+def _seed_user(okta: Emulator, login: str, **extra: Any) -> dict[str, Any]:
+    spec = {"login": login, "sessions": [f"102{secrets.token_hex(8)}", f"102{secrets.token_hex(8)}"],
+            "tokens": [{"clientId": "0oaapp1"}, {"clientId": "0oaapp2"}], "factors": 2, **extra}
+    okta.seed({"users": [spec]})
+    return _state_user(okta, login)
 
 
 def _state_user(okta: Emulator, login: str) -> dict[str, Any]:
-    users = okta.control("GET", "state")["users"]
-    items = users.values() if isinstance(users, dict) else users
-    return next(u for u in items if u.get("login", u.get("profile", {}).get("login")) == login)
+    users: list[dict[str, Any]] = okta.control("GET", "state")["users"]
+    return next(u for u in users if u["login"] == login)
 
 
-async def test_okta_session_clears_all_sessions_of_the_owner(harness: Harness, okta_clean: Emulator) -> None:
-    """okta.session with an owner: every session of that user is cleared, and the run completes."""
-    login = "har.victim.1@example.com"
-    okta_clean.seed({"users": [{"login": login, "sessions": ["102sessA1", "102sessA2"]}]})
-    event = exposure("okta.session", credential={"owner": login, "id": "102sessA1"}, source={"detector": "har-scanner"})
-    trails = await harness.run(event)
-    assert events_of(trails[event["id"]]) == [
-        "exposure.received", "run.started", "step.started", "step.succeeded", "run.completed"]
-    print(_state_user(okta_clean, login))
+def _state_token(okta: Emulator, token_id: str) -> dict[str, Any]:
+    tokens: list[dict[str, Any]] = okta.control("GET", "state")["api_tokens"]
+    return next(t for t in tokens if t["id"] == token_id)
+
+
+def _assert_cleared(user: dict[str, Any]) -> None:
+    assert user["sessions"] and all(s["revoked"] for s in user["sessions"])
+    assert user["tokens"] == []
+
+
+SESSION_TRAIL = ["exposure.received", "run.started", "step.started", "step.succeeded", "run.completed"]
+
+
+async def test_okta_session_by_owner_clears_all_sessions_and_oauth_tokens(harness: Harness,
+                                                                         okta_clean: Emulator) -> None:
+    """okta.session with an owner: every session and OAuth token of that user is cleared."""
+    login = _login()
+    user = _seed_user(okta_clean, login)
+    event = exposure("okta.session", credential={"owner": login}, source={"detector": "har-scanner"})
+    trail = (await harness.run(event))[event["id"]]
+    assert events_of(trail) == SESSION_TRAIL
+    assert trail[-2]["target"] == f"user:{user['id']}"
+    assert trail[-1]["playbook"] == "okta-session"
+    _assert_cleared(_state_user(okta_clean, login))
+
+
+async def test_okta_session_by_session_id_resolves_its_user(harness: Harness, okta_clean: Emulator) -> None:
+    """okta.session with only a session id: the session resolves to its user, whose sessions are all cleared."""
+    login = _login()
+    user = _seed_user(okta_clean, login)
+    bystander = _seed_user(okta_clean, _login())
+    event = exposure("okta.session", credential={"id": user["sessions"][1]["id"]})
+    trail = (await harness.run(event))[event["id"]]
+    assert events_of(trail) == SESSION_TRAIL
+    assert trail[-2]["target"] == f"user:{user['id']}"
+    _assert_cleared(_state_user(okta_clean, login))
+    untouched = _state_user(okta_clean, bystander["login"])
+    assert not any(s["revoked"] for s in untouched["sessions"]) and len(untouched["tokens"]) == 2
+
+
+async def test_okta_api_token_by_secret_revokes_itself(harness: Harness, okta_clean: Emulator) -> None:
+    """okta.api_token with its value: DELETE /api-tokens/current authenticated by it revokes the token."""
+    login, value = _login(), okta_token()
+    _seed_user(okta_clean, login)
+    token_id = okta_clean.seed({"api_tokens": [{"name": "ci", "login": login, "token": value}]})["api_tokens"][0]["id"]
+    event = exposure("okta.api_token", credential={"secret": value})
+    trail = (await harness.run(event))[event["id"]]
+    assert events_of(trail) == SESSION_TRAIL
+    assert _state_token(okta_clean, token_id)["revoked"] is True
+    calls = [(r["method"], r["path"]) for r in okta_clean.control("GET", "requests")]
+    assert calls == [("DELETE", "/api/v1/api-tokens/current")]
+
+
+async def test_okta_api_token_by_id_revokes_it(harness: Harness, okta_clean: Emulator) -> None:
+    """okta.api_token with only its id: the admin token revokes it by id."""
+    login = _login()
+    _seed_user(okta_clean, login)
+    seeded = okta_clean.seed({"api_tokens": [{"name": "ci", "login": login, "token": okta_token()}]})
+    token_id = seeded["api_tokens"][0]["id"]
+    event = exposure("okta.api_token", credential={"id": token_id})
+    trail = (await harness.run(event))[event["id"]]
+    assert events_of(trail) == SESSION_TRAIL
+    assert trail[-2]["target"] == f"api-token:{token_id}"
+    assert _state_token(okta_clean, token_id)["revoked"] is True
+
+
+async def test_okta_user_clears_and_resets_but_does_not_suspend_below_critical(harness: Harness,
+                                                                               okta_clean: Emulator) -> None:
+    """okta.user at high severity: sessions and OAuth tokens cleared, factors reset, suspend skipped."""
+    login = _login()
+    _seed_user(okta_clean, login)
+    event = exposure("okta.user", credential={"owner": login}, severity="high")
+    trail = (await harness.run(event))[event["id"]]
+    assert events_of(trail) == ["exposure.received", "run.started", "step.started", "step.succeeded",
+                                "step.started", "step.succeeded", "step.skipped", "run.completed"]
+    assert trail[-2]["step"] == "suspend"
+    state = _state_user(okta_clean, login)
+    _assert_cleared(state)
+    assert state["factors"] == 0 and state["status"] == "ACTIVE"
+
+
+async def test_okta_user_suspends_when_critical(harness: Harness, okta_clean: Emulator) -> None:
+    """okta.user at critical severity: sessions cleared, factors reset, and the user suspended."""
+    login = _login()
+    _seed_user(okta_clean, login)
+    event = exposure("okta.user", credential={"owner": login}, severity="critical")
+    trail = (await harness.run(event))[event["id"]]
+    assert events_of(trail) == ["exposure.received", "run.started"] + ["step.started", "step.succeeded"] * 3 + [
+        "run.completed"]
+    assert [r["step"] for r in trail if r["event"] == "step.succeeded"] == ["clear-sessions", "reset-factors",
+                                                                            "suspend"]
+    state = _state_user(okta_clean, login)
+    _assert_cleared(state)
+    assert state["factors"] == 0 and state["status"] == "SUSPENDED"
