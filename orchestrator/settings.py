@@ -11,6 +11,8 @@ from orchestrator.errors import ConfigurationError
 
 #: Where the shipped playbooks live, whatever the working directory.
 DEFAULT_PLAYBOOKS_DIR = Path(__file__).resolve().parent.parent / "playbooks"
+#: Where `orchestrator run` serves its HTTP API unless ORCHESTRATOR_HTTP_LISTEN says otherwise (`off`: nowhere).
+DEFAULT_HTTP_LISTEN = "127.0.0.1:8080"
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,12 @@ class Settings:
     drain_timeout_s: float = 20.0
     dedup_window: int = 100_000
     log_format: str = "console"
-    http_listen: str = "127.0.0.1:8080"
+    #: Where `orchestrator run` serves its HTTP API; None serves none (the default when built in code, so
+    #: tests and embedded uses never fight over a port). `from_env` defaults it to DEFAULT_HTTP_LISTEN.
+    http_listen: str | None = None
     api_tokens_file: Path | None = None
+    oncall_webhook_url: str | None = field(default=None, repr=False)  # a Slack webhook URL is a secret
+    oncall_webhook_format: str = "json"
     okta: OktaSettings | None = None
     aws: AwsSettings = AwsSettings()
     github: GitHubSettings = GitHubSettings()
@@ -123,8 +129,11 @@ class Settings:
             step_timeout_s=reader.number("ORCHESTRATOR_STEP_TIMEOUT_S", cls.step_timeout_s),
             drain_timeout_s=reader.number("ORCHESTRATOR_DRAIN_TIMEOUT_S", cls.drain_timeout_s),
             log_format=reader.choice("ORCHESTRATOR_LOG_FORMAT", cls.log_format, ("console", "json")),
-            http_listen=env.get("ORCHESTRATOR_HTTP_LISTEN", cls.http_listen),
+            http_listen=_http_listen(env.get("ORCHESTRATOR_HTTP_LISTEN", DEFAULT_HTTP_LISTEN)),
             api_tokens_file=Path(tokens_file) if tokens_file else None,
+            oncall_webhook_url=env.get("ORCHESTRATOR_ONCALL_WEBHOOK_URL", "").strip() or None,
+            oncall_webhook_format=reader.choice("ORCHESTRATOR_ONCALL_WEBHOOK_FORMAT", cls.oncall_webhook_format,
+                                                ("slack", "json")),
             okta=okta,
             aws=AwsSettings(
                 region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
@@ -141,6 +150,11 @@ class Settings:
                 access_token=env.get("ORCHESTRATOR_GCP_ACCESS_TOKEN") or None,
             ),
         )
+
+
+def _http_listen(raw: str) -> str | None:
+    value = raw.strip()
+    return None if value.lower() in {"", "off", "none"} else value
 
 
 @dataclass(frozen=True)
