@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -46,6 +46,10 @@ TERMINAL_EVENTS = frozenset(
     {AuditEvent.EXPOSURE_REJECTED, AuditEvent.EXPOSURE_DUPLICATE, AuditEvent.EXPOSURE_UNMATCHED,
      AuditEvent.RUN_COMPLETED, AuditEvent.RUN_FAILED, AuditEvent.RUN_PLANNED}
 )
+
+
+#: Receives every audit record, as the dict written to the audit topic (already redacted).
+AuditObserver = Callable[[dict[str, Any]], None]
 
 
 class AuditSink(Protocol):
@@ -84,10 +88,14 @@ def _render_pipeline(redactor: Redactor) -> Any:
 class Auditor:
     """Renders audit records and hands them to the sink; one per process."""
 
-    def __init__(self, sink: AuditSink, *, redactor: Redactor = REDACTOR, echo: bool = True) -> None:
+    def __init__(self, sink: AuditSink, *, redactor: Redactor = REDACTOR, echo: bool = True,
+                 observers: Sequence[AuditObserver] = ()) -> None:
         self._sink = sink
         self._render = _render_pipeline(redactor)
         self._log = structlog.get_logger("orchestrator.audit") if echo else None
+        #: Called with each record as written (after redaction), e.g. metrics and the on-call webhook.
+        #: They run inline on the audit path: they must be quick and must not raise.
+        self.observers: list[AuditObserver] = list(observers)
 
     def trail(self, exposure_id: str, **context: Any) -> AuditTrail:
         """A trail for one exposure: records carry `exposure_id` and `context` and can be awaited together."""
@@ -98,7 +106,12 @@ class Auditor:
         rendered: str = self._render.msg(event.value, exposure_id=exposure_id, **clean)
         if self._log is not None:
             self._log.info(event.value, exposure_id=exposure_id, **clean)
-        return await self._sink.write(exposure_id, rendered.encode())
+        stored = await self._sink.write(exposure_id, rendered.encode())
+        if self.observers:
+            record = json.loads(rendered)
+            for observer in self.observers:
+                observer(record)
+        return stored
 
 
 class AuditTrail:
