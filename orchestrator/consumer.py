@@ -50,6 +50,15 @@ class ExposureConsumer:
         """Records being processed now."""
         return len(self._tasks)
 
+    async def lag(self) -> int:
+        """Records on the assigned partitions not fetched yet: high watermark minus position, as last fetched."""
+        total = 0
+        for partition in self._consumer.assignment():
+            highwater = self._consumer.highwater(partition)
+            if highwater is not None:
+                total += max(0, highwater - await self._consumer.position(partition))
+        return total
+
     async def run(self) -> None:
         """Consume until `stop`; then drain, commit and return."""
         last_commit = time.monotonic()
