@@ -52,6 +52,15 @@ _BUCKET_API_TOKENS = "api-tokens"
 
 
 @dataclass(frozen=True)
+class _BareError:
+    """An error response without a body, shaped like the SDK's errors for `translate`."""
+
+    status: int
+    error_code: str | None = None
+    error_summary: str = "(empty body)"
+
+
+@dataclass(frozen=True)
 class _User:
     id: str
     status: str | None
@@ -179,6 +188,10 @@ class OktaProvider:
         error = result[-1]
         response = result[1] if len(result) == 3 else result[0]
         headers = _headers_of(error if error is not None else response)
+        status = getattr(response, "status_code", None)
+        if error is None and isinstance(status, int) and status >= 300:
+            # The SDK returns an error response with an empty body (a bare 503, say) as a success.
+            error = _BareError(status)
         self._governor.observe(bucket, headers, status=getattr(error, "status", None) if error else None)
         if error is not None:
             raise translate(error, headers)
