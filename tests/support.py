@@ -149,7 +149,7 @@ def fresh_settings(bootstrap: str, okta_url: str, okta_token: str, **overrides: 
 def playbooks_with_retry(directory: Path, **retry: float) -> Path:
     """Copy the shipped playbooks into `directory` with a playbook-level `retry:` policy; return it."""
     directory.mkdir(parents=True, exist_ok=True)
-    policy = yaml.safe_dump({"retry": retry}, default_flow_style=True)
+    policy = yaml.safe_dump({"retry": retry}, default_flow_style=None)
     for source in DEFAULT_PLAYBOOKS_DIR.glob("*.yaml"):
         (directory / source.name).write_text(source.read_text() + "\n" + policy)
     return directory
