@@ -9,11 +9,11 @@ where they apply `run_id`, `playbook`, `step`, `action`, `target`, `attempt`, `d
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
 from typing import Any, Protocol
 
+import orjson
 import structlog
 
 from orchestrator.redaction import REDACTOR, Redactor
@@ -73,13 +73,17 @@ class KafkaAuditSink:
         return future
 
 
+def _dumps(value: Any, **_: Any) -> bytes:
+    return orjson.dumps(value, default=str)
+
+
 def _render_pipeline(redactor: Redactor) -> Any:
     return structlog.wrap_logger(
         structlog.ReturnLogger(),
         processors=[
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
             redactor,
-            structlog.processors.JSONRenderer(serializer=json.dumps, sort_keys=False),
+            structlog.processors.JSONRenderer(serializer=_dumps),
         ],
         wrapper_class=structlog.BoundLogger,
     )
@@ -103,12 +107,12 @@ class Auditor:
 
     async def _write(self, exposure_id: str, event: AuditEvent, fields: dict[str, Any]) -> Awaitable[Any]:
         clean = {k: v for k, v in fields.items() if v is not None}
-        rendered: str = self._render.msg(event.value, exposure_id=exposure_id, **clean)
+        rendered: bytes = self._render.msg(event.value, exposure_id=exposure_id, **clean)
         if self._log is not None:
             self._log.info(event.value, exposure_id=exposure_id, **clean)
-        stored = await self._sink.write(exposure_id, rendered.encode())
+        stored = await self._sink.write(exposure_id, rendered)
         if self.observers:
-            record = json.loads(rendered)
+            record = orjson.loads(rendered)
             for observer in self.observers:
                 observer(record)
         return stored

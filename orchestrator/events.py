@@ -36,7 +36,7 @@ class Credential(_Model):
                            description="non-secret handle: session id, token id, access key id, key id")
     owner: str | None = Field(default=None, min_length=1, max_length=500,
                               description="owning principal: login, user id, IAM user or role, SA email")
-    secret: SecretStr | None = Field(default=None, min_length=1, max_length=16 * 1024,
+    secret: SecretStr | None = Field(default=None, min_length=8, max_length=16 * 1024,
                                      description="raw secret value; used only to act on it")
 
 

@@ -24,6 +24,8 @@ from pydantic import SecretStr
 from orchestrator.events import fingerprint
 
 MASK = "[REDACTED]"
+#: Shorter strings are never scanned: no token format and no secret we accept is this short.
+_SHORTEST_SECRET = 8
 
 _TOKEN_PATTERNS = re.compile(
     "|".join(
@@ -50,12 +52,14 @@ class Redactor:
     def __init__(self) -> None:
         self._live: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._live_pattern: re.Pattern[str] | None = None
 
     def register(self, secret: SecretStr | None) -> None:
         """Mask this secret from now on, until `release`d as many times as registered."""
         if secret is not None and secret.get_secret_value():
             with self._lock:
                 self._live[secret.get_secret_value()] += 1
+                self._live_pattern = None
 
     def release(self, secret: SecretStr | None) -> None:
         """Stop tracking one registration of this secret."""
@@ -66,15 +70,24 @@ class Redactor:
             self._live[value] -= 1
             if self._live[value] <= 0:
                 del self._live[value]
+            self._live_pattern = None
 
     def text(self, value: str) -> str:
         """`value` with every live secret and well-known token masked."""
-        with self._lock:
-            live = list(self._live)
-        for secret in live:
-            if secret in value:
-                value = value.replace(secret, f"[REDACTED {fingerprint(secret)}]")
+        if len(value) < _SHORTEST_SECRET:
+            return value
+        live = self._live_secrets()
+        if live is not None:
+            value = live.sub(lambda m: f"[REDACTED {fingerprint(m.group(0))}]", value)
         return _TOKEN_PATTERNS.sub(MASK, value)
+
+    def _live_secrets(self) -> re.Pattern[str] | None:
+        """One alternation of every live secret, longest first, rebuilt only when the set changes."""
+        with self._lock:
+            if self._live_pattern is None and self._live:
+                ordered = sorted(self._live, key=len, reverse=True)
+                self._live_pattern = re.compile("|".join(re.escape(s) for s in ordered))
+            return self._live_pattern
 
     def value(self, value: Any) -> Any:
         """Any JSON-like value with secrets masked; `SecretStr` becomes the mask."""
