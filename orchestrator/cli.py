@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from orchestrator import loop
 from orchestrator.errors import OrchestratorError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -42,7 +43,7 @@ def run() -> None:
 
     settings = Settings.from_env()
     _configure_logging(settings.log_format)
-    asyncio.run(serve(settings))
+    loop.run(serve(settings))
 
 
 @app.command()
@@ -63,9 +64,9 @@ def dev(
         if not demo:
             from orchestrator.app import serve
 
-            asyncio.run(serve(settings))
+            loop.run(serve(settings))
             return
-        code = asyncio.run(_run_demo(settings, environment))
+        code = loop.run(_run_demo(settings, environment))
     raise typer.Exit(code)
 
 

@@ -37,6 +37,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from orchestrator import loop
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 CONTROL_PREFIX = "/_emulator/"
@@ -313,7 +315,7 @@ def serve(build: Callable[[argparse.Namespace], web.Application], *, description
     if add_arguments:
         add_arguments(parser)
     args = parser.parse_args()
-    asyncio.run(_serve(build(args), args.host, args.port))
+    loop.run(_serve(build(args), args.host, args.port))
 
 
 async def _serve(app: web.Application, host: str, port: int) -> None:
