@@ -5,7 +5,6 @@ No Kafka in here: the caller hands in an `AuditTrail` and gets back the terminal
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ from orchestrator.actions import ActionSpec, Priority, Provider, StepContext, St
 from orchestrator.audit import AuditEvent, AuditTrail
 from orchestrator.errors import NotFound, PermanentError, ProviderError, RateLimited, TransientError
 from orchestrator.events import Exposure, Severity
+from orchestrator.governor import deadline
 from orchestrator.playbooks import OnFailure, Playbook, RetryPolicy, Step
 from orchestrator.routing import resolve_params, step_applies
 
@@ -111,7 +111,9 @@ class Executor:
     async def _attempt(self, provider: Provider, action: str, params: Mapping[str, Any],
                        context: StepContext) -> StepResult:
         try:
-            async with asyncio.timeout(self._step_timeout_s):
+            # Waiting for a provider's rate-limit budget is not the provider hanging: the governor stops
+            # this clock while the step is queued.
+            async with deadline(self._step_timeout_s):
                 return await provider.perform(action, params, context)
         except TimeoutError:
             raise TransientError(f"{action} timed out after {self._step_timeout_s:g}s") from None
