@@ -80,8 +80,10 @@ async def run_once(bootstrap: str, okta_url: str, admin_token: str, count: int, 
            "ORCHESTRATOR_GROUP_ID": f"bench-{suffix}", "ORCHESTRATOR_LOG_FORMAT": "json",
            "ORCHESTRATOR_KAFKA_SESSION_TIMEOUT_MS": "6000", "ORCHESTRATOR_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
            "ORCHESTRATOR_HTTP_LISTEN": f"127.0.0.1:{embedded.free_port()}"}
-    process = subprocess.Popen([str(Path(sys.executable).parent / "orchestrator"), "run"], env=env,
-                               stderr=subprocess.PIPE, text=True)
+    command = [str(Path(sys.executable).parent / "orchestrator"), "run"]
+    if profile := os.environ.get("BENCH_PROFILE"):  # a cProfile output path: profile the orchestrator
+        command = [sys.executable, "-m", "cProfile", "-o", profile, *command]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stderr is not None
         for line in process.stderr:  # wait until the group is joined and partitions are assigned
