@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -67,7 +68,7 @@ def test_requests_are_spread_evenly_up_to_the_reset() -> None:
     budget = BucketBudget(share=0.5)
     budget.observe(okta_headers(60, 60, T0 + 6), 200, T0)
     started = drain(budget, T0, T0 + 6)
-    gaps = [b - a for a, b in zip(started, started[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(started)]
     assert len(started) == 30
     assert min(gaps) == pytest.approx(0.2) and max(gaps) == pytest.approx(0.2)
 

@@ -40,7 +40,7 @@ async def control(okta_url: str, http: aiohttp.ClientSession) -> AsyncIterator[A
 
     yield call
     await call("PUT", "rate-limits", {"concurrency": 75, "buckets": {
-        name: {"limit": 600, "window_s": 60} for name in ("users", "sessions", "api-tokens", "default")}})
+        name: {"limit": 600, "window_s": 60} for name in ("users.get", "users", "sessions", "api-tokens", "default")}})
     await call("POST", "reset")
 
 
@@ -140,7 +140,7 @@ async def test_unknown_token_is_unauthorized(okta_url: str) -> None:
 async def test_exhausted_bucket_gets_429_with_rate_limit_headers(okta_url: str, control: Any) -> None:
     """Past a bucket's limit the call gets 429 E0000047 with Limit, Remaining 0 and a future Reset."""
     uid, _ = await seed_user(control)
-    await control("PUT", "rate-limits", {"buckets": {"users": {"limit": 2, "window_s": 60}}})
+    await control("PUT", "rate-limits", {"buckets": {"users.get": {"limit": 2, "window_s": 60}}})
     async with sdk(okta_url) as client:
         results = [await client.get_user(uid) for _ in range(3)]
     error = results[-1][-1]

@@ -3,8 +3,11 @@
 Provider API: the calls okta-sdk-python 3.4.6 makes for revocation (`ROUTES`), with developer.okta.com's
 status codes and error bodies (401 E0000011, 404 E0000007, 400 E0000001, 429 E0000047). Callers send
 `SSWS <token>` or `SSWS<token>` (the SDK's spelling): an admin token, or a seeded API token acting as its
-user. Buckets `users`, `sessions`, `api-tokens`, `default` (600 calls / 60 s each) and 75 requests in flight
-per org; every provider response carries `X-Rate-Limit-Limit`, `-Remaining` and `-Reset`.
+user. Rate-limit buckets as developer.okta.com's management limits class endpoints (org-wide fixed windows,
+600 calls / 60 s each by default): `users.get` (only `GET /api/v1/users/{idOrLogin}`), `users` (every other
+`/api/v1/users*` call), `sessions` (`/api/v1/sessions*`), `api-tokens` (`/api/v1/api-tokens*`), `default`
+(the rest); and 75 requests in flight per org. Every provider response carries `X-Rate-Limit-Limit`,
+`-Remaining` and `-Reset` (epoch seconds, rounded up).
 
 Control (besides `_base`): `POST /_emulator/state`, also `--seed FILE.json`: `{"users": [{"id"?, "login",
 "email"?, "firstName"?, "lastName"?, "status"?, "sessions": [sid, ...] | N?, "grants": [{"clientId"}]?,
@@ -12,7 +15,9 @@ Control (besides `_base`): `POST /_emulator/state`, also `--seed FILE.json`: `{"
 "token"}], "admin_tokens": [...]}` adds or replaces (by id, else login), returns the ids; `GET` dumps all
 but token values; `DELETE` forgets users and API tokens. `PUT /_emulator/rate-limits` `{"buckets": {name:
 {"limit", "window_s"}}, "concurrency": N}`. `GET /_emulator/okta-stats` → `{"buckets": {name: {"requests",
-"throttled"}}, "concurrency": {"limit", "throttled"}, "max_in_flight"}`.
+"throttled", "first_at", "last_at"}}, "concurrency": {"limit", "throttled"}, "max_in_flight"}` (times: epoch
+seconds of the first and last call the bucket admitted). `GET /api/v1/users?search=profile.email eq "x"`
+(or `profile.login`) lists users, as the provider's fallback for an owner given by email.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import secrets
 import string
 import time
@@ -43,7 +49,7 @@ from orchestrator.emulators._base import (
     state_routes,
 )
 
-BUCKETS = ("users", "sessions", "api-tokens", "default")
+BUCKETS = ("users.get", "users", "sessions", "api-tokens", "default")
 _ALNUM = string.ascii_letters + string.digits
 
 
@@ -193,6 +199,8 @@ class _Bucket:
     limiter: FixedWindowLimiter
     requests: int = 0
     throttled: int = 0
+    first_at: float | None = None
+    last_at: float | None = None
 
 
 class RateLimits:
@@ -204,12 +212,16 @@ class RateLimits:
         self.concurrency_throttled = 0
 
     @staticmethod
-    def bucket_for(path: str) -> str:
-        """The bucket a provider path counts against."""
-        name = path.removeprefix("/api/v1/").split("/")[0]
-        return name if path.startswith("/api/v1/") and name in BUCKETS else "default"
+    def bucket_for(method: str, path: str) -> str:
+        """The bucket a provider call counts against: a user GET by id or login has its own."""
+        parts = path.removeprefix("/api/v1/").split("/")
+        if not path.startswith("/api/v1/"):
+            return "default"
+        if parts[0] == "users" and len(parts) == 2 and method == "GET":
+            return "users.get"
+        return parts[0] if parts[0] in BUCKETS else "default"
 
-    def hit(self, path: str, in_flight: int) -> dict[str, str]:
+    def hit(self, method: str, path: str, in_flight: int) -> dict[str, str]:
         """Count a call; return its `X-Rate-Limit-*` headers, or raise 429 (too many in flight, bucket full).
 
         Over the concurrency limit the headers report that limit, as Okta's do, with a one-second estimate.
@@ -218,7 +230,7 @@ class RateLimits:
             self.concurrency_throttled += 1
             raise _rate_limited({"X-Rate-Limit-Limit": str(self.concurrency), "X-Rate-Limit-Remaining": "0",
                                  "X-Rate-Limit-Reset": str(math.ceil(time.time()) + 1)})
-        bucket = self.buckets[self.bucket_for(path)]
+        bucket = self.buckets[self.bucket_for(method, path)]
         count = bucket.limiter.hit("org")
         bucket.requests += 1
         headers = {"X-Rate-Limit-Limit": str(count.limit), "X-Rate-Limit-Remaining": str(count.remaining),
@@ -226,14 +238,23 @@ class RateLimits:
         if not count.allowed:
             bucket.throttled += 1
             raise _rate_limited(headers)
+        bucket.last_at = time.time()
+        bucket.first_at = bucket.first_at or bucket.last_at
         return headers
 
     def configure(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Apply `{"buckets": {name: {"limit", "window_s"}}, "concurrency": N}`; restart the named windows."""
+        """Apply `{"buckets": {name: {"limit", "window_s"}}, "concurrency": N}`; restart the named windows.
+
+        Every bucket's counters and the concurrency refusals start again from zero.
+        """
         for name, spec in (body.get("buckets") or {}).items():
             if name not in self.buckets:
                 raise ValueError(f"unknown bucket {name!r}; the buckets are {', '.join(BUCKETS)}")
             self.buckets[name].limiter.configure(spec)
+        for bucket in self.buckets.values():
+            bucket.requests = bucket.throttled = 0
+            bucket.first_at = bucket.last_at = None
+        self.concurrency_throttled = 0
         self.concurrency = int(body.get("concurrency", self.concurrency))
         return self.settings()
 
@@ -244,8 +265,8 @@ class RateLimits:
 
     def stats(self, max_in_flight: int) -> dict[str, Any]:
         """Calls and 429s per bucket, concurrency refusals, and the most requests seen in flight."""
-        buckets = {name: {"requests": b.requests, "throttled": b.throttled}
-                   for name, b in self.buckets.items()}
+        buckets = {name: {"requests": b.requests, "throttled": b.throttled, "first_at": b.first_at,
+                          "last_at": b.last_at} for name, b in self.buckets.items()}
         concurrency = {"limit": self.concurrency, "throttled": self.concurrency_throttled}
         return {"buckets": buckets, "concurrency": concurrency, "max_in_flight": max_in_flight}
 
@@ -437,7 +458,7 @@ async def _okta_edge(request: web.Request, handler: Handler) -> web.StreamRespon
     state = request.app[STATE_KEY]
     headers = {"X-Okta-Request-Id": _okta_id("", 27)}
     try:
-        headers.update(state.limits.hit(request.path, request.app[CONTROL_KEY].in_flight))
+        headers.update(state.limits.hit(request.method, request.path, request.app[CONTROL_KEY].in_flight))
         request[PRINCIPAL_KEY] = state.authenticate(request.headers.get("Authorization", ""))
         response = await handler(request)
     except OktaError as exc:
@@ -476,6 +497,17 @@ async def get_user(request: web.Request) -> web.Response:
     return web.json_response(user.to_json(_base_url(request)))
 
 
+async def list_users(request: web.Request) -> web.Response:
+    """`GET /api/v1/users?search=profile.email eq "x"` (or `profile.login`): the matching users."""
+    state, search = request.app[STATE_KEY], request.query.get("search", "")
+    match = re.fullmatch(r'\s*profile\.(email|login)\s+eq\s+"([^"]*)"\s*', search)
+    if search and match is None:
+        raise _invalid("search", "only profile.email eq \"...\" and profile.login eq \"...\" are emulated")
+    users = [u for u in state.users.values()
+             if match is None or (u.email if match[1] == "email" else u.login).casefold() == match[2].casefold()]
+    return web.json_response([u.to_json(_base_url(request)) for u in users])
+
+
 async def lifecycle(request: web.Request) -> web.Response:
     """`POST /api/v1/users/{id}/lifecycle/{operation}`: `{}`, or the user for `expire_password`."""
     operation = request.match_info["operation"]
@@ -507,6 +539,7 @@ def _end_user_sessions(state: OktaState, request: web.Request) -> None:
 
 
 ROUTES = [
+    web.get("/api/v1/users", list_users),
     web.get("/api/v1/users/{id}", get_user),
     web.delete("/api/v1/users/{id}/sessions", _no_content(_end_user_sessions)),
     web.delete("/api/v1/users/{id}/grants", _no_content(lambda s, r: s.revoke_grants(r.match_info["id"]))),
