@@ -29,10 +29,13 @@ class UsageProblem(OrchestratorError):
     """The command was called wrongly; exits 2 like any other usage error."""
 
 
-def _configure_logging(fmt: str | None = None) -> None:
+def _configure_logging(fmt: str | None = None, *, quiet: bool = False) -> None:
+    import logging
+
     from orchestrator import logs
 
-    logs.configure(fmt or os.environ.get("ORCHESTRATOR_LOG_FORMAT", "console"))
+    logs.configure(fmt or os.environ.get("ORCHESTRATOR_LOG_FORMAT", "console"),
+                   level=logging.WARNING if quiet else logging.INFO)
 
 
 @app.command()
@@ -60,7 +63,8 @@ def dev(
         from orchestrator.settings import Settings
 
         settings = Settings.from_env(environment.env)
-        _configure_logging("console")
+        # The demo prints the audit trail itself; the service log would only repeat it.
+        _configure_logging("console", quiet=demo)
         if not demo:
             from orchestrator.app import serve
 
