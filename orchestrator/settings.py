@@ -31,6 +31,7 @@ class AwsSettings:
 
     region: str = "us-east-1"
     endpoint_url: str | None = None
+    concurrency: int = 10
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ class Settings:
             aws=AwsSettings(
                 region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
                 endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+                concurrency=reader.integer("ORCHESTRATOR_AWS_CONCURRENCY", AwsSettings.concurrency),
             ),
             github=GitHubSettings(
                 api_url=env.get("ORCHESTRATOR_GITHUB_API_URL", GitHubSettings.api_url).rstrip("/"),

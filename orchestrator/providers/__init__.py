@@ -13,7 +13,7 @@ from orchestrator.actions import ActionSpec, Provider
 from orchestrator.governor import Governor
 from orchestrator.settings import Settings
 
-_MODULES = ("okta",)
+_MODULES = ("okta", "aws")
 
 
 def catalog() -> dict[str, ActionSpec]:
@@ -34,4 +34,9 @@ async def open_providers(settings: Settings, stack: AsyncExitStack) -> dict[str,
         governor = Governor("okta", concurrency=settings.okta.concurrency,
                             bucket_share=settings.okta.bucket_share)
         providers["okta"] = await stack.enter_async_context(OktaProvider(settings.okta, governor))
+    # AWS uses the standard credential chain, resolved on the first call: always opened, costs nothing idle.
+    from orchestrator.providers.aws import AwsProvider
+
+    providers["aws"] = await stack.enter_async_context(
+        AwsProvider(settings.aws, Governor("aws", concurrency=settings.aws.concurrency)))
     return providers

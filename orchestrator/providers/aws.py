@@ -1,0 +1,286 @@
+"""AWS IAM and Secrets Manager through aiobotocore: access-key containment, session revocation, key rotation.
+
+Credentials come from the standard chain (environment, `AWS_PROFILE`, SSO, container or instance role);
+`AWS_ENDPOINT_URL` (via `AwsSettings.endpoint_url`) points every client at a sandbox such as moto_server.
+botocore's own retries are off: the executor owns retries, and every request goes through the `Governor`
+with one bucket per service. Errors are translated here, from the error code and status only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+from orchestrator.actions import ActionSpec, Params, ParamSpec, StepContext, StepResult, text
+from orchestrator.errors import NotFound, PermanentError, ProviderError, RateLimited, TransientError
+from orchestrator.governor import Governor
+from orchestrator.providers.aws_rotation import Rotator
+from orchestrator.settings import AwsSettings
+
+QUARANTINE_POLICY_ARN = "arn:aws:iam::aws:policy/AWSCompromisedKeyQuarantineV2"
+#: The inline policy name the console's "Revoke active sessions" writes.
+REVOKE_POLICY_NAME = "AWSRevokeOlderSessions"
+
+_KEY = ParamSpec(description="access key id (AKIA...)")
+_USER = ParamSpec(description="IAM user name or ARN; resolved from the key with GetAccessKeyLastUsed when absent")
+_KEY_OR_USER = (frozenset({"access_key_id", "user"}),)
+
+ACTIONS: tuple[ActionSpec, ...] = (
+    ActionSpec("aws.deactivate_access_key", "Make an IAM access key Inactive; an inactive or deleted key is done.",
+               {"access_key_id": ParamSpec(required=True, description=_KEY.description), "user": _USER}),
+    ActionSpec("aws.quarantine_user", "Attach AWSCompromisedKeyQuarantineV2 (or `policy_arn`) to the key's user.",
+               {"access_key_id": _KEY, "user": _USER, "policy_arn": ParamSpec(description="managed policy ARN")},
+               _KEY_OR_USER),
+    ActionSpec("aws.revoke_user_sessions", "Deny the user's temporary credentials issued before now "
+               "(inline AWSRevokeOlderSessions with aws:TokenIssueTime).",
+               {"access_key_id": _KEY, "user": _USER}, _KEY_OR_USER),
+    ActionSpec("aws.rotate_access_key", "Create a replacement key, store it in the Secrets Manager secret "
+               "`<secret_prefix>/<user>`, delete the exposed key; at most one replacement per exposed key.",
+               {"access_key_id": ParamSpec(required=True, description=_KEY.description), "user": _USER,
+                "secret_prefix": ParamSpec(required=True, description="secret name prefix")}),
+    ActionSpec("aws.revoke_role_sessions", "Deny the role's temporary credentials issued before now "
+               "(inline AWSRevokeOlderSessions with aws:TokenIssueTime).",
+               {"role": ParamSpec(required=True, description="role name, role ARN or assumed-role ARN")}),
+)
+
+_THROTTLING = frozenset({"Throttling", "ThrottlingException", "ThrottledException", "RequestLimitExceeded",
+                         "TooManyRequestsException", "RequestThrottled", "SlowDown"})
+_SERVER_FAULTS = frozenset({"ServiceUnavailable", "ServiceUnavailableException", "InternalFailure",
+                            "InternalError", "InternalServiceError", "InternalServiceErrorException",
+                            "RequestTimeout", "RequestTimeoutException"})
+_NOT_FOUND = frozenset({"NoSuchEntity", "ResourceNotFoundException"})
+_OWNER_CACHE = 10_000
+
+
+class AwsProvider:
+    """Performs `aws.*` actions; one aiobotocore client per service, created on first use."""
+
+    name = "aws"
+
+    def __init__(self, settings: AwsSettings, governor: Governor) -> None:
+        self._settings = settings
+        self._governor = governor
+        self._stack = AsyncExitStack()
+        self._clients: dict[str, Any] = {}
+        self._client_lock = asyncio.Lock()
+        self._throttled: dict[str, int] = {}
+        self._owners: dict[str, str] = {}
+        self._rotator = Rotator(self._call)
+        self._handlers: Mapping[str, Callable[[Params, StepContext], Awaitable[StepResult]]] = {
+            "aws.deactivate_access_key": self._deactivate_access_key,
+            "aws.quarantine_user": self._quarantine_user,
+            "aws.revoke_user_sessions": self._revoke_user_sessions,
+            "aws.rotate_access_key": self._rotate_access_key,
+            "aws.revoke_role_sessions": self._revoke_role_sessions,
+        }
+
+    async def __aenter__(self) -> AwsProvider:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self._stack.aclose()
+        self._clients.clear()
+
+    async def perform(self, action: str, params: Params, context: StepContext) -> StepResult:
+        """Run one `aws.*` action."""
+        return await self._handlers[action](params, context)
+
+    # -- actions -------------------------------------------------------------------------------------------
+
+    async def _deactivate_access_key(self, params: Params, ctx: StepContext) -> StepResult:
+        key_id = text(params, "access_key_id") or ""
+        user = await self._resolve_user(params, ctx)
+        target = f"iam-user:{user} access-key:{key_id}"
+        status = await self._key_status(user, key_id, ctx)
+        if status is None:
+            return StepResult(target, (), note="access key already deleted")
+        if status == "Inactive":
+            return StepResult(target, (), note="access key already inactive")
+        call = f"iam:UpdateAccessKey UserName={user} AccessKeyId={key_id} Status=Inactive"
+        if not ctx.dry_run:
+            await self._call("iam", ctx, "update_access_key", UserName=user, AccessKeyId=key_id, Status="Inactive")
+        return StepResult(target, (call,))
+
+    async def _quarantine_user(self, params: Params, ctx: StepContext) -> StepResult:
+        user = await self._resolve_user(params, ctx)
+        policy_arn = text(params, "policy_arn") or QUARANTINE_POLICY_ARN
+        target = f"iam-user:{user}"
+        attached = await self._attached_policies(user, ctx)
+        if policy_arn in attached:
+            return StepResult(target, (), note=f"{policy_arn.rsplit('/', 1)[-1]} already attached")
+        call = f"iam:AttachUserPolicy UserName={user} PolicyArn={policy_arn}"
+        if not ctx.dry_run:
+            await self._call("iam", ctx, "attach_user_policy", UserName=user, PolicyArn=policy_arn)
+        return StepResult(target, (call,))
+
+    async def _revoke_user_sessions(self, params: Params, ctx: StepContext) -> StepResult:
+        return await self._deny_older_sessions("user", await self._resolve_user(params, ctx), ctx)
+
+    async def _revoke_role_sessions(self, params: Params, ctx: StepContext) -> StepResult:
+        return await self._deny_older_sessions("role", role_name(text(params, "role") or ""), ctx)
+
+    async def _deny_older_sessions(self, kind: str, name: str, ctx: StepContext) -> StepResult:
+        """Put the inline deny on the user or role; a dry run checks that it exists (GetUser/GetRole)."""
+        title = kind.title()
+        principal = {f"{title}Name": name}
+        if ctx.dry_run:
+            await self._call("iam", ctx, f"get_{kind}", **principal)
+        before, document = revoke_older_sessions_policy()
+        call = (f"iam:Put{title}Policy {title}Name={name} PolicyName={REVOKE_POLICY_NAME} "
+                f"(deny aws:TokenIssueTime < {before})")
+        if not ctx.dry_run:
+            await self._call("iam", ctx, f"put_{kind}_policy", **principal, PolicyName=REVOKE_POLICY_NAME,
+                             PolicyDocument=document)
+        return StepResult(f"iam-{kind}:{name}", (call,))
+
+    async def _rotate_access_key(self, params: Params, ctx: StepContext) -> StepResult:
+        key_id = text(params, "access_key_id") or ""
+        user = await self._resolve_user(params, ctx)
+        if await self._key_status(user, key_id, ctx) is None:
+            return StepResult(f"iam-user:{user} access-key:{key_id}", (),
+                              note="exposed key already deleted: nothing to rotate")
+        prefix = (text(params, "secret_prefix") or "").rstrip("/")
+        return await self._rotator.rotate(user=user, exposed=key_id, secret_name=f"{prefix}/{user}", ctx=ctx)
+
+    # -- resolution ----------------------------------------------------------------------------------------
+
+    async def _resolve_user(self, params: Params, ctx: StepContext) -> str:
+        """The IAM user named by `user` (name or ARN), else the owner of `access_key_id` (read-only)."""
+        if owner := text(params, "user"):
+            return owner.rsplit("/", 1)[-1] if owner.startswith("arn:") else owner
+        key_id = text(params, "access_key_id") or ""
+        if known := self._owners.get(key_id):
+            return known
+        try:
+            response = await self._call("iam", ctx, "get_access_key_last_used", AccessKeyId=key_id)
+        except NotFound as exc:
+            raise NotFound(f"access key {key_id} no longer exists and the event names no owner: "
+                           "set credential.owner to act on its user", status=exc.status, code=exc.code) from None
+        user = response.get("UserName")
+        if not user:
+            raise NotFound(f"access key {key_id} has no IAM user (a root key?)", code="NoUserName")
+        # Key ids are never reused, so the owner stays valid: a redelivery after the key is deleted finds it here.
+        self._owners[key_id] = str(user)
+        if len(self._owners) > _OWNER_CACHE:
+            del self._owners[next(iter(self._owners))]
+        return str(user)
+
+    async def _key_status(self, user: str, key_id: str, ctx: StepContext) -> str | None:
+        """`Active` or `Inactive`; None when the key no longer exists. A key of another user is an error."""
+        response = await self._call("iam", ctx, "list_access_keys", UserName=user)
+        for key in response.get("AccessKeyMetadata", []):
+            if key["AccessKeyId"] == key_id:
+                return str(key["Status"])
+        # Not this user's: deleted, or the event named the wrong owner (then it must not pass as done).
+        try:
+            owner = await self._call("iam", ctx, "get_access_key_last_used", AccessKeyId=key_id)
+        except NotFound:
+            return None
+        raise PermanentError(f"access key {key_id} belongs to IAM user {owner.get('UserName')!r}, not {user!r}",
+                             code="OwnerMismatch")
+
+    async def _attached_policies(self, user: str, ctx: StepContext) -> set[str]:
+        arns: set[str] = set()
+        kwargs: dict[str, Any] = {"UserName": user}
+        while True:
+            response = await self._call("iam", ctx, "list_attached_user_policies", **kwargs)
+            arns.update(p["PolicyArn"] for p in response.get("AttachedPolicies", []))
+            if not response.get("IsTruncated"):
+                return arns
+            kwargs["Marker"] = response["Marker"]
+
+    # -- the SDK boundary ----------------------------------------------------------------------------------
+
+    async def _client(self, service: str) -> Any:
+        if client := self._clients.get(service):
+            return client
+        async with self._client_lock:
+            if service not in self._clients:
+                self._clients[service] = await self._stack.enter_async_context(self._create_client(service))
+        return self._clients[service]
+
+    def _create_client(self, service: str) -> Any:
+        from aiobotocore.config import AioConfig
+        from aiobotocore.session import get_session
+
+        config = AioConfig(
+            retries={"total_max_attempts": 1, "mode": "standard"},  # we own retries
+            max_pool_connections=self._governor.concurrency,
+            connect_timeout=5, read_timeout=20,
+        )
+        return get_session().create_client(service, region_name=self._settings.region,
+                                           endpoint_url=self._settings.endpoint_url, config=config)
+
+    async def _call(self, service: str, ctx: StepContext, operation: str, **kwargs: Any) -> dict[str, Any]:
+        """One API call through the governor; returns the parsed response or raises our error."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client = await self._client(service)
+        async with self._governor.slot(service, ctx.priority):
+            try:
+                response: dict[str, Any] = await getattr(client, operation)(**kwargs)
+            except ClientError as exc:
+                meta = exc.response.get("ResponseMetadata", {})
+                status = meta.get("HTTPStatusCode")
+                self._governor.observe(service, meta.get("HTTPHeaders", {}), status=status)
+                error = self.translate(service, operation, exc.response.get("Error", {}).get("Code"), status)
+                raise error from None
+            except BotoCoreError as exc:
+                raise _transport_error(service, operation, exc) from None
+        meta = response.get("ResponseMetadata", {})
+        self._governor.observe(service, meta.get("HTTPHeaders", {}), status=meta.get("HTTPStatusCode"))
+        self._throttled.pop(service, None)
+        return response
+
+    def translate(self, service: str, operation: str, code: str | None, status: int | None) -> ProviderError:
+        """A botocore error code and HTTP status as ours; throttling backs off per service bucket."""
+        message = f"aws {service}:{operation} HTTP {status} {code or ''}".strip()
+        if code in _THROTTLING or status == 429:
+            streak = self._throttled[service] = self._throttled.get(service, 0) + 1
+            # AWS sends no Retry-After: full-jitter exponential backoff, growing while the bucket stays throttled.
+            delay = min(20.0, 0.25 * 2 ** (streak - 1)) * random.uniform(0.5, 1.0)  # noqa: S311
+            return RateLimited(message, retry_after=delay, status=status, code=code)
+        if code in _SERVER_FAULTS or status is None or status >= 500:
+            return TransientError(message, status=status, code=code)
+        if code in _NOT_FOUND or status == 404:
+            return NotFound(message, status=status, code=code)
+        return PermanentError(message, status=status, code=code)
+
+
+def _transport_error(service: str, operation: str, exc: Exception) -> ProviderError:
+    from botocore.exceptions import ConnectionError, HTTPClientError, NoCredentialsError, PartialCredentialsError
+
+    kind = type(exc).__name__
+    if isinstance(exc, ConnectionError | HTTPClientError):
+        return TransientError(f"aws {service}:{operation} unreachable: {kind}", code=kind)
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return PermanentError(f"aws {service}:{operation}: no AWS credentials in the standard chain "
+                              "(AWS_PROFILE, AWS_ACCESS_KEY_ID..., SSO, instance or container role)", code=kind)
+    return PermanentError(f"aws {service}:{operation} failed: {kind}", code=kind)
+
+
+def revoke_older_sessions_policy(now: datetime | None = None) -> tuple[str, str]:
+    """The console's "Revoke active sessions" policy: (cut-off time, JSON document denying older tokens)."""
+    before = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    document = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Deny", "Action": ["*"], "Resource": ["*"],
+        "Condition": {"DateLessThan": {"aws:TokenIssueTime": before}},
+    }]}
+    return before, json.dumps(document)
+
+
+def role_name(role: str) -> str:
+    """The role name in a name, `arn:aws:iam::ACCT:role/path/NAME` or `arn:aws:sts::ACCT:assumed-role/NAME/session`."""
+    if not role.startswith("arn:"):
+        return role
+    resource = role.split(":", 5)[-1]
+    if resource.startswith("assumed-role/"):
+        return resource.split("/")[1]
+    return resource.rsplit("/", 1)[-1]
