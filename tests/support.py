@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -144,6 +145,22 @@ def fresh_settings(bootstrap: str, okta_url: str, okta_token: str, **overrides: 
                     heartbeat_interval_ms=500, commit_interval_s=0.2, step_timeout_s=5.0, drain_timeout_s=10.0,
                     okta=okta)
     return isolated(base, **overrides)
+
+
+class _Controlled(Protocol):
+    def control(self, method: str, path: str, body: Any = None) -> Any: ...
+
+
+@contextmanager
+def roomy_rate_limits(emulator: _Controlled, *, limit: int = 100_000) -> Iterator[None]:
+    """Raise every bucket limit of an emulator (so the governor does not pace a big batch); restore after."""
+    saved = emulator.control("GET", "state")["rate_limits"]
+    window = {name: {"limit": limit, "window_s": spec["window_s"]} for name, spec in saved["buckets"].items()}
+    emulator.control("PUT", "rate-limits", {"buckets": window})
+    try:
+        yield
+    finally:
+        emulator.control("PUT", "rate-limits", {"buckets": saved["buckets"]})
 
 
 def playbooks_with_retry(directory: Path, **retry: float) -> Path:
