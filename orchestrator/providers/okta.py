@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import email.utils
-import random
+import contextlib
 import re
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -22,42 +20,42 @@ from orchestrator.actions import (
     secret_value,
     text,
 )
-from orchestrator.errors import NotFound, PermanentError, ProviderError, RateLimited, TransientError
+from orchestrator.errors import NotFound, PermanentError
 from orchestrator.governor import Governor
+from orchestrator.providers._okta_sdk import BareError, headers_of, make_client, translate
 from orchestrator.settings import OktaSettings
 
 _USER = ParamSpec(description="user id, login or email")
 _SESSION = ParamSpec(description="session id; resolves to its user")
+_WHO = {"user": _USER, "session_id": _SESSION}
 _USER_OR_SESSION = (frozenset({"user", "session_id"}),)
 
 ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("okta.clear_user_sessions", "Clear all of a user's sessions, optionally their OAuth tokens and "
-               "remembered devices.",
-               {"user": _USER, "session_id": _SESSION, "oauth_tokens": ParamSpec(), "forget_devices": ParamSpec()},
+               "remembered devices.", {**_WHO, "oauth_tokens": ParamSpec(), "forget_devices": ParamSpec()},
                _USER_OR_SESSION),
-    ActionSpec("okta.end_session", "End one session by id.", {"session_id": ParamSpec(required=True)}),
+    ActionSpec("okta.end_session", "End one session by id; an ended session counts as done.",
+               {"session_id": ParamSpec(required=True)}),
+    ActionSpec("okta.revoke_grants", "Revoke every OAuth grant the user gave.", _WHO, _USER_OR_SESSION),
+    ActionSpec("okta.revoke_client_tokens", "Revoke the user's OAuth tokens issued to one client.",
+               {**_WHO, "client_id": ParamSpec(required=True, description="the OAuth client id")},
+               _USER_OR_SESSION),
     ActionSpec("okta.revoke_api_token", "Revoke an API token by its own value (self-revocation) or by id.",
                {"token": ParamSpec(secret=True), "token_id": ParamSpec()}, (frozenset({"token", "token_id"}),)),
-    ActionSpec("okta.reset_factors", "Reset all of a user's enrolled MFA factors.",
-               {"user": _USER, "session_id": _SESSION}, _USER_OR_SESSION),
+    ActionSpec("okta.revoke_user_api_tokens", "Revoke every API token the user owns.", _WHO, _USER_OR_SESSION),
+    ActionSpec("okta.reset_factors", "Reset all of a user's enrolled MFA factors.", _WHO, _USER_OR_SESSION),
     ActionSpec("okta.suspend_user", "Suspend a user; an already suspended user counts as done.",
-               {"user": _USER, "session_id": _SESSION}, _USER_OR_SESSION),
+               _WHO, _USER_OR_SESSION),
+    ActionSpec("okta.expire_password", "Expire a user's password; an already expired one counts as done.",
+               _WHO, _USER_OR_SESSION),
 )
 
 _USER_ID = re.compile(r"^00u[0-9A-Za-z]{17}$")
+_CANNOT_SIGN_IN = frozenset({"SUSPENDED", "DEPROVISIONED"})
 _BUCKET_SESSIONS = "sessions"
 _BUCKET_USERS = "users"
 _BUCKET_USER_GET = "users.get"
 _BUCKET_API_TOKENS = "api-tokens"
-
-
-@dataclass(frozen=True)
-class _BareError:
-    """An error response without a body, shaped like the SDK's errors for `translate`."""
-
-    status: int
-    error_code: str | None = None
-    error_summary: str = "(empty body)"
 
 
 @dataclass(frozen=True)
@@ -78,13 +76,17 @@ class OktaProvider:
         self._handlers: Mapping[str, Callable[[Params, StepContext], Awaitable[StepResult]]] = {
             "okta.clear_user_sessions": self._clear_user_sessions,
             "okta.end_session": self._end_session,
+            "okta.revoke_grants": self._revoke_grants,
+            "okta.revoke_client_tokens": self._revoke_client_tokens,
             "okta.revoke_api_token": self._revoke_api_token,
+            "okta.revoke_user_api_tokens": self._revoke_user_api_tokens,
             "okta.reset_factors": self._reset_factors,
             "okta.suspend_user": self._suspend_user,
+            "okta.expire_password": self._expire_password,
         }
 
     async def __aenter__(self) -> OktaProvider:
-        self._client = _make_client(self._settings.org_url, self._settings.token)
+        self._client = make_client(self._settings.org_url, self._settings.token)
         await self._client.__aenter__()
         return self
 
@@ -94,12 +96,16 @@ class OktaProvider:
 
     async def perform(self, action: str, params: Params, context: StepContext) -> StepResult:
         """Run one `okta.*` action."""
-        return await self._handlers[action](params, context)
+        try:
+            return await self._handlers[action](params, context)
+        except _SessionGone as gone:
+            # Redelivered after the first run cleared the session: nothing left that this exposure names.
+            return StepResult(f"session:{gone.session_id}", (), note="session already ended; owner not resolvable")
 
     # -- actions -------------------------------------------------------------------------------------------
 
     async def _clear_user_sessions(self, params: Params, ctx: StepContext) -> StepResult:
-        user = await self._resolve_user(params, ctx)
+        user = await self._resolve_user(params, ctx, need_status=False)
         oauth, forget = flag(params, "oauth_tokens", True), flag(params, "forget_devices", False)
         # Both flags always sent: on Identity Engine an absent forgetDevices means true.
         call = (f"DELETE /api/v1/users/{user.id}/sessions?oauthTokens={str(oauth).lower()}"
@@ -119,6 +125,38 @@ class OktaProvider:
         except NotFound:
             return StepResult(f"session:{session_id}", (call,), note="session already ended or unknown")
         return StepResult(f"session:{session_id}", (call,))
+
+    async def _revoke_grants(self, params: Params, ctx: StepContext) -> StepResult:
+        user = await self._resolve_user(params, ctx, need_status=False)
+        call = f"DELETE /api/v1/users/{user.id}/grants"
+        if not ctx.dry_run:
+            await self._call(_BUCKET_USERS, ctx, self._client.revoke_user_grants, user.id)
+        return StepResult(f"user:{user.id}", (call,))
+
+    async def _revoke_client_tokens(self, params: Params, ctx: StepContext) -> StepResult:
+        user = await self._resolve_user(params, ctx, need_status=False)
+        client_id = text(params, "client_id") or ""
+        call = f"DELETE /api/v1/users/{user.id}/clients/{client_id}/tokens"
+        if not ctx.dry_run:
+            await self._call(_BUCKET_USERS, ctx, self._client.revoke_tokens_for_user_and_client, user.id, client_id)
+        return StepResult(f"user:{user.id} client:{client_id}", (call,))
+
+    async def _revoke_user_api_tokens(self, params: Params, ctx: StepContext) -> StepResult:
+        """List the org's API tokens, then revoke those the user owns."""
+        user = await self._resolve_user(params, ctx, need_status=False)
+        tokens, response = await self._call(_BUCKET_API_TOKENS, ctx, self._client.list_api_tokens,
+                                            with_response=True)
+        # okta 3.4.6's list_api_tokens cannot ask for a next page: say so rather than claim completeness.
+        partial = 'rel="next"' in str(headers_of(response).get("Link", ""))
+        owned = sorted(str(t.id) for t in tokens or () if str(t.user_id) == user.id)
+        calls = tuple(f"DELETE /api/v1/api-tokens/{token_id}" for token_id in owned)
+        if not ctx.dry_run:
+            for token_id in owned:
+                with contextlib.suppress(NotFound):  # revoked meanwhile: done all the same
+                    await self._call(_BUCKET_API_TOKENS, ctx, self._client.revoke_api_token, token_id)
+        note = "only the first page of API tokens was listed" if partial else \
+            None if owned else "user owns no API tokens"
+        return StepResult(f"user:{user.id} api-tokens:{len(owned)}", ("GET /api/v1/api-tokens", *calls), note=note)
 
     async def _revoke_api_token(self, params: Params, ctx: StepContext) -> StepResult:
         token = secret_value(params, "token")
@@ -142,7 +180,7 @@ class OktaProvider:
         call = "DELETE /api/v1/api-tokens/current (authenticated by the exposed token)"
         if ctx.dry_run:
             return StepResult(target, (call,))
-        async with _make_client(self._settings.org_url, token) as own:
+        async with make_client(self._settings.org_url, token) as own:
             try:
                 await self._call(_BUCKET_API_TOKENS, ctx, own.revoke_current_api_token)
             except PermanentError as exc:
@@ -152,7 +190,7 @@ class OktaProvider:
         return StepResult(target, (call,))
 
     async def _reset_factors(self, params: Params, ctx: StepContext) -> StepResult:
-        user = await self._resolve_user(params, ctx)
+        user = await self._resolve_user(params, ctx, need_status=False)
         call = f"POST /api/v1/users/{user.id}/lifecycle/reset_factors"
         if not ctx.dry_run:
             await self._call(_BUCKET_USERS, ctx, self._client.reset_factors, user.id)
@@ -161,111 +199,80 @@ class OktaProvider:
     async def _suspend_user(self, params: Params, ctx: StepContext) -> StepResult:
         user = await self._resolve_user(params, ctx)
         call = f"POST /api/v1/users/{user.id}/lifecycle/suspend"
-        if user.status == "SUSPENDED":
-            return StepResult(f"user:{user.id}", (), note="already suspended")
+        if user.status in _CANNOT_SIGN_IN:
+            return StepResult(f"user:{user.id}", (), note=f"already {user.status.lower()}")
         if not ctx.dry_run:
-            await self._call(_BUCKET_USERS, ctx, self._client.suspend_user, user.id)
+            try:
+                await self._call(_BUCKET_USERS, ctx, self._client.suspend_user, user.id)
+            except PermanentError as exc:
+                # 400 "not active": suspended (or deprovisioned) since we looked; check rather than assume.
+                now = await self._resolve_user({"user": user.id}, ctx)
+                if exc.status != 400 or now.status not in _CANNOT_SIGN_IN:
+                    raise
+                return StepResult(f"user:{user.id}", (), note=f"already {now.status.lower()}")
+        return StepResult(f"user:{user.id}", (call,))
+
+    async def _expire_password(self, params: Params, ctx: StepContext) -> StepResult:
+        user = await self._resolve_user(params, ctx)
+        call = f"POST /api/v1/users/{user.id}/lifecycle/expire_password"
+        if user.status == "PASSWORD_EXPIRED":
+            return StepResult(f"user:{user.id}", (), note="password already expired")
+        if not ctx.dry_run:
+            await self._call(_BUCKET_USERS, ctx, self._client.expire_password, user.id)
         return StepResult(f"user:{user.id}", (call,))
 
     # -- resolution and the SDK boundary -----------------------------------------------------------------
 
-    async def _resolve_user(self, params: Params, ctx: StepContext) -> _User:
-        """The user named by `user` (id, login or email), else the owner of `session_id` (read-only calls)."""
-        login = text(params, "user")
-        if login is None:
+    async def _resolve_user(self, params: Params, ctx: StepContext, *, need_status: bool = True) -> _User:
+        """The user named by `user` (id, login or email), else the owner of `session_id` (read-only calls).
+
+        A user id needs no lookup unless the caller needs the user's status: one request saved per step.
+        """
+        key = text(params, "user")
+        if key is None:
             session_id = text(params, "session_id") or ""
-            session = await self._call(_BUCKET_SESSIONS, ctx, self._client.get_session, session_id)
-            login = str(session.user_id)
-        user = await self._call(_BUCKET_USER_GET, ctx, self._client.get_user, quote(login, safe="@"))
+            try:
+                session = await self._call(_BUCKET_SESSIONS, ctx, self._client.get_session, session_id)
+            except NotFound:
+                raise _SessionGone(session_id) from None
+            key = str(session.user_id)
+        if not need_status and _USER_ID.match(key):
+            return _User(id=key, status=None)
+        try:
+            user = await self._call(_BUCKET_USER_GET, ctx, self._client.get_user, quote(key, safe="@"))
+        except NotFound:
+            # GET /users/{idOrLogin} takes an id, login or shortname, not an email: search by email instead.
+            if "@" not in key or '"' in key:
+                raise
+            found = await self._call(_BUCKET_USERS, ctx, self._client.list_users, search=f'profile.email eq "{key}"')
+            if len(found or []) != 1:
+                raise NotFound(f"okta: no single user with login or email {key}", status=404) from None
+            user = found[0]
         status = getattr(user.status, "value", user.status)
         return _User(id=str(user.id), status=str(status) if status is not None else None)
 
     async def _call(self, bucket: str, ctx: StepContext, method: Callable[..., Awaitable[tuple[Any, ...]]],
-                    *args: Any, **kwargs: Any) -> Any:
-        """Call the SDK; return the data on success, raise our error on failure."""
+                    *args: Any, with_response: bool = False, **kwargs: Any) -> Any:
+        """Call the SDK in a governor slot; return the data (and response) on success, raise ours on failure."""
         async with self._governor.slot(bucket, ctx.priority):
             result = await method(*args, **kwargs)
         error = result[-1]
         response = result[1] if len(result) == 3 else result[0]
-        headers = _headers_of(error if error is not None else response)
+        headers = headers_of(error if error is not None else response)
         status = getattr(response, "status_code", None)
         if error is None and isinstance(status, int) and status >= 300:
             # The SDK returns an error response with an empty body (a bare 503, say) as a success.
-            error = _BareError(status)
+            error = BareError(status)
         self._governor.observe(bucket, headers, status=getattr(error, "status", None) if error else None)
         if error is not None:
             raise translate(error, headers)
-        return result[0] if len(result) == 3 else None
+        data = result[0] if len(result) == 3 else None
+        return (data, response) if with_response else data
 
 
-def translate(error: Any, headers: Mapping[str, str]) -> ProviderError:
-    """An SDK error as ours; the message holds the status and Okta error code, never request content."""
-    status = getattr(error, "status", None)
-    code = getattr(error, "error_code", None)
-    summary = getattr(error, "error_summary", "") or ""
-    message = f"okta HTTP {status} {code or ''} {summary}".strip()
-    if status == 429 or code == "E0000047":
-        return RateLimited(message, retry_after=retry_after(headers), status=status, code=code)
-    if status is None or status >= 500 or status == 408:
-        return TransientError(message, status=status, code=code)
-    if status == 404:
-        return NotFound(message, status=status, code=code)
-    return PermanentError(message, status=status, code=code)
+class _SessionGone(Exception):
+    """The session an action was to resolve its user from no longer exists."""
 
-
-def retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float:
-    """Seconds until the bucket resets: `Retry-After`, else `X-Rate-Limit-Reset` against the server's `Date`."""
-    if value := headers.get("Retry-After"):
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            pass
-    reset = headers.get("X-Rate-Limit-Reset")
-    if reset is None:
-        return 1.0
-    server_now = now if now is not None else _server_time(headers)
-    # Up to half a second of jitter so waiting runs do not all return in the same instant.
-    return max(0.0, float(reset) - server_now) + random.uniform(0, 0.5)  # noqa: S311
-
-
-def _server_time(headers: Mapping[str, str]) -> float:
-    date = headers.get("Date")
-    if date:
-        try:
-            return email.utils.parsedate_to_datetime(date).timestamp()
-        except (TypeError, ValueError):
-            pass
-    return time.time()
-
-
-def _headers_of(thing: Any) -> Mapping[str, str]:
-    for attribute in ("headers", "response_headers"):
-        headers = getattr(thing, attribute, None)
-        if headers:
-            return headers  # type: ignore[no-any-return]
-    return {}
-
-
-def _make_client(org_url: str, token: str) -> Any:
-    """An SDK client with its own retries off (we own retries) and transport errors raised, not swallowed."""
-    from okta.client import Client
-    from okta.http_client import HTTPClient
-
-    class _RaisingHTTPClient(HTTPClient):
-        """The SDK turns a refused connection into a None response and then crashes on it; raise instead."""
-
-        async def send_request(self, request: dict[str, Any]) -> tuple[Any, ...]:
-            result: tuple[Any, ...] = await super().send_request(request)  # type: ignore[no-untyped-call]
-            error = result[-1]
-            if result[1] is None and error is not None:
-                raise TransientError(f"okta unreachable: {type(error).__name__}")
-            return result
-
-    config = {
-        "orgUrl": org_url,
-        "token": token,
-        "rateLimit": {"maxRetries": 0},
-        "cache": {"enabled": False},
-        "httpClient": _RaisingHTTPClient,
-    }
-    return Client(config)
+    def __init__(self, session_id: str) -> None:
+        super().__init__(session_id)
+        self.session_id = session_id
