@@ -9,14 +9,16 @@ from types import TracebackType
 
 import structlog
 
-from orchestrator import kafka
-from orchestrator.audit import Auditor, KafkaAuditSink
+from orchestrator import api, kafka
+from orchestrator.audit import AuditObserver, Auditor, KafkaAuditSink
 from orchestrator.consumer import ExposureConsumer
 from orchestrator.execution import Executor
+from orchestrator.metrics import Metrics
 from orchestrator.pipeline import Pipeline
 from orchestrator.playbooks import Playbook, load_playbooks
 from orchestrator.providers import catalog, open_providers
 from orchestrator.settings import Settings
+from orchestrator.webhook import OncallNotifier
 
 log = structlog.get_logger("orchestrator.app")
 
@@ -29,12 +31,16 @@ class Orchestrator:
         self._stack = AsyncExitStack()
         self.playbooks: tuple[Playbook, ...] = ()
         self.consumer: ExposureConsumer | None = None
+        self.metrics = Metrics()
+        #: Base URL of the HTTP API once serving (None when `settings.http_listen` is None).
+        self.api_url: str | None = None
 
     async def __aenter__(self) -> Orchestrator:
         settings = self.settings
         actions = catalog()
         # A bad playbook stops start-up before anything connects.
         self.playbooks = load_playbooks(settings.playbooks_dir, actions)
+        api_tokens = api.load_access(settings)
         try:
             await kafka.ensure_topics(
                 settings.bootstrap_servers, [settings.exposures_topic, settings.audit_topic, settings.dlq_topic],
@@ -44,9 +50,14 @@ class Orchestrator:
             await kafka.start(producer, settings.bootstrap_servers)
             self._stack.push_async_callback(producer.stop)
             providers = await open_providers(settings, self._stack)
+            observers: list[AuditObserver] = [self.metrics.observe]
+            if settings.oncall_webhook_url is not None:
+                notifier = OncallNotifier(settings.oncall_webhook_url, settings.oncall_webhook_format)
+                observers.append((await self._stack.enter_async_context(notifier)).observe)
             pipeline = Pipeline(
                 # Audit records are echoed to the console log for people; JSON logs would only duplicate the topic.
-                auditor=Auditor(KafkaAuditSink(producer, settings.audit_topic), echo=settings.log_format == "console"),
+                auditor=Auditor(KafkaAuditSink(producer, settings.audit_topic), echo=settings.log_format == "console",
+                                observers=observers),
                 executor=Executor(providers, actions, step_timeout_s=settings.step_timeout_s),
                 playbooks=self.playbooks,
                 dead_letters=kafka.KafkaDeadLetters(producer, settings.dlq_topic),
@@ -61,12 +72,19 @@ class Orchestrator:
                 commit_interval_s=settings.commit_interval_s, drain_timeout_s=settings.drain_timeout_s,
             )
             self.consumer.subscribe()
+            consumer = self.consumer
+            self.metrics.watch_consumer(in_flight=lambda: consumer.in_flight, lag=consumer.lag)
+            if settings.http_listen is not None:
+                services = api.ApiServices(settings=settings, producer=producer, consumer=self.consumer,
+                                           playbooks=self.playbooks, metrics=self.metrics, tokens=api_tokens)
+                self.api_url = await self._stack.enter_async_context(api.serving(services))
         except BaseException:
             await self._stack.aclose()
             raise
         log.info("orchestrator.started", playbooks=[p.name for p in self.playbooks],
                  providers=sorted(providers), exposures_topic=settings.exposures_topic,
-                 audit_topic=settings.audit_topic, dlq_topic=settings.dlq_topic, group_id=settings.group_id)
+                 audit_topic=settings.audit_topic, dlq_topic=settings.dlq_topic, group_id=settings.group_id,
+                 http_api=self.api_url)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -26,8 +26,8 @@ async def follow(bootstrap: str, topic: str, *, exposure_ids: Collection[str] | 
     With `exposure_ids`, only their records. With `idle_timeout_s`, stop after that long without a record.
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-    await kafka.start(consumer, bootstrap)
     try:
+        await kafka.start(consumer, bootstrap)  # inside: a consumer that failed to start is still stopped
         partitions = consumer.partitions_for_topic(topic) or set()
         if not partitions:
             await consumer.topics()  # refreshes metadata

@@ -145,3 +145,7 @@ def main() -> None:
         print(f"orchestrator: {message} (see `{hint}`)", file=sys.stderr)
         sys.exit(getattr(exc, "exit_code", EXIT_USAGE))
     sys.exit(result if isinstance(result, int) else EXIT_OK)
+
+
+# Responder commands (trigger, status, audit tail, playbooks list|show, api-token) register themselves on `app`.
+from orchestrator import responder  # noqa: E402, F401

@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from orchestrator.offsets import OffsetTracker
 from orchestrator.pipeline import Origin, Pipeline
@@ -56,7 +56,10 @@ class ExposureConsumer:
         for partition in self._consumer.assignment():
             highwater = self._consumer.highwater(partition)
             if highwater is not None:
-                total += max(0, highwater - await self._consumer.position(partition))
+                try:
+                    total += max(0, highwater - await self._consumer.position(partition))
+                except IllegalStateError:  # revoked by a rebalance meanwhile
+                    continue
         return total
 
     async def run(self) -> None:

@@ -35,8 +35,10 @@ async def open_providers(settings: Settings, stack: AsyncExitStack) -> dict[str,
                             bucket_share=settings.okta.bucket_share)
         providers["okta"] = await stack.enter_async_context(OktaProvider(settings.okta, governor))
     # AWS uses the standard credential chain, resolved on the first call: always opened, costs nothing idle.
+    # It sends no rate-limit headers, so its buckets never learn a budget: the concurrency cap is the limit.
     from orchestrator.providers.aws import AwsProvider
 
     providers["aws"] = await stack.enter_async_context(
-        AwsProvider(settings.aws, Governor("aws", concurrency=settings.aws.concurrency)))
+        AwsProvider(settings.aws, Governor("aws", concurrency=settings.aws.concurrency,
+                                           initial_burst=settings.aws.concurrency)))
     return providers

@@ -1,0 +1,174 @@
+"""The HTTP API served by `orchestrator run`: health, readiness, metrics, and authenticated exposure routes.
+
+Routes: `GET /healthz`, `GET /readyz`, `GET /metrics` (open); `POST /v1/exposures` (role detector),
+`POST /v1/triggers` and `GET /v1/exposures/{id}` (role responder); `admin` implies every role.
+Bearer tokens come from ORCHESTRATOR_API_TOKENS_FILE (see `orchestrator.auth`); without one, every `/v1`
+route answers 401. Error bodies name fields and reasons, never a submitted value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError
+
+from orchestrator import triggers
+from orchestrator.auth import Principal, Role, TokenTable, load_tokens
+from orchestrator.consumer import ExposureConsumer
+from orchestrator.errors import ConfigurationError
+from orchestrator.events import Exposure, describe_validation_error
+from orchestrator.http_server import is_loopback, parse_listen, serve_asgi
+from orchestrator.metrics import CONTENT_TYPE, Metrics
+from orchestrator.playbooks import Playbook
+from orchestrator.settings import Settings
+
+MAX_BODY_BYTES = 64 * 1024
+API_DETECTOR = "api"  # `source.detector` of triggers made through the API
+
+
+@dataclass(frozen=True)
+class ApiServices:
+    """What the API works with: the running orchestrator's producer, consumer, playbooks and metrics."""
+
+    settings: Settings
+    producer: AIOKafkaProducer
+    consumer: ExposureConsumer
+    playbooks: Sequence[Playbook]
+    metrics: Metrics
+    tokens: TokenTable | None
+
+
+def load_access(settings: Settings) -> TokenTable | None:
+    """The API's tokens; refuse (ConfigurationError) to serve a non-loopback address without a tokens file."""
+    if settings.http_listen is None:
+        return None
+    host, _ = parse_listen(settings.http_listen)
+    tokens = load_tokens(settings.api_tokens_file) if settings.api_tokens_file is not None else None
+    if tokens is None and not is_loopback(host):
+        raise ConfigurationError(
+            f"refusing to serve the HTTP API on {settings.http_listen}, which is not a loopback address, "
+            "without ORCHESTRATOR_API_TOKENS_FILE (create tokens with `orchestrator api-token create`)"
+        )
+    return tokens
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API token from ORCHESTRATOR_API_TOKENS_FILE.")
+
+
+def _requires(role: Role, tokens: TokenTable | None) -> Callable[..., Awaitable[Principal]]:
+    async def authenticate(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        challenge = {"WWW-Authenticate": "Bearer"}
+        if tokens is None:
+            raise HTTPException(401, "no API tokens are configured (ORCHESTRATOR_API_TOKENS_FILE)", challenge)
+        if credentials is None:
+            raise HTTPException(401, "missing bearer token", challenge)
+        principal = tokens.authenticate(credentials.credentials)
+        if principal is None:
+            raise HTTPException(401, "invalid bearer token", challenge)
+        if not principal.allows(role):
+            raise HTTPException(403, f"this route needs the {role.value} role")
+        return principal
+
+    return authenticate
+
+
+def create_app(services: ApiServices) -> FastAPI:
+    """The FastAPI application over the running orchestrator's resources."""
+    settings = services.settings
+    app = FastAPI(title="credential-orchestrator", version="1", docs_url=None, redoc_url=None,
+                  description="Publish exposures, trigger and follow playbooks, and watch the orchestrator.")
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    as_detector = Depends(_requires(Role.DETECTOR, services.tokens))
+    as_responder = Depends(_requires(Role.RESPONDER, services.tokens))
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], responses={503: {"description": "not ready"}})
+    async def readyz() -> JSONResponse:
+        """The broker answers and this member has partitions of the exposures topic assigned."""
+        problem = await _readiness_problem(services)
+        if problem is not None:
+            return JSONResponse({"status": "not ready", "reason": problem}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    async def metrics() -> Response:
+        """Prometheus metrics."""
+        return Response(await services.metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.post("/v1/exposures", status_code=202, tags=["exposures"])
+    async def post_exposure(exposure: Exposure, request: Request,
+                            principal: Annotated[Principal, as_detector]) -> dict[str, str]:
+        """Publish an exposure event (as on the exposures topic) for the pipeline to handle."""
+        # The body as sent, so fields this version does not know still reach newer consumers.
+        await triggers.send(services.producer, settings.exposures_topic, exposure.id, await request.body())
+        return {"id": exposure.id}
+
+    @app.post("/v1/triggers", status_code=202, tags=["exposures"])
+    async def post_trigger(trigger: triggers.TriggerRequest,
+                           principal: Annotated[Principal, as_responder]) -> dict[str, Any]:
+        """Run a playbook now, on behalf of the authenticated principal (the audit trail's `actor`)."""
+        try:
+            exposure = triggers.build_exposure(trigger, actor=principal.name, detector=API_DETECTOR,
+                                               playbooks=services.playbooks)
+        except triggers.UnknownPlaybookName as exc:
+            raise HTTPException(422, f"playbook: {exc}") from None
+        except ValidationError as exc:
+            raise HTTPException(422, describe_validation_error(exc)) from None
+        await triggers.send(services.producer, settings.exposures_topic, exposure.id, triggers.encode(exposure))
+        return {"id": exposure.id, "actor": principal.name, "dry_run": exposure.dry_run,
+                "status": f"/v1/exposures/{exposure.id}"}
+
+    @app.get("/v1/exposures/{exposure_id:path}", tags=["exposures"], responses={404: {"description": "unknown"}})
+    async def get_exposure(exposure_id: str, principal: Annotated[Principal, as_responder]) -> dict[str, Any]:
+        """An exposure's audit history, oldest first, and where it stands."""
+        records = await triggers.history(settings.bootstrap_servers, settings.audit_topic, exposure_id)
+        if not records:
+            raise HTTPException(404, "no audit records for this exposure id")
+        return {"id": exposure_id, **triggers.state_of(records), "records": records}
+
+    return app
+
+
+async def _readiness_problem(services: ApiServices) -> str | None:
+    if not services.consumer.assigned.is_set():
+        return "no partitions of the exposures topic assigned yet"
+    try:
+        async with asyncio.timeout(2):
+            await services.producer.client.fetch_all_metadata()
+    except (KafkaError, TimeoutError):
+        return "the Kafka broker does not answer"
+    return None
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """422 naming each bad field and why, without the submitted values (they may be secrets)."""
+    assert isinstance(exc, RequestValidationError)
+    parts = []
+    for error in exc.errors():
+        location = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{location}: {error.get('msg', 'invalid')}")
+    return JSONResponse({"detail": "; ".join(parts)}, status_code=422)
+
+
+@contextlib.asynccontextmanager
+async def serving(services: ApiServices) -> AsyncIterator[str]:
+    """Serve the API on `settings.http_listen` until the block ends; yields the base URL."""
+    assert services.settings.http_listen is not None
+    async with serve_asgi(create_app(services), services.settings.http_listen, max_body=MAX_BODY_BYTES) as url:
+        yield url

@@ -1,0 +1,67 @@
+"""Prometheus metrics, derived from audit records (an `Auditor` observer) plus the consumer's own gauges.
+
+One registry per `Orchestrator`, not the global one, so several can live in one process (tests do).
+Labels are outcomes and action names only: nothing from an event's values, so nothing secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from orchestrator.audit_stream import is_terminal
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+_STEP_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class Metrics:
+    """The orchestrator's metrics; `observe` is the audit observer that keeps them."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.exposures = Counter("orchestrator_exposures", "Exposures that reached their terminal record, by "
+                                 "outcome (the terminal audit event).", ["outcome"], registry=self.registry)
+        self.step_seconds = Histogram("orchestrator_step_duration_seconds", "Time a step took, retries included.",
+                                      ["action", "outcome"], buckets=_STEP_BUCKETS, registry=self.registry)
+        self.retries = Counter("orchestrator_step_retries", "Step attempts that are being retried.",
+                               ["action"], registry=self.registry)
+        self.rate_limited = Counter("orchestrator_rate_limited", "Provider answers asking us to slow down (429).",
+                                    ["action"], registry=self.registry)
+        self.in_flight = Gauge("orchestrator_runs_in_flight", "Exposures being processed now.",
+                               registry=self.registry)
+        self.consumer_lag = Gauge("orchestrator_consumer_lag", "Records on the assigned partitions of the "
+                                  "exposures topic not fetched yet.", registry=self.registry)
+        self._lag: Callable[[], Awaitable[int]] | None = None
+
+    def watch_consumer(self, *, in_flight: Callable[[], int], lag: Callable[[], Awaitable[int]]) -> None:
+        """Read the in-flight gauge from `in_flight` at every scrape, and the lag from `lag`."""
+        self.in_flight.set_function(lambda: float(in_flight()))
+        self._lag = lag
+
+    def observe(self, record: dict[str, Any]) -> None:
+        """Count one audit record."""
+        event = record.get("event")
+        action = str(record.get("action") or "none")
+        if is_terminal(record):
+            self.exposures.labels(outcome=str(event)).inc()
+        elif event in ("step.succeeded", "step.failed") and isinstance(record.get("duration_ms"), int | float):
+            outcome = "succeeded" if event == "step.succeeded" else "failed"
+            self.step_seconds.labels(action=action, outcome=outcome).observe(record["duration_ms"] / 1000)
+        if event == "step.retrying":
+            self.retries.labels(action=action).inc()
+        if (event == "step.retrying" and record.get("rate_limited")) or \
+                (event == "step.failed" and record.get("status") == 429):
+            self.rate_limited.labels(action=action).inc()
+
+    async def render(self) -> bytes:
+        """The Prometheus text exposition, with the consumer lag read now."""
+        if self._lag is not None:
+            with contextlib.suppress(TimeoutError):  # a scrape must answer even while the group rebalances
+                async with asyncio.timeout(2):
+                    self.consumer_lag.set(await self._lag())
+        return generate_latest(self.registry)

@@ -1,0 +1,107 @@
+"""What responders ask of the pipeline: a manual trigger made into an exposure, published, and its history read back.
+
+The CLI (`orchestrator trigger`, `status`) and the HTTP API (`POST /v1/triggers`, `GET /v1/exposures/{id}`)
+both go through here, so a trigger means the same thing whichever way it arrives.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from orchestrator import kafka
+from orchestrator.audit_stream import follow, is_terminal
+from orchestrator.errors import ConfigurationError
+from orchestrator.events import Credential, Exposure, Severity, Source
+from orchestrator.playbooks import Playbook
+
+
+class TriggerRequest(BaseModel):
+    """A responder's request to run a playbook now: the fields of `orchestrator trigger`."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True)
+
+    kind: str = Field(min_length=1, max_length=100, description="credential kind, e.g. okta.user")
+    id: str | None = Field(default=None, min_length=1, max_length=500, description="non-secret credential handle")
+    owner: str | None = Field(default=None, min_length=1, max_length=500, description="owning principal")
+    secret: SecretStr | None = Field(default=None, min_length=1, max_length=16 * 1024,
+                                     description="raw secret value; used only to act, never echoed")
+    playbook: str | None = Field(default=None, min_length=1, max_length=200,
+                                 description="run this playbook instead of routing")
+    severity: Severity = Severity.HIGH
+    reason: str | None = Field(default=None, max_length=2000, description="why; recorded in the audit trail")
+    dry_run: bool = Field(default=False, description="resolve read-only and record the plan; revoke nothing")
+
+
+class UnknownPlaybookName(ValueError):
+    """A trigger names a playbook that is not loaded."""
+
+
+def default_actor() -> str:
+    """`user@host` of whoever runs the CLI."""
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def build_exposure(request: TriggerRequest, *, actor: str, detector: str,
+                   playbooks: Sequence[Playbook]) -> Exposure:
+    """The exposure a trigger publishes, with a fresh id; raise `UnknownPlaybookName` or pydantic's error."""
+    if request.playbook is not None and request.playbook not in {p.name for p in playbooks}:
+        known = ", ".join(sorted(p.name for p in playbooks))
+        raise UnknownPlaybookName(f"unknown playbook {request.playbook!r}; known: {known}")
+    return Exposure(
+        id=f"manual-{uuid.uuid4().hex}",
+        credential=Credential(kind=request.kind, id=request.id, owner=request.owner, secret=request.secret),
+        source=Source(detector=detector),
+        severity=request.severity, playbook=request.playbook, actor=actor, reason=request.reason,
+        dry_run=request.dry_run,
+    )
+
+
+def encode(exposure: Exposure) -> bytes:
+    """The record value for the exposures topic; the one place the secret is written out, for the consumer."""
+    document = exposure.model_dump(mode="json", exclude_none=True)
+    if exposure.credential.secret is not None:
+        document["credential"]["secret"] = exposure.credential.secret.get_secret_value()
+    return json.dumps(document).encode()
+
+
+async def send(producer: AIOKafkaProducer, topic: str, key: str, value: bytes) -> None:
+    """Publish one exposure record keyed by its id and wait until the broker has it."""
+    stored = await producer.send(topic, value, key=key.encode())
+    await stored
+
+
+async def publish_record(bootstrap: str, topic: str, key: str, value: bytes) -> None:
+    """Publish one exposure record through a producer of its own (the CLI's case); errors as one line."""
+    producer = kafka.make_producer(bootstrap)
+    try:
+        await kafka.start(producer, bootstrap)
+        await send(producer, topic, key, value)
+    except KafkaError as exc:
+        raise ConfigurationError(f"could not publish to {topic} on {bootstrap}: {type(exc).__name__}") from None
+    finally:
+        await producer.stop()
+
+
+async def history(bootstrap: str, audit_topic: str, exposure_id: str, *,
+                  idle_timeout_s: float = 1.0) -> list[dict[str, Any]]:
+    """Every audit record of one exposure so far, oldest first (read until the topic goes quiet)."""
+    return [record async for record in follow(bootstrap, audit_topic, exposure_ids=[exposure_id],
+                                              idle_timeout_s=idle_timeout_s)]
+
+
+def state_of(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Where an exposure stands: its terminal event once it has one, else the latest event, `in progress`."""
+    terminal = next((r for r in records if is_terminal(r)), None)
+    last = records[-1] if records else {}
+    return {"state": (terminal or last).get("event", "unknown"), "done": terminal is not None,
+            "playbook": next((r["playbook"] for r in records if r.get("playbook")), None),
+            "actor": next((r["actor"] for r in records if r.get("actor")), None)}

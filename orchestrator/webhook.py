@@ -1,0 +1,84 @@
+"""The on-call webhook: a non-secret summary of each failed run, POSTed to Slack or any JSON endpoint.
+
+An `Auditor` observer: it sees records after redaction and sends only named, non-secret fields. Sending is
+bounded (one attempt, a timeout, a cap on notifications in flight) and never fails the pipeline: a
+notification that cannot be delivered is logged and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+from typing import Any
+
+import httpx
+import structlog
+
+log = structlog.get_logger("orchestrator.webhook")
+
+_FIELDS = ("exposure_id", "playbook", "credential_kind", "detector", "actor", "error", "duration_ms", "run_id",
+           "ts")
+
+
+def summary(record: dict[str, Any], fmt: str) -> dict[str, Any]:
+    """The webhook body for a `run.failed` record: Slack's `{"text": ...}` or a flat JSON object."""
+    fields = {k: record[k] for k in _FIELDS if record.get(k) is not None}
+    if fmt != "slack":
+        return {"event": "run.failed", **fields}
+    exposure_id = fields.get("exposure_id", "?")
+    lines = [f":rotating_light: Credential revocation FAILED for exposure `{exposure_id}`"]
+    lines += [f"• {k}: {fields[k]}" for k in ("credential_kind", "playbook", "error", "actor", "detector")
+              if k in fields]
+    lines.append(f"Follow up: `orchestrator status {exposure_id}`")
+    return {"text": "\n".join(lines)}
+
+
+class OncallNotifier:
+    """Notifies the on-call webhook of failed runs; use as an async context manager around the pipeline."""
+
+    def __init__(self, url: str, fmt: str = "json", *, timeout_s: float = 5.0, max_pending: int = 32) -> None:
+        self._url = url
+        self._fmt = fmt
+        self._timeout_s = timeout_s
+        self._max_pending = max_pending
+        self._client: httpx.AsyncClient | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> OncallNotifier:
+        self._client = httpx.AsyncClient(timeout=self._timeout_s, follow_redirects=False)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=self._timeout_s)
+        for task in self._pending:
+            task.cancel()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def observe(self, record: dict[str, Any]) -> None:
+        """Audit observer: schedule a notification for each `run.failed` record."""
+        if record.get("event") != "run.failed" or self._client is None:
+            return
+        if len(self._pending) >= self._max_pending:
+            log.warning("oncall.dropped", exposure_id=record.get("exposure_id"), reason="too many in flight")
+            return
+        task = asyncio.get_running_loop().create_task(self._send(summary(record, self._fmt), record))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _send(self, body: dict[str, Any], record: dict[str, Any]) -> None:
+        assert self._client is not None
+        exposure_id = record.get("exposure_id")
+        try:
+            response = await self._client.post(self._url, json=body)
+        except httpx.HTTPError as exc:
+            # The URL itself may be a secret (Slack's are): log the error's kind only.
+            log.warning("oncall.failed", exposure_id=exposure_id, error=type(exc).__name__)
+            return
+        if response.is_success:
+            log.info("oncall.notified", exposure_id=exposure_id)
+        else:
+            log.warning("oncall.failed", exposure_id=exposure_id, status=response.status_code)
