@@ -68,7 +68,8 @@ async def measure(endpoint: str, pairs: list[tuple[str, str]], count: int, concu
     """(calls per second, client CPU ms per call) for COUNT UpdateAccessKey calls, governor at `concurrency`."""
     settings = AwsSettings(region="us-east-1", endpoint_url=endpoint, concurrency=concurrency)
     context = StepContext(exposure_id="bench")
-    async with AwsProvider(settings, Governor("aws", concurrency=concurrency)) as provider:
+    governor = Governor("aws", concurrency=concurrency, initial_burst=concurrency)  # as open_providers builds it
+    async with AwsProvider(settings, governor) as provider:
         # Create the client before the clock starts.
         await provider._call("iam", context, "list_access_keys", UserName=pairs[0][0])
 

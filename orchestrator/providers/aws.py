@@ -229,8 +229,13 @@ class AwsProvider:
             except ClientError as exc:
                 meta = exc.response.get("ResponseMetadata", {})
                 status = meta.get("HTTPStatusCode")
-                self._governor.observe(service, meta.get("HTTPHeaders", {}), status=status)
                 error = self.translate(service, operation, exc.response.get("Error", {}).get("Code"), status)
+                if isinstance(error, RateLimited):
+                    # AWS throttles with 400 and no Retry-After: tell the governor in its terms, so every
+                    # run pauses this bucket for the backoff, not only the throttled one.
+                    self._governor.observe(service, {"retry-after": f"{error.retry_after:.3f}"}, status=429)
+                else:
+                    self._governor.observe(service, meta.get("HTTPHeaders", {}), status=status)
                 raise error from None
             except BotoCoreError as exc:
                 raise _transport_error(service, operation, exc) from None
