@@ -13,7 +13,7 @@ import boto3
 import pytest
 
 from orchestrator import embedded
-from orchestrator.providers.aws import QUARANTINE_POLICY_ARN, REVOKE_POLICY_NAME
+from orchestrator.providers.aws import QUARANTINE_POLICY_ARN, REVOKE_POLICY_NAME, role_name
 from orchestrator.providers.aws_rotation import TAG_KEY_ID, TAG_REPLACES
 from orchestrator.settings import AwsSettings, Settings
 from tests.conftest import Emulator
@@ -227,3 +227,24 @@ async def test_server_error_mid_rotation_is_retried_without_a_second_replacement
     value = json.loads(secretsmanager.get_secret_value(SecretId=f"{SECRET_PREFIX}/{user}")["SecretString"])
     assert value["AccessKeyId"] == replacement != key
     assert value["SecretAccessKey"] not in json.dumps(trail)
+
+
+async def test_a_key_named_with_the_wrong_owner_is_not_taken_as_done(aws: Harness, iam: Any) -> None:
+    """An owner who does not hold the key fails every step (OwnerMismatch): neither user is touched."""
+    user, (key,) = _user(iam)
+    other, _ = _user(iam)
+    event = exposure("aws.access_key", credential={"id": key, "owner": other})
+    trail = (await aws.run(event))[event["id"]]
+    failed = _steps(trail, "step.failed")
+    assert set(failed) == {"deactivate-key", "quarantine-user", "revoke-user-sessions"}
+    assert all(f["error_code"] == "OwnerMismatch" and user in f["error"] for f in failed.values())
+    assert _keys(iam, user) == {key: "Active"}
+    assert iam.list_attached_user_policies(UserName=other)["AttachedPolicies"] == []
+    assert iam.list_user_policies(UserName=other)["PolicyNames"] == []
+
+
+def test_role_names_are_taken_from_role_and_assumed_role_arns() -> None:
+    """Role name, role ARN with a path and assumed-role ARN all give the role name."""
+    assert role_name("deploy") == "deploy"
+    assert role_name("arn:aws:iam::123456789012:role/service/deploy") == "deploy"
+    assert role_name("arn:aws:sts::123456789012:assumed-role/deploy/i-0abc") == "deploy"

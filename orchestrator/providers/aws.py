@@ -152,10 +152,16 @@ class AwsProvider:
     # -- resolution ----------------------------------------------------------------------------------------
 
     async def _resolve_user(self, params: Params, ctx: StepContext) -> str:
-        """The IAM user named by `user` (name or ARN), else the owner of `access_key_id` (read-only)."""
-        if owner := text(params, "user"):
-            return owner.rsplit("/", 1)[-1] if owner.startswith("arn:") else owner
+        """The IAM user named by `user` (name or ARN), else the owner of `access_key_id` (read-only).
+
+        With both, the key must be the user's (or deleted): acting on the wrong user is worse than failing.
+        """
         key_id = text(params, "access_key_id") or ""
+        if owner := text(params, "user"):
+            user = owner.rsplit("/", 1)[-1] if owner.startswith("arn:") else owner
+            if key_id:
+                await self._key_status(user, key_id, ctx)
+            return user
         if known := self._owners.get(key_id):
             return known
         try:
@@ -163,14 +169,14 @@ class AwsProvider:
         except NotFound as exc:
             raise NotFound(f"access key {key_id} no longer exists and the event names no owner: "
                            "set credential.owner to act on its user", status=exc.status, code=exc.code) from None
-        user = response.get("UserName")
-        if not user:
+        found = response.get("UserName")
+        if not found:
             raise NotFound(f"access key {key_id} has no IAM user (a root key?)", code="NoUserName")
         # Key ids are never reused, so the owner stays valid: a redelivery after the key is deleted finds it here.
-        self._owners[key_id] = str(user)
+        self._owners[key_id] = str(found)
         if len(self._owners) > _OWNER_CACHE:
             del self._owners[next(iter(self._owners))]
-        return str(user)
+        return str(found)
 
     async def _key_status(self, user: str, key_id: str, ctx: StepContext) -> str | None:
         """`Active` or `Inactive`; None when the key no longer exists. A key of another user is an error."""
