@@ -113,7 +113,7 @@ def create_app(services: ApiServices) -> FastAPI:
 
     @app.post("/v1/exposures", status_code=202, tags=["exposures"])
     async def post_exposure(exposure: Exposure, request: Request,
-                            principal: Annotated[Principal, as_detector]) -> dict[str, str]:
+                            principal: Principal = as_detector) -> dict[str, str]:
         """Publish an exposure event (as on the exposures topic) for the pipeline to handle."""
         # The body as sent, so fields this version does not know still reach newer consumers.
         await triggers.send(services.producer, settings.exposures_topic, exposure.id, await request.body())
@@ -121,7 +121,7 @@ def create_app(services: ApiServices) -> FastAPI:
 
     @app.post("/v1/triggers", status_code=202, tags=["exposures"])
     async def post_trigger(trigger: triggers.TriggerRequest,
-                           principal: Annotated[Principal, as_responder]) -> dict[str, Any]:
+                           principal: Principal = as_responder) -> dict[str, Any]:
         """Run a playbook now, on behalf of the authenticated principal (the audit trail's `actor`)."""
         try:
             exposure = triggers.build_exposure(trigger, actor=principal.name, detector=API_DETECTOR,
@@ -135,7 +135,7 @@ def create_app(services: ApiServices) -> FastAPI:
                 "status": f"/v1/exposures/{exposure.id}"}
 
     @app.get("/v1/exposures/{exposure_id:path}", tags=["exposures"], responses={404: {"description": "unknown"}})
-    async def get_exposure(exposure_id: str, principal: Annotated[Principal, as_responder]) -> dict[str, Any]:
+    async def get_exposure(exposure_id: str, principal: Principal = as_responder) -> dict[str, Any]:
         """An exposure's audit history, oldest first, and where it stands."""
         records = await triggers.history(settings.bootstrap_servers, settings.audit_topic, exposure_id)
         if not records:

@@ -19,6 +19,7 @@ import uvicorn
 from orchestrator.errors import ConfigurationError
 
 _ASGI = Any  # an ASGI application (uvicorn's own type is private)
+_DRAIN_BYTES = 1024 * 1024  # read (and drop) up to this much of an oversize body before answering 413
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -55,20 +56,22 @@ class BodyLimit:
             await self._app(scope, receive, send)
             return
         declared = dict(scope.get("headers", ())).get(b"content-length", b"0")
-        if not declared.isdigit() or int(declared) > self._max:
-            await _too_large(send, self._max)
-            return
-        body = bytearray()
-        while True:
+        length = int(declared) if declared.isdigit() else None
+        body, received = bytearray(), 0
+        # An oversize body is still read (and dropped) up to a bound, so the client sees the 413, not a reset.
+        more = length is not None and length <= _DRAIN_BYTES
+        while more and received <= _DRAIN_BYTES:
             message = await receive()
             if message["type"] != "http.request":
                 return  # the client went away
-            body += message.get("body", b"")
-            if len(body) > self._max:
-                await _too_large(send, self._max)
-                return
-            if not message.get("more_body", False):
-                break
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received <= self._max:
+                body += chunk
+            more = message.get("more_body", False)
+        if length is None or length > self._max or received > self._max:
+            await _too_large(send, self._max)
+            return
         replayed = False
 
         async def replay() -> dict[str, Any]:

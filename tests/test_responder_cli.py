@@ -44,7 +44,8 @@ def cli_env(harness: Harness, **overrides: str) -> dict[str, str]:
     """The environment `orchestrator` needs to reach this harness's broker and topics."""
     settings = harness.settings
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRATOR_", "OKTA_CLIENT_"))}
-    env.update(KAFKA_BOOTSTRAP_SERVERS=settings.bootstrap_servers, ORCHESTRATOR_EXPOSURES_TOPIC=settings.exposures_topic,
+    env.update(KAFKA_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
+               ORCHESTRATOR_EXPOSURES_TOPIC=settings.exposures_topic,
                ORCHESTRATOR_AUDIT_TOPIC=settings.audit_topic, ORCHESTRATOR_DLQ_TOPIC=settings.dlq_topic)
     env.update(overrides)
     return env

@@ -1,0 +1,244 @@
+"""The HTTP API served by the Orchestrator: roles and tokens, body limits, validation, the audit actor,
+metrics and the on-call webhook, all over real HTTP against the real broker and Okta emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+
+from orchestrator.app import Orchestrator
+from orchestrator.auth import Role, new_token, token_entry
+from orchestrator.embedded import free_port
+from orchestrator.errors import ConfigurationError
+from orchestrator.settings import Settings
+from tests.conftest import Emulator, okta_token
+from tests.support import Harness, exposure, fresh_settings, read_all
+
+
+@dataclass
+class Receiver:
+    """An on-call webhook endpoint: an aiohttp server in this process that keeps what it was sent."""
+
+    url: str = ""
+    received: list[dict[str, Any]] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.received.append(await request.json())
+        self.arrived.set()
+        return web.Response(text="ok")
+
+
+@dataclass(frozen=True)
+class Api:
+    """The running API: its base URL, a token per role, the harness behind it and the webhook receiver."""
+
+    url: str
+    tokens: dict[str, str]
+    harness: Harness
+    receiver: Receiver
+
+
+@pytest.fixture(scope="module")
+async def receiver() -> AsyncIterator[Receiver]:
+    """The webhook receiver, listening on a free port."""
+    hook = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", hook.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    hook.url = f"http://127.0.0.1:{port}/hook"
+    yield hook
+    await runner.cleanup()
+
+
+@pytest.fixture(scope="module")
+async def api(bootstrap: str, okta: Emulator, receiver: Receiver,
+              tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
+    """An orchestrator serving its API on a free loopback port, with one token per role."""
+    tokens = {role.value: new_token() for role in Role}
+    tokens_file = tmp_path_factory.mktemp("api") / "tokens.json"
+    entries = [token_entry(token, f"{role}-bot", [Role(role)]) for role, token in tokens.items()]
+    tokens_file.write_text(json.dumps({"tokens": entries}))
+    settings = fresh_settings(bootstrap, okta.url, okta.admin_token, http_listen=f"127.0.0.1:{free_port()}",
+                              api_tokens_file=tokens_file, oncall_webhook_url=receiver.url)
+    async with Harness(settings) as harness:
+        assert harness.orchestrator.api_url is not None
+        yield Api(harness.orchestrator.api_url, tokens, harness, receiver)
+
+
+@pytest.fixture
+async def http(api: Api) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for the API."""
+    async with httpx.AsyncClient(base_url=api.url, timeout=15) as client:
+        yield client
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The Authorization header for a token."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _user(okta: Emulator) -> str:
+    login = f"api.{secrets.token_hex(4)}@example.com"
+    okta.seed({"users": [{"login": login, "sessions": [f"102{secrets.token_hex(8)}"]}]})
+    return login
+
+
+async def test_operations_routes_are_open(api: Api, http: httpx.AsyncClient) -> None:
+    """healthz, readyz (joined and broker up), metrics and the OpenAPI document need no token."""
+    assert (await http.get("/healthz")).json() == {"status": "ok"}
+    assert (await http.get("/readyz")).json() == {"status": "ready"}
+    metrics = await http.get("/metrics")
+    assert metrics.status_code == 200 and "orchestrator_runs_in_flight" in metrics.text
+    assert "orchestrator_consumer_lag" in metrics.text
+    paths = (await http.get("/openapi.json")).json()["paths"]
+    assert {"/v1/exposures", "/v1/triggers", "/v1/exposures/{exposure_id}", "/metrics"} <= set(paths)
+
+
+ROUTES = [("POST", "/v1/exposures", "detector"), ("POST", "/v1/triggers", "responder"),
+          ("GET", "/v1/exposures/no-such-exposure", "responder")]
+
+
+@pytest.mark.parametrize(("method", "path", "role"), ROUTES)
+async def test_each_route_answers_each_role(api: Api, http: httpx.AsyncClient, method: str, path: str,
+                                            role: str) -> None:
+    """No or a bad token: 401; another role: 403; the route's role or admin: past authentication."""
+    body = {"id": f"api-{secrets.token_hex(6)}", "credential": {"kind": "test.unmatched", "id": "x"}} \
+        if path == "/v1/exposures" else {"kind": "test.unmatched", "id": "x", "dry_run": True}
+    send = {"json": body} if method == "POST" else {}
+    assert (await http.request(method, path, **send)).status_code == 401
+    bad = await http.request(method, path, headers=bearer(new_token()), **send)
+    assert bad.status_code == 401 and bad.headers["www-authenticate"] == "Bearer"
+    success = 404 if method == "GET" else 202
+    for who, token in api.tokens.items():
+        expected = success if who in (role, "admin") else 403
+        answer = await http.request(method, path, headers=bearer(token), **send)
+        assert answer.status_code == expected, (who, answer.text)
+
+
+async def test_trigger_runs_as_the_authenticated_principal(api: Api, http: httpx.AsyncClient,
+                                                           okta: Emulator) -> None:
+    """POST /v1/triggers: actor is the token's principal (not the body's); GET shows history and state."""
+    login = _user(okta)
+    answer = await http.post("/v1/triggers", headers=bearer(api.tokens["responder"]),
+                             json={"kind": "okta.session", "owner": login, "reason": "paged", "actor": "mallory"})
+    assert answer.status_code == 202
+    exposure_id = answer.json()["id"]
+    await api.harness.collect(exposure_id)
+    history = (await http.get(f"/v1/exposures/{exposure_id}", headers=bearer(api.tokens["admin"]))).json()
+    assert history["state"] == "run.completed" and history["done"] is True
+    assert {r["actor"] for r in history["records"]} == {"responder-bot"}
+    assert history["records"][0]["detector"] == "api"
+    users = okta.control("GET", "state")["users"]
+    assert all(s["revoked"] for s in next(u for u in users if u["login"] == login)["sessions"])
+    metrics = (await http.get("/metrics")).text
+    assert 'orchestrator_exposures_total{outcome="run.completed"}' in metrics
+    assert 'orchestrator_step_duration_seconds_count{action="okta.clear_user_sessions",outcome="succeeded"}' \
+        in metrics
+
+
+async def test_dry_run_trigger_with_a_secret_plans_and_keeps_it_secret(api: Api, http: httpx.AsyncClient,
+                                                                       okta: Emulator) -> None:
+    """dry_run with a token's value: run.planned, the token still valid, its value in no answer or record."""
+    value = okta_token()
+    seeded = okta.seed({"api_tokens": [{"name": "ci", "login": _user(okta), "token": value}]})
+    token_id = seeded["api_tokens"][0]["id"]
+    answer = await http.post("/v1/triggers", headers=bearer(api.tokens["responder"]),
+                             json={"kind": "okta.api_token", "secret": value, "dry_run": True})
+    assert answer.status_code == 202 and value not in answer.text
+    exposure_id = answer.json()["id"]
+    trail = (await api.harness.collect(exposure_id))[exposure_id]
+    assert trail[-1]["event"] == "run.planned" and trail[-1]["plan"][0]["calls"]
+    tokens = okta.control("GET", "state")["api_tokens"]
+    assert next(t for t in tokens if t["id"] == token_id)["revoked"] is False
+    history = await http.get(f"/v1/exposures/{exposure_id}", headers=bearer(api.tokens["responder"]))
+    assert history.json()["state"] == "run.planned" and value not in history.text
+    audit = await read_all(api.harness.settings.bootstrap_servers, api.harness.settings.audit_topic)
+    assert all(value.encode() not in r.value for r in audit)
+
+
+async def test_detector_exposure_is_published_as_sent(api: Api, http: httpx.AsyncClient, okta: Emulator) -> None:
+    """POST /v1/exposures: 202 with the event's own id, and the pipeline runs it."""
+    event = exposure("okta.session", credential={"owner": _user(okta)}, source={"detector": "secret-scanner"})
+    answer = await http.post("/v1/exposures", headers=bearer(api.tokens["detector"]), json=event)
+    assert answer.status_code == 202 and answer.json() == {"id": event["id"]}
+    trail = (await api.harness.collect(event["id"]))[event["id"]]
+    assert trail[-1]["event"] == "run.completed" and trail[0]["detector"] == "secret-scanner"
+
+
+async def test_bodies_above_64_kib_get_413(api: Api, http: httpx.AsyncClient) -> None:
+    """Too large by Content-Length, or streamed (chunked) past the limit without one: 413 either way."""
+    big = {"kind": "okta.user", "owner": "a@example.com", "reason": "x" * (65 * 1024)}
+    declared = await http.post("/v1/triggers", headers=bearer(api.tokens["admin"]), json=big)
+    assert declared.status_code == 413
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(70):
+            yield b" " * 1024
+
+    streamed = await http.post("/v1/triggers", headers=bearer(api.tokens["admin"]), content=chunks())
+    assert streamed.status_code == 413 and "content-length" not in streamed.request.headers
+
+
+async def test_malformed_bodies_get_422_naming_the_field_never_the_value(api: Api, http: httpx.AsyncClient) -> None:
+    """Bad JSON, a bad field, an unknown playbook: 422 saying which field, without echoing a secret."""
+    secret = okta_token()
+    admin = bearer(api.tokens["admin"])
+    not_json = await http.post("/v1/triggers", headers={**admin, "content-type": "application/json"},
+                               content=b'{"kind": ')
+    assert not_json.status_code == 422
+    bad_severity = await http.post("/v1/triggers", headers=admin,
+                                   json={"kind": "okta.api_token", "secret": secret, "severity": secret})
+    assert bad_severity.status_code == 422 and "severity" in bad_severity.json()["detail"]
+    no_kind = await http.post("/v1/exposures", headers=admin, json={"id": "e1", "credential": {"secret": secret}})
+    assert no_kind.status_code == 422 and "credential.kind" in no_kind.json()["detail"]
+    unknown = await http.post("/v1/triggers", headers=admin, json={"kind": "okta.user", "owner": "a@b.c",
+                                                                   "playbook": "nope"})
+    assert unknown.status_code == 422 and unknown.json()["detail"].startswith("playbook: unknown playbook")
+    assert all(secret not in r.text for r in (not_json, bad_severity, no_kind, unknown))
+
+
+async def test_failed_run_notifies_the_oncall_webhook(api: Api, http: httpx.AsyncClient) -> None:
+    """A run.failed sends a non-secret summary to ORCHESTRATOR_ONCALL_WEBHOOK_URL."""
+    secret = okta_token()  # carried by the event, never by the summary
+    answer = await http.post("/v1/triggers", headers=bearer(api.tokens["responder"]),
+                             json={"kind": "okta.session", "owner": "nobody.here@example.com", "secret": secret})
+    exposure_id = answer.json()["id"]
+    trail = (await api.harness.collect(exposure_id))[exposure_id]
+    assert trail[-1]["event"] == "run.failed"
+    async with asyncio.timeout(10):
+        while not any(n.get("exposure_id") == exposure_id for n in api.receiver.received):
+            api.receiver.arrived.clear()
+            await api.receiver.arrived.wait()
+    note = next(n for n in api.receiver.received if n.get("exposure_id") == exposure_id)
+    assert note["event"] == "run.failed" and note["playbook"] == "okta-session"
+    assert note["actor"] == "responder-bot" and note["error"].startswith("failed steps")
+    assert secret not in json.dumps(api.receiver.received)
+
+
+async def test_refuses_a_public_address_without_tokens(settings: Settings) -> None:
+    """Non-loopback without ORCHESTRATOR_API_TOKENS_FILE stops start-up with one clear line."""
+    with pytest.raises(ConfigurationError, match="not a loopback address"):
+        async with Orchestrator(replace(settings, http_listen=f"0.0.0.0:{free_port()}")):
+            pass
+
+
+async def test_without_tokens_file_v1_routes_are_closed(settings: Settings) -> None:
+    """Loopback and no tokens file: /v1 answers 401; healthz works; readyz is 503 until partitions are assigned."""
+    async with Orchestrator(replace(settings, http_listen=f"127.0.0.1:{free_port()}")) as orchestrator, \
+            httpx.AsyncClient(base_url=str(orchestrator.api_url)) as client:
+        closed = await client.post("/v1/triggers", json={"kind": "okta.user", "owner": "a@b.c"})
+        assert closed.status_code == 401 and "ORCHESTRATOR_API_TOKENS_FILE" in closed.text
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/readyz")).status_code == 503
