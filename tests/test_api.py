@@ -19,6 +19,7 @@ from orchestrator.auth import Role, new_token, token_entry
 from orchestrator.embedded import free_port
 from orchestrator.errors import ConfigurationError
 from orchestrator.settings import Settings
+from orchestrator.webhook import summary
 from tests.conftest import Emulator, okta_token
 from tests.support import Harness, exposure, fresh_settings, read_all
 
@@ -242,3 +243,13 @@ async def test_without_tokens_file_v1_routes_are_closed(settings: Settings) -> N
         assert closed.status_code == 401 and "ORCHESTRATOR_API_TOKENS_FILE" in closed.text
         assert (await client.get("/healthz")).status_code == 200
         assert (await client.get("/readyz")).status_code == 503
+
+
+def test_slack_summary_names_the_exposure_and_nothing_unlisted() -> None:
+    """The Slack body is one `text` naming the exposure and how to follow up; unlisted fields stay out."""
+    record = {"event": "run.failed", "exposure_id": "exp-1", "playbook": "okta-user", "error": "failed steps: x",
+              "credential_kind": "okta.user", "target": "okta.user:someone@example.com"}
+    body = summary(record, "slack")
+    assert set(body) == {"text"} and "exp-1" in body["text"] and "orchestrator status exp-1" in body["text"]
+    assert "someone@example.com" not in body["text"]
+    assert "target" not in summary(record, "json")
