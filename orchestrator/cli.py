@@ -62,6 +62,8 @@ def dev(
         print(devmode.banner(environment), file=sys.stderr, flush=True)
         from orchestrator.settings import Settings
 
+        if demo:  # the demo needs no HTTP API: never fail it because port 8080 is taken
+            environment.env.setdefault("ORCHESTRATOR_HTTP_LISTEN", "off")
         settings = Settings.from_env(environment.env)
         # The demo prints the audit trail itself; the service log would only repeat it.
         _configure_logging("console", quiet=demo)
