@@ -150,7 +150,7 @@ class BucketBudget:
                 else now + _DEFAULT_BLOCK_S
             self.blocked_until = max(self.blocked_until, until)
             # Nothing is known past the block: the window is over for us then, whatever it was.
-            self.reset_at, self.remaining = max(self.reset_at or 0.0, self.blocked_until), 0
+            self.reset_at, self.remaining = self.blocked_until, 0
             return self.blocked_until
         if wait is not None:
             self.blocked_until = max(self.blocked_until, now + wait)
