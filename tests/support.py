@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -166,6 +170,22 @@ def playbooks_with_retry(directory: Path, **retry: float) -> Path:
     for source in DEFAULT_PLAYBOOKS_DIR.glob("*.yaml"):
         (directory / source.name).write_text(source.read_text() + "\n" + policy)
     return directory
+
+
+def orchestrator_command() -> list[str]:
+    """The `orchestrator` console script of this interpreter's environment (else the same via `python -c`)."""
+    script = shutil.which("orchestrator", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-c", "from orchestrator.cli import main; main()"]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run the `orchestrator` command in a child process (`env` replaces the environment's orchestrator and
+    Kafka variables); return its exit code and output."""
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("ORCHESTRATOR_", "KAFKA_", "OKTA_CLIENT_"))}
+    return subprocess.run([*orchestrator_command(), *args],
+                          env={**base, **(env or {})}, capture_output=True, text=True, timeout=timeout_s,
+                          check=False)
 
 
 class Harness:

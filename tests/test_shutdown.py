@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,16 +23,12 @@ from tests.support import (
     events_of,
     exposure,
     fresh_settings,
+    orchestrator_command,
     publish,
     roomy_rate_limits,
 )
 
 READY_TIMEOUT_S = 40.0
-
-
-def _command() -> list[str]:
-    script = shutil.which("orchestrator", path=str(Path(sys.executable).parent))
-    return [script, "run"] if script else [sys.executable, "-c", "from orchestrator.cli import main; main()", "run"]
 
 
 @contextmanager
@@ -48,7 +42,7 @@ def _orchestrator(settings: Settings, okta: Emulator, log: Path) -> Iterator[sub
            "ORCHESTRATOR_LOG_FORMAT": "json", "ORCHESTRATOR_HTTP_LISTEN": "off",
            "OKTA_CLIENT_ORGURL": okta.url, "OKTA_CLIENT_TOKEN": okta.admin_token}
     with log.open("ab") as sink:
-        process = subprocess.Popen(_command(), env=env, stdout=sink, stderr=sink)
+        process = subprocess.Popen([*orchestrator_command(), "run"], env=env, stdout=sink, stderr=sink)
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while "consumer.assigned" not in log.read_text(errors="replace"):
