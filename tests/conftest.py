@@ -69,6 +69,30 @@ def okta() -> Iterator[Emulator]:
         yield Emulator(process.url, token)
 
 
+@pytest.fixture(scope="session")
+def github() -> Iterator[Emulator]:
+    """The project's GitHub emulator, as a process."""
+    with embedded.emulator("github") as process:
+        yield Emulator(process.url)
+
+
+@pytest.fixture(scope="session")
+def slack() -> Iterator[Emulator]:
+    """The project's Slack emulator, as a process; the Web API lives under `/api`."""
+    with embedded.emulator("slack") as process:
+        yield Emulator(process.url)
+
+
+@pytest.fixture(scope="session")
+def gcp() -> Iterator[Emulator]:
+    """The project's GCP IAM emulator, as a process, with a random access token (`admin_token`) seeded."""
+    token = "ya29." + secrets.token_urlsafe(32)
+    with embedded.emulator("gcp") as process:
+        emulator = Emulator(process.url, token)
+        emulator.seed({"access_tokens": [token]})
+        yield emulator
+
+
 @pytest.fixture
 def okta_clean(okta: Emulator) -> Iterator[Emulator]:
     """The Okta emulator with faults, latency and counters cleared before and after the test."""
@@ -77,11 +101,10 @@ def okta_clean(okta: Emulator) -> Iterator[Emulator]:
     okta.reset()
 
 
-@pytest.fixture
-def settings(bootstrap: str, okta: Emulator) -> Settings:
-    """Settings for one test: its own topics and group, the Okta emulator, fast group joins."""
+def isolated_settings(bootstrap: str, **overrides: Any) -> Settings:
+    """Settings with their own topics and group, fast group joins and short timeouts; `overrides` win."""
     suffix = secrets.token_hex(4)
-    return Settings(
+    fields: dict[str, Any] = dict(
         bootstrap_servers=bootstrap,
         exposures_topic=f"test.{suffix}.exposed",
         audit_topic=f"test.{suffix}.audit",
@@ -93,8 +116,14 @@ def settings(bootstrap: str, okta: Emulator) -> Settings:
         commit_interval_s=0.2,
         step_timeout_s=5.0,
         drain_timeout_s=10.0,
-        okta=OktaSettings(org_url=okta.url, token=okta.admin_token),
     )
+    return Settings(**{**fields, **overrides})
+
+
+@pytest.fixture
+def settings(bootstrap: str, okta: Emulator) -> Settings:
+    """Settings for one test: its own topics and group, the Okta emulator, fast group joins."""
+    return isolated_settings(bootstrap, okta=OktaSettings(org_url=okta.url, token=okta.admin_token))
 
 
 @pytest.fixture

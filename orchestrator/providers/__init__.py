@@ -13,7 +13,7 @@ from orchestrator.actions import ActionSpec, Provider
 from orchestrator.governor import Governor
 from orchestrator.settings import Settings
 
-_MODULES = ("okta", "aws")
+_MODULES = ("okta", "aws", "github", "slack", "gcp")
 
 
 def catalog() -> dict[str, ActionSpec]:
@@ -27,6 +27,11 @@ def catalog() -> dict[str, ActionSpec]:
 
 async def open_providers(settings: Settings, stack: AsyncExitStack) -> dict[str, Provider]:
     """Open a client for every provider that is configured; the stack closes them."""
+    from orchestrator.providers import gcp, github, slack
+    from orchestrator.providers.gcp import GcpProvider
+    from orchestrator.providers.github import GitHubProvider
+    from orchestrator.providers.slack import SlackProvider
+
     providers: dict[str, Provider] = {}
     if settings.okta is not None:
         from orchestrator.providers.okta import OktaProvider
@@ -41,4 +46,11 @@ async def open_providers(settings: Settings, stack: AsyncExitStack) -> dict[str,
     providers["aws"] = await stack.enter_async_context(
         AwsProvider(settings.aws, Governor("aws", concurrency=settings.aws.concurrency,
                                            initial_burst=settings.aws.concurrency)))
+    providers["github"] = await stack.enter_async_context(
+        GitHubProvider(settings.github, Governor("github", concurrency=github.CONCURRENCY)))
+    providers["slack"] = await stack.enter_async_context(
+        SlackProvider(settings.slack, Governor("slack", concurrency=slack.CONCURRENCY)))
+    # GCP credentials are resolved on first use, so an unconfigured GCP costs nothing until a key leaks.
+    providers["gcp"] = await stack.enter_async_context(
+        GcpProvider(settings.gcp, Governor("gcp", concurrency=gcp.CONCURRENCY)))
     return providers

@@ -1,0 +1,138 @@
+"""GCP, over the IAM REST API with httpx and google-auth: disabling, then deleting, exposed service-account keys.
+
+Authentication is a fixed access token when configured (sandboxes, the emulator), else application default
+credentials, resolved on first use and refreshed in a worker thread (google-auth is blocking).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from orchestrator.actions import ActionSpec, Params, ParamSpec, StepContext, StepResult, text
+from orchestrator.errors import NotFound, PermanentError, ProviderError, TransientError
+from orchestrator.governor import Governor
+from orchestrator.providers._http import HttpProvider, by_status, json_object
+from orchestrator.settings import GcpSettings
+
+_KEY_PARAMS = {
+    "email": ParamSpec(required=True, description="the service account's email"),
+    "key_id": ParamSpec(required=True, description="the key's id (the private_key_id of the key file)"),
+    "project": ParamSpec(description="project id; default '-' (the account's own project)"),
+}
+ACTIONS: tuple[ActionSpec, ...] = (
+    ActionSpec("gcp.disable_service_account_key", "Disable a service-account key, reason EXPOSED; a key already "
+               "deleted counts as done.", _KEY_PARAMS),
+    ActionSpec("gcp.delete_service_account_key", "Delete a service-account key; a key already deleted counts as "
+               "done.", _KEY_PARAMS),
+)
+
+#: IAM allows 600 requests a minute per project by default; a handful of connections keeps up with that.
+CONCURRENCY = 8
+SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+#: IAM's quota is per project for the whole API, so keys share one bucket.
+_BUCKET = "iam"
+_EXPOSED = "SERVICE_ACCOUNT_KEY_DISABLE_REASON_EXPOSED"
+_DEFAULT_WAIT_S = 30.0
+
+
+class GcpProvider(HttpProvider):
+    """Performs `gcp.*` actions with one httpx client and one set of Google credentials."""
+
+    name = "gcp"
+
+    def __init__(self, settings: GcpSettings, governor: Governor) -> None:
+        super().__init__(settings.iam_url, governor, concurrency=CONCURRENCY)
+        self._settings = settings
+        self._credentials: Any = None
+        self._refreshing = asyncio.Lock()
+        self._handlers: Mapping[str, Callable[[str, StepContext], Awaitable[StepResult]]] = {
+            "gcp.disable_service_account_key": self._disable,
+            "gcp.delete_service_account_key": self._delete,
+        }
+
+    async def perform(self, action: str, params: Params, context: StepContext) -> StepResult:
+        """Run one `gcp.*` action."""
+        project = text(params, "project") or "-"
+        email, key_id = text(params, "email") or "", text(params, "key_id") or ""
+        name = (f"projects/{quote(project, safe='')}/serviceAccounts/{quote(email, safe='@')}"
+                f"/keys/{quote(key_id, safe='')}")
+        return await self._handlers[action](name, context)
+
+    async def _disable(self, name: str, ctx: StepContext) -> StepResult:
+        call = f"POST /v1/{name}:disable (serviceAccountKeyDisableReason={_EXPOSED})"
+        return await self._ensure(name, call, ctx, "POST", f"/v1/{name}:disable",
+                                  json={"serviceAccountKeyDisableReason": _EXPOSED})
+
+    async def _delete(self, name: str, ctx: StepContext) -> StepResult:
+        return await self._ensure(name, f"DELETE /v1/{name}", ctx, "DELETE", f"/v1/{name}")
+
+    async def _ensure(self, name: str, call: str, ctx: StepContext, method: str, path: str,
+                      **kwargs: Any) -> StepResult:
+        """Make the call; a 404 means the key is already deleted, which is the end state we want."""
+        target = f"gcp-key:{name}"
+        if ctx.dry_run:
+            return StepResult(target, (call,))
+        headers = {"Authorization": f"Bearer {await self._access_token()}"}
+        response = await self._request(_BUCKET, ctx.priority, method, path, headers=headers, **kwargs)
+        if response.status_code == 200:
+            return StepResult(target, (call,))
+        error = _translate(response)
+        if isinstance(error, NotFound):
+            return StepResult(target, (call,), note="key already deleted")
+        raise error
+
+    async def _access_token(self) -> str:
+        """The configured token, else a valid application-default access token (refreshed in a thread)."""
+        if self._settings.access_token:
+            return self._settings.access_token
+        async with self._refreshing:
+            if self._credentials is None:
+                self._credentials = await asyncio.to_thread(_default_credentials)
+            if not self._credentials.valid:
+                await asyncio.to_thread(_refresh, self._credentials)
+            return str(self._credentials.token)
+
+
+def _translate(response: httpx.Response) -> ProviderError:
+    """A Google error body (`{"error": {"code", "message", "status"}}`) as ours.
+
+    403 is permanent: IAM answers it both for a missing permission and for an account it cannot find.
+    """
+    error = json_object(response).get("error")
+    details = error if isinstance(error, dict) else {}
+    status_name = str(details.get("status", ""))[:60] or None
+    detail = f"{status_name or ''} {str(details.get('message', ''))[:200]}"
+    return by_status("gcp", response.status_code, detail, response.headers, code=status_name,
+                     rate_limit_wait=_DEFAULT_WAIT_S)
+
+
+def _default_credentials() -> Any:
+    import google.auth
+    from google.auth import exceptions
+
+    try:
+        credentials, _project = google.auth.default(scopes=list(SCOPES))
+    except exceptions.DefaultCredentialsError:
+        raise PermanentError("gcp: no credentials: set ORCHESTRATOR_GCP_ACCESS_TOKEN or configure application "
+                             "default credentials (GOOGLE_APPLICATION_CREDENTIALS, workload identity)") from None
+    return credentials
+
+
+def _refresh(credentials: Any) -> None:
+    import urllib3
+    from google.auth import exceptions
+    from google.auth.transport.urllib3 import Request
+
+    try:
+        with urllib3.PoolManager() as http:
+            credentials.refresh(Request(http))  # type: ignore[no-untyped-call]
+    except exceptions.RefreshError as exc:
+        kind = TransientError if getattr(exc, "retryable", False) else PermanentError
+        raise kind(f"gcp: refreshing credentials failed ({type(exc).__name__})") from None
+    except exceptions.TransportError as exc:
+        raise TransientError(f"gcp: refreshing credentials failed ({type(exc).__name__})") from None
