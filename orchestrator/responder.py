@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import json
 import logging
 import os
@@ -79,7 +80,7 @@ def trigger(
     """Publish an exposure by hand: it runs through the same pipeline as detector events."""
     settings = _settings()
     playbooks = _loaded_playbooks(settings.playbooks_dir)
-    secret = sys.stdin.read().strip() if secret_stdin else None
+    secret = _read_secret() if secret_stdin else None
     if secret_stdin and not secret:
         raise UsageProblem("--secret-stdin given but stdin held no secret")
     try:
@@ -94,6 +95,12 @@ def trigger(
         raise UsageProblem(describe_validation_error(exc)) from None
     return asyncio.run(_trigger(settings, exposure.id, triggers.encode(exposure), follow_run=wait or dry_run,
                                 timeout_s=timeout, as_json=as_json))
+
+
+def _read_secret() -> str:
+    if sys.stdin.isatty():  # typed or pasted by a person: do not echo it to the screen
+        return getpass.getpass("secret (not echoed): ").strip()
+    return sys.stdin.read().strip()
 
 
 async def _trigger(settings: Settings, exposure_id: str, value: bytes, *, follow_run: bool, timeout_s: float,
