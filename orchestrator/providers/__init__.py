@@ -48,9 +48,11 @@ async def open_providers(settings: Settings, stack: AsyncExitStack) -> dict[str,
                                            initial_burst=settings.aws.concurrency)))
     providers["github"] = await stack.enter_async_context(
         GitHubProvider(settings.github, Governor("github", concurrency=github.CONCURRENCY)))
+    # Slack and IAM send no budget headers (only Retry-After on 429): the concurrency cap is the limit.
     providers["slack"] = await stack.enter_async_context(
-        SlackProvider(settings.slack, Governor("slack", concurrency=slack.CONCURRENCY)))
+        SlackProvider(settings.slack, Governor("slack", concurrency=slack.CONCURRENCY,
+                                               initial_burst=slack.CONCURRENCY)))
     # GCP credentials are resolved on first use, so an unconfigured GCP costs nothing until a key leaks.
     providers["gcp"] = await stack.enter_async_context(
-        GcpProvider(settings.gcp, Governor("gcp", concurrency=gcp.CONCURRENCY)))
+        GcpProvider(settings.gcp, Governor("gcp", concurrency=gcp.CONCURRENCY, initial_burst=gcp.CONCURRENCY)))
     return providers
