@@ -85,6 +85,29 @@ def tansu(port: int | None = None) -> Iterator[ChildProcess]:
         _stop(process)
 
 
+def moto_available() -> bool:
+    """True when moto's server (the `moto[server]` extra) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("moto.server") is not None
+
+
+@contextlib.contextmanager
+def moto(port: int | None = None) -> Iterator[ChildProcess]:
+    """Run moto's AWS server (AWS managed policies loaded); yields its endpoint URL."""
+    port = port or free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_port("127.0.0.1", port, process, "moto_server")
+        yield ChildProcess("moto", f"http://127.0.0.1:{port}", process)
+    finally:
+        _stop(process)
+
+
 @contextlib.contextmanager
 def emulator(name: str, *args: str) -> Iterator[ChildProcess]:
     """Run `python -m orchestrator.emulators.NAME`; yields its base URL once it prints READY."""

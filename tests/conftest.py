@@ -141,28 +141,5 @@ def with_fast_retries(settings: Settings, **overrides: Any) -> Settings:
 @pytest.fixture(scope="session")
 def moto() -> Iterator[str]:
     """moto_server as a process (AWS managed policies loaded), yielding its endpoint URL."""
-    import socket
-    import subprocess
-    import sys
-    import time
-
-    port = embedded.free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env={**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("moto_server did not start") from None
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with embedded.moto() as server:
+        yield server.url
