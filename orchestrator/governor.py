@@ -277,6 +277,9 @@ class Governor:
             best.start(now)
             self._in_flight += 1
             waiter.set_result(None)
+        if wake == math.inf and self._in_flight < self.concurrency and any(b.queue for b in self._buckets.values()):
+            # Waiting on responses only: look again anyway, so that no lost wake-up can stall a queue for good.
+            wake = now + _DEFAULT_BLOCK_S
         self._arm(wake, now)
         if now - self._logged_at >= self._log_interval_s:
             self._logged_at = now
