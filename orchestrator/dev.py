@@ -35,7 +35,13 @@ class DevEnvironment:
 
 @contextlib.contextmanager
 def environment(base: Mapping[str, str]) -> Iterator[DevEnvironment]:
-    """Start Tansu unless `KAFKA_BOOTSTRAP_SERVERS` is set, the Okta emulator unless `OKTA_CLIENT_ORGURL` is."""
+    """Start Tansu and every provider's emulator, except where the environment names a real one.
+
+    Kafka: unless `KAFKA_BOOTSTRAP_SERVERS`. Okta: unless `OKTA_CLIENT_ORGURL`. AWS: moto unless
+    `AWS_ENDPOINT_URL` (with throwaway credentials, so the developer's own AWS credentials are never used).
+    GitHub, Slack, GCP: unless `ORCHESTRATOR_GITHUB_API_URL`, `ORCHESTRATOR_SLACK_API_URL`,
+    `ORCHESTRATOR_GCP_IAM_URL`.
+    """
     env = dict(base)
     dev = DevEnvironment(env=env)
     with contextlib.ExitStack() as stack:
@@ -54,7 +60,36 @@ def environment(base: Mapping[str, str]) -> Iterator[DevEnvironment]:
             dev.okta_url = okta.url
             dev.started.append(f"Okta emulator at {okta.url}")
             dev.demo = _seed_okta_demo(okta.url)
+        if not env.get("AWS_ENDPOINT_URL"):
+            _emulate_aws(stack, dev)
+        for name, label, variable, path in (("github", "GitHub", "ORCHESTRATOR_GITHUB_API_URL", ""),
+                                            ("slack", "Slack", "ORCHESTRATOR_SLACK_API_URL", "/api")):
+            if not env.get(variable):
+                server = stack.enter_context(embedded.emulator(name))
+                env[variable] = server.url + path
+                dev.started.append(f"{label} emulator at {server.url}")
+        if not env.get("ORCHESTRATOR_GCP_IAM_URL"):
+            server = stack.enter_context(embedded.emulator("gcp"))
+            token = "ya29.dev-" + secrets.token_urlsafe(24)
+            httpx.post(f"{server.url}/_emulator/state", json={"access_tokens": [token]}, timeout=10).raise_for_status()
+            env.update(ORCHESTRATOR_GCP_IAM_URL=server.url, ORCHESTRATOR_GCP_ACCESS_TOKEN=token)
+            dev.started.append(f"GCP IAM emulator at {server.url}")
         yield dev
+
+
+def _emulate_aws(stack: contextlib.ExitStack, dev: DevEnvironment) -> None:
+    """Point AWS at moto with throwaway credentials; without moto, at a closed port so nothing real is called."""
+    for variable in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+        dev.env.pop(variable, None)
+    dev.env.update(AWS_ACCESS_KEY_ID="AKIADEV" + secrets.token_hex(6).upper(),
+                   AWS_SECRET_ACCESS_KEY=secrets.token_urlsafe(30), AWS_REGION="us-east-1")
+    if embedded.moto_available():
+        server = stack.enter_context(embedded.moto())
+        dev.env["AWS_ENDPOINT_URL"] = server.url
+        dev.started.append(f"AWS (moto) at {server.url}")
+    else:
+        dev.env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{embedded.free_port()}"
+        dev.started.append("AWS: no emulator (pip install 'moto[server]'); aws.* steps will fail, never reach AWS")
 
 
 def _seed_okta_demo(okta_url: str) -> dict[str, str]:
@@ -127,11 +162,14 @@ async def watch(bootstrap: str, topic: str, ids: list[str], *, timeout_s: float 
 
 
 def banner(dev: DevEnvironment) -> str:
-    """The loud notice that this is not production."""
-    lines = ["=" * 78, "EMBEDDED DEVELOPMENT MODE: nothing here touches a real identity provider"
-             if dev.okta_url else "DEVELOPMENT MODE", *(f"  started: {s}" for s in dev.started),
-             "  data lives in memory and is gone when this process exits", "=" * 78]
-    return "\n".join(lines)
+    """The loud notice of what is emulated and what, if anything, is real."""
+    emulated = " ".join(dev.started)
+    real = [name for name, marker in (("Kafka", "Tansu"), ("Okta", "Okta"), ("AWS", "AWS"), ("GitHub", "GitHub"),
+                                      ("Slack", "Slack"), ("GCP", "GCP")) if marker not in emulated]
+    headline = ("EMBEDDED DEVELOPMENT MODE: every provider is a local emulator; nothing real is touched"
+                if not real else f"DEVELOPMENT MODE: REAL {', '.join(real)} configured from the environment")
+    return "\n".join(["=" * 78, headline, *(f"  started: {s}" for s in dev.started),
+                      "  emulated data lives in memory and is gone when this process exits", "=" * 78])
 
 
 def process_env(dev: DevEnvironment) -> None:
