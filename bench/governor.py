@@ -76,7 +76,7 @@ async def run(args: argparse.Namespace, bootstrap: str, okta_url: str, admin: st
            "ORCHESTRATOR_HTTP_LISTEN": f"127.0.0.1:{embedded.free_port()}"}
     command = [str(Path(sys.executable).parent / "orchestrator"), "run"]
     # Started once, before anything is measured.
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)  # noqa: ASYNC220
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     log_lines: list[str] = []
     try:
         assert process.stderr is not None

@@ -103,9 +103,23 @@ async def run_once(bootstrap: str, okta_url: str, admin_token: str, count: int, 
             process.wait(timeout=30)
         process.kill()
     dlq = await read_all(bootstrap, topics["ORCHESTRATOR_DLQ_TOPIC"], idle_timeout_s=0.5)
+    audit = [json.loads(r.value) for r in await read_all(bootstrap, topics["ORCHESTRATOR_AUDIT_TOPIC"],
+                                                          idle_timeout_s=0.5)]
+    steps = sorted(r["duration_ms"] for r in audit if r["event"] == "step.succeeded")
+    runs = sorted(r["duration_ms"] for r in audit if r["event"] == "run.completed")
+    stats = httpx.get(f"{okta_url}/_emulator/okta-stats", timeout=10).json()
+    throttled = sum(b.get("throttled", 0) for b in stats.get("buckets", {}).values())
+    throttled += stats.get("concurrency", {}).get("throttled", 0)
     return {"latency_ms": latency_ms, "count": count, "seconds": finished - started,
             "exposures_per_s": count / (finished - started), "publish_s": published - started,
-            "peak_rss_mb": rss, "dead_letters": len(dlq), "exit_code": process.returncode}
+            "peak_rss_mb": rss, "dead_letters": len(dlq), "throttled_429": throttled,
+            "max_in_flight": stats.get("max_in_flight"), "exit_code": process.returncode,
+            "run_ms_p50": _pct(runs, 50), "run_ms_p99": _pct(runs, 99), "step_ms_p50": _pct(steps, 50),
+            "step_ms_p99": _pct(steps, 99)}
+
+
+def _pct(values: list[float], pct: int) -> float:
+    return values[min(len(values) - 1, len(values) * pct // 100)] if values else float("nan")
 
 
 async def main() -> None:
