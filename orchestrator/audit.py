@@ -15,8 +15,10 @@ from typing import Any, Protocol
 
 import orjson
 import structlog
+from aiokafka.partitioner import murmur2
+from pydantic import SecretStr
 
-from orchestrator.redaction import REDACTOR, Redactor
+from orchestrator.redaction import MASK, REDACTOR, Redactor
 
 
 class AuditEvent(StrEnum):
@@ -66,25 +68,34 @@ class KafkaAuditSink:
     def __init__(self, producer: Any, topic: str) -> None:
         self._producer = producer
         self._topic = topic
+        self._partitions: list[int] = []
 
     async def write(self, key: str, record: bytes) -> Awaitable[Any]:
         """Queue the record; the returned future resolves on the broker's acknowledgement."""
-        future: Awaitable[Any] = await self._producer.send(self._topic, value=record, key=key.encode())
+        raw_key = key.encode()
+        if not self._partitions:
+            self._partitions = sorted(await self._producer.partitions_for(self._topic))
+        # The Java client's key hash, as aiokafka's default partitioner computes it; passing the partition
+        # spares the producer rebuilding the topic's available-partition set on every send.
+        partition = self._partitions[(murmur2(raw_key) & 0x7FFFFFFF) % len(self._partitions)]
+        future: Awaitable[Any] = await self._producer.send(self._topic, value=record, key=raw_key,
+                                                           partition=partition)
         return future
 
 
-def _dumps(value: Any, **_: Any) -> bytes:
-    return orjson.dumps(value, default=str)
+def _jsonable(value: Any) -> str:
+    return MASK if isinstance(value, SecretStr) else str(value)
 
 
 def _render_pipeline(redactor: Redactor) -> Any:
+    """timestamp → JSON (a `SecretStr` renders as its mask) → the rendered text redacted in one pass."""
+
+    def render(_logger: Any, _method: str, event_dict: Any) -> bytes:
+        return redactor.json(orjson.dumps(event_dict, default=_jsonable))
+
     return structlog.wrap_logger(
         structlog.ReturnLogger(),
-        processors=[
-            structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
-            redactor,
-            structlog.processors.JSONRenderer(serializer=_dumps),
-        ],
+        processors=[structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"), render],
         wrapper_class=structlog.BoundLogger,
     )
 

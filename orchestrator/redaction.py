@@ -78,15 +78,30 @@ class Redactor:
             return value
         live = self._live_secrets()
         if live is not None:
-            value = live.sub(lambda m: f"[REDACTED {fingerprint(m.group(0))}]", value)
+            value = live.sub(lambda m: f"[REDACTED {self._fingerprint(m.group(0))}]", value)
         return _TOKEN_PATTERNS.sub(MASK, value)
 
+    def _fingerprint(self, form: str) -> str:
+        """The fingerprint of the secret itself, whichever of its forms matched."""
+        with self._lock:
+            if form not in self._live:
+                form = next((s for s in self._live if json.dumps(s)[1:-1] == form), form)
+        return fingerprint(form)
+
+    def json(self, rendered: bytes) -> bytes:
+        """A rendered JSON document with live secrets and well-known tokens masked, in one pass over it.
+
+        Secrets are matched both as they are and as JSON escapes them, so a quote or a backslash in a secret
+        cannot hide it from the match.
+        """
+        return self.text(rendered.decode()).encode()
+
     def _live_secrets(self) -> re.Pattern[str] | None:
-        """One alternation of every live secret, longest first, rebuilt only when the set changes."""
+        """One alternation of every live secret (and its JSON-escaped form), longest first, rebuilt on change."""
         with self._lock:
             if self._live_pattern is None and self._live:
-                ordered = sorted(self._live, key=len, reverse=True)
-                self._live_pattern = re.compile("|".join(re.escape(s) for s in ordered))
+                forms = {form for secret in self._live for form in (secret, json.dumps(secret)[1:-1])}
+                self._live_pattern = re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)))
             return self._live_pattern
 
     def value(self, value: Any) -> Any:
