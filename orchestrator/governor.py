@@ -7,8 +7,9 @@ about the bucket's budget (`governor.observe(bucket, headers, status=...)`).
 - Buckets are keyed by endpoint class; each learns its `limit`, `remaining` and `reset` from the headers
   (Okta `X-Rate-Limit-*`, GitHub `x-ratelimit-*`, `Retry-After` anywhere; names case-insensitive).
 - In a window a bucket starts at most `bucket_share * limit` requests and never more than the advertised
-  remaining, spread evenly up to the window's reset. Before anything is learned, at most `initial_burst`
-  requests of the bucket are in flight. A 429 blocks the bucket (only it) until its reset.
+  remaining: a burst of a tenth of the share (at least `initial_burst`) starts at once, so a small incident
+  is contained without delay, and the rest is spread evenly over the window. Before anything is learned,
+  at most `initial_burst` requests of the bucket are in flight. A 429 blocks the bucket (only it) until its reset.
 - At most `concurrency` requests of the provider are in flight; waiting requests are served by
   `Priority`, first come first served within a priority.
 - Time spent queued here does not count against a step's `deadline`.
@@ -95,7 +96,6 @@ class BucketBudget:
     used: int = 0
     in_flight: int = 0
     blocked_until: float = 0.0
-    next_at: float = 0.0
     requests: int = 0
     throttled: int = 0
     queue: list[_Waiter] = field(default_factory=list)
@@ -116,16 +116,11 @@ class BucketBudget:
             if self.reset_at is not None:
                 return self.reset_at
             return math.inf if self.in_flight else now + _DEFAULT_BLOCK_S
-        return max(now, self.next_at)
+        return max(now, self._paced_at())
 
     def start(self, now: float) -> None:
-        """Count a request as started now, and pace the next one."""
+        """Count a request as started now."""
         self._roll(now)
-        left = self._left()
-        if self.reset_at is not None and left > 0:
-            self.next_at = now + (self.reset_at - now) / left
-        elif self.window_s and self.quota:
-            self.next_at = now + self.window_s / self.quota
         self.used += 1
         self.in_flight += 1
         self.requests += 1
@@ -158,12 +153,12 @@ class BucketBudget:
             return None
         self.limit = int(limit)
         self.window_s = max(self.window_s or 0.0, reset - now)
-        if self.reset_at is None or reset > self.reset_at + 0.5:
+        if self.reset_at is None or abs(reset - self.reset_at) > 0.5:
             # A new window: the server counted `limit - remaining` of it; ours in flight may count too.
             counted = self.limit - int(remaining) + self.in_flight
             self.used = max(self.used, counted) if self.reset_at is None else counted
             self.reset_at, self.remaining = reset, int(remaining)
-        elif reset >= self.reset_at - 0.5:
+        else:
             self.remaining = min(self.remaining if self.remaining is not None else int(remaining), int(remaining))
         return None
 
@@ -171,6 +166,14 @@ class BucketBudget:
         """This bucket's state, for logs and metrics."""
         return BucketSnapshot(self.limit, self.remaining, self.reset_at, len(self.queue), self.in_flight,
                               self.quota, self.used, self.blocked_until or None, self.requests, self.throttled)
+
+    def _paced_at(self) -> float:
+        """When the next start is on schedule: the burst at the window's start, then one every window/quota."""
+        if self.reset_at is None or not self.window_s or not self.quota:
+            return 0.0
+        burst = max(self.initial_burst, self.quota // 10)
+        window_start = self.reset_at - self.window_s
+        return window_start + max(0, self.used + 1 - burst) * self.window_s / self.quota
 
     def _left(self) -> int:
         left = (self.quota or 0) - self.used

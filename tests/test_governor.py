@@ -63,14 +63,33 @@ def test_never_more_than_the_advertised_remaining() -> None:
     assert len(drain(budget, T0, T0 + 60)) == 3
 
 
-def test_requests_are_spread_evenly_up_to_the_reset() -> None:
-    """Thirty requests allowed in 6 s are started 0.2 s apart, not in one burst."""
-    budget = BucketBudget(share=0.5)
+def test_a_burst_starts_at_once_and_the_rest_is_spread_evenly() -> None:
+    """Thirty requests allowed in 6 s: a burst of initial_burst (4) at once, then the rest 0.2 s apart."""
+    budget = BucketBudget(share=0.5, initial_burst=4)
     budget.observe(okta_headers(60, 60, T0 + 6), 200, T0)
     started = drain(budget, T0, T0 + 6)
     gaps = [b - a for a, b in itertools.pairwise(started)]
     assert len(started) == 30
-    assert min(gaps) == pytest.approx(0.2) and max(gaps) == pytest.approx(0.2)
+    assert started[:4] == [T0] * 4
+    assert min(gaps[4:]) == pytest.approx(0.2) and max(gaps[4:]) == pytest.approx(0.2)
+
+
+def test_the_burst_is_a_tenth_of_a_large_share() -> None:
+    """Okta's real budget (300 of 600 per minute for one token): 30 requests start at once, not 0.2 s apart."""
+    budget = BucketBudget(share=0.5, initial_burst=4)
+    budget.observe(okta_headers(600, 600, T0 + 60), 200, T0)
+    started = drain(budget, T0, T0 + 1)
+    assert started[:30] == [T0] * 30
+    assert started[30] == pytest.approx(T0 + 0.2)
+
+
+def test_a_window_the_server_reports_earlier_is_adopted() -> None:
+    """The server is authoritative: a reset earlier than the one we assumed replaces it."""
+    budget = BucketBudget(share=1.0)
+    budget.observe(okta_headers(10, 0, T0 + 60), 200, T0)
+    assert budget.ready_at(T0) == T0 + 60
+    budget.observe(okta_headers(10, 10, T0 + 5), 200, T0 + 1)
+    assert budget.ready_at(T0 + 1) == T0 + 1
 
 
 def test_a_new_window_restores_the_budget() -> None:
