@@ -63,4 +63,4 @@ def render(record: dict[str, Any]) -> str:
     """One audit record as one readable line."""
     when = str(record.get("ts", ""))[11:23]
     details = "  ".join(f"{k}={record[k]}" for k in _SHOWN if record.get(k) not in (None, ""))
-    return f"{when}  {record.get('exposure_id', '?'):<28} {record.get('event', '?'):<19} {details}".rstrip()
+    return f"{when}  {record.get('exposure_id', '?'):<32} {record.get('event', '?'):<19} {details}".rstrip()

@@ -143,13 +143,17 @@ async def _send_all(producer: AIOKafkaProducer, topic: str, events: list[dict[st
 
 async def watch(bootstrap: str, topic: str, ids: list[str], *, timeout_s: float = 120.0,
                 echo: bool = True) -> dict[str, str]:
-    """Print the audit trail of `ids` until each has its terminal record; return id -> terminal event."""
+    """Collect the audit trail of `ids` until each has its terminal record, print it in time order.
+
+    Records of different exposures sit on different partitions and arrive partition by partition, so the
+    trail is sorted by `ts` before printing. Returns id -> terminal event.
+    """
     terminals: dict[str, str] = {}
+    trail: list[dict[str, Any]] = []
 
     async def read() -> None:
         async for record in follow(bootstrap, topic, exposure_ids=ids):
-            if echo:
-                print(render(record), flush=True)
+            trail.append(record)
             if is_terminal(record):
                 terminals[record["exposure_id"]] = record["event"]
                 if len(terminals) == len(ids):
@@ -158,6 +162,9 @@ async def watch(bootstrap: str, topic: str, ids: list[str], *, timeout_s: float 
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout_s):
             await read()
+    if echo:
+        for record in sorted(trail, key=lambda r: str(r.get("ts", ""))):
+            print(render(record), flush=True)
     return terminals
 
 
