@@ -9,15 +9,15 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 
 from orchestrator import embedded
-from orchestrator.settings import OktaSettings, Settings
-from tests.support import Harness
+from orchestrator.settings import Settings
+from tests.support import Harness, fresh_settings
 
 # okta-sdk-python refuses plain-http org URLs unless this is set; only the emulator is plain http.
 os.environ.setdefault("OKTA_TESTING_TESTINGDISABLEHTTPSCHECK", "true")
@@ -101,29 +101,10 @@ def okta_clean(okta: Emulator) -> Iterator[Emulator]:
     okta.reset()
 
 
-def isolated_settings(bootstrap: str, **overrides: Any) -> Settings:
-    """Settings with their own topics and group, fast group joins and short timeouts; `overrides` win."""
-    suffix = secrets.token_hex(4)
-    fields: dict[str, Any] = dict(
-        bootstrap_servers=bootstrap,
-        exposures_topic=f"test.{suffix}.exposed",
-        audit_topic=f"test.{suffix}.audit",
-        dlq_topic=f"test.{suffix}.dlq",
-        group_id=f"test-{suffix}",
-        topic_partitions=3,
-        session_timeout_ms=6000,
-        heartbeat_interval_ms=500,
-        commit_interval_s=0.2,
-        step_timeout_s=5.0,
-        drain_timeout_s=10.0,
-    )
-    return Settings(**{**fields, **overrides})
-
-
 @pytest.fixture
 def settings(bootstrap: str, okta: Emulator) -> Settings:
     """Settings for one test: its own topics and group, the Okta emulator, fast group joins."""
-    return isolated_settings(bootstrap, okta=OktaSettings(org_url=okta.url, token=okta.admin_token))
+    return fresh_settings(bootstrap, okta.url, okta.admin_token)
 
 
 @pytest.fixture
@@ -131,11 +112,6 @@ async def harness(settings: Settings) -> AsyncIterator[Harness]:
     """An orchestrator running in this process against the broker, plus publish/collect helpers."""
     async with Harness(settings) as running:
         yield running
-
-
-def with_fast_retries(settings: Settings, **overrides: Any) -> Settings:
-    """The same settings with overrides (e.g. a shorter step timeout)."""
-    return replace(settings, **overrides)
 
 
 @pytest.fixture(scope="session")

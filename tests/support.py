@@ -11,7 +11,6 @@ import sys
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
@@ -131,20 +130,20 @@ async def end_offsets(settings: Settings) -> dict[int, int]:
     return ends
 
 
-def isolated(settings: Settings, **overrides: Any) -> Settings:
-    """The same settings with topics and a consumer group of their own (plus `overrides`)."""
+def isolated_settings(bootstrap: str, **overrides: Any) -> Settings:
+    """Settings with their own topics and group, fast group joins and short timeouts; `overrides` win."""
     suffix = uuid.uuid4().hex[:8]
-    return replace(settings, exposures_topic=f"test.{suffix}.exposed", audit_topic=f"test.{suffix}.audit",
-                   dlq_topic=f"test.{suffix}.dlq", group_id=f"test-{suffix}", **overrides)
+    fields: dict[str, Any] = dict(
+        bootstrap_servers=bootstrap, exposures_topic=f"test.{suffix}.exposed", audit_topic=f"test.{suffix}.audit",
+        dlq_topic=f"test.{suffix}.dlq", group_id=f"test-{suffix}", topic_partitions=3, session_timeout_ms=6000,
+        heartbeat_interval_ms=500, commit_interval_s=0.2, step_timeout_s=5.0, drain_timeout_s=10.0,
+    )
+    return Settings(**{**fields, **overrides})
 
 
 def fresh_settings(bootstrap: str, okta_url: str, okta_token: str, **overrides: Any) -> Settings:
-    """Settings like the `settings` fixture's, for fixtures wider than one test (module-scoped harnesses)."""
-    okta = OktaSettings(org_url=okta_url, token=okta_token)
-    base = Settings(bootstrap_servers=bootstrap, topic_partitions=3, session_timeout_ms=6000,
-                    heartbeat_interval_ms=500, commit_interval_s=0.2, step_timeout_s=5.0, drain_timeout_s=10.0,
-                    okta=okta)
-    return isolated(base, **overrides)
+    """`isolated_settings` acting on an Okta org (the emulator's URL and admin token)."""
+    return isolated_settings(bootstrap, okta=OktaSettings(org_url=okta_url, token=okta_token), **overrides)
 
 
 class _Controlled(Protocol):

@@ -13,8 +13,8 @@ from orchestrator.errors import PermanentError
 from orchestrator.governor import Governor
 from orchestrator.providers.gcp import GcpProvider
 from orchestrator.settings import GcpSettings
-from tests.conftest import Emulator, isolated_settings
-from tests.support import Harness, events_of, exposure
+from tests.conftest import Emulator
+from tests.support import Harness, events_of, exposure, isolated_settings
 
 PROJECT = "leaky-project"
 

@@ -15,8 +15,8 @@ from orchestrator.errors import PermanentError, TransientError
 from orchestrator.governor import Governor
 from orchestrator.providers.github import GitHubProvider
 from orchestrator.settings import GitHubSettings
-from tests.conftest import Emulator, isolated_settings
-from tests.support import Harness, events_of, exposure, read_all
+from tests.conftest import Emulator
+from tests.support import Harness, events_of, exposure, isolated_settings, read_all
 
 APP_ID = "Iv1." + secrets.token_hex(8)
 APP_SECRET = secrets.token_hex(20)

@@ -13,8 +13,8 @@ from orchestrator.errors import PermanentError, TransientError
 from orchestrator.governor import Governor
 from orchestrator.providers.slack import SlackProvider
 from orchestrator.settings import SlackSettings
-from tests.conftest import Emulator, isolated_settings
-from tests.support import Harness, events_of, exposure
+from tests.conftest import Emulator
+from tests.support import Harness, events_of, exposure, isolated_settings
 
 GENEROUS = {"auth.revoke": {"limit": 10_000, "window_s": 60}}
 
