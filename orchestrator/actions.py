@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, Self
 
 from pydantic import SecretStr
 
@@ -84,9 +85,19 @@ class StepContext:
 
 
 class Provider(Protocol):
-    """A provider client: performs its actions, translating its SDK's errors into `orchestrator.errors`."""
+    """A provider client: an async context manager that performs its actions, translating its SDK's errors
+    into `orchestrator.errors`."""
 
     name: str
+
+    async def __aenter__(self) -> Self:
+        """Open the client (sessions, pools); credentials may be resolved lazily on the first call."""
+        ...
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        """Close the client."""
+        ...
 
     async def perform(self, action: str, params: Params, context: StepContext) -> StepResult:
         """Carry out `action`; in a dry run resolve targets read-only and return the calls it would make."""

@@ -26,33 +26,32 @@ def catalog() -> dict[str, ActionSpec]:
 
 
 async def open_providers(settings: Settings, stack: AsyncExitStack) -> dict[str, Provider]:
-    """Open a client for every provider that is configured; the stack closes them."""
-    from orchestrator.providers import gcp, github, slack
+    """Open a client for every provider that is configured; the stack closes them.
+
+    Okta needs its org URL and token. The others are always opened: they resolve credentials on their first
+    call, so an unconfigured provider costs nothing until a credential of its kind leaks. AWS, Slack and GCP
+    send no budget headers, so their governors never learn a budget: the concurrency cap is their limit.
+    """
+    from orchestrator.providers.aws import AwsProvider
+    from orchestrator.providers.gcp import CONCURRENCY as GCP_CONCURRENCY
     from orchestrator.providers.gcp import GcpProvider
+    from orchestrator.providers.github import CONCURRENCY as GITHUB_CONCURRENCY
     from orchestrator.providers.github import GitHubProvider
+    from orchestrator.providers.okta import OktaProvider
+    from orchestrator.providers.slack import CONCURRENCY as SLACK_CONCURRENCY
     from orchestrator.providers.slack import SlackProvider
 
-    providers: dict[str, Provider] = {}
+    def capped(name: str, concurrency: int) -> Governor:
+        return Governor(name, concurrency=concurrency, initial_burst=concurrency)
+
+    opened: list[Provider] = []
     if settings.okta is not None:
-        from orchestrator.providers.okta import OktaProvider
-
-        governor = Governor("okta", concurrency=settings.okta.concurrency,
-                            bucket_share=settings.okta.bucket_share)
-        providers["okta"] = await stack.enter_async_context(OktaProvider(settings.okta, governor))
-    # AWS uses the standard credential chain, resolved on the first call: always opened, costs nothing idle.
-    # It sends no rate-limit headers, so its buckets never learn a budget: the concurrency cap is the limit.
-    from orchestrator.providers.aws import AwsProvider
-
-    providers["aws"] = await stack.enter_async_context(
-        AwsProvider(settings.aws, Governor("aws", concurrency=settings.aws.concurrency,
-                                           initial_burst=settings.aws.concurrency)))
-    providers["github"] = await stack.enter_async_context(
-        GitHubProvider(settings.github, Governor("github", concurrency=github.CONCURRENCY)))
-    # Slack and IAM send no budget headers (only Retry-After on 429): the concurrency cap is the limit.
-    providers["slack"] = await stack.enter_async_context(
-        SlackProvider(settings.slack, Governor("slack", concurrency=slack.CONCURRENCY,
-                                               initial_burst=slack.CONCURRENCY)))
-    # GCP credentials are resolved on first use, so an unconfigured GCP costs nothing until a key leaks.
-    providers["gcp"] = await stack.enter_async_context(
-        GcpProvider(settings.gcp, Governor("gcp", concurrency=gcp.CONCURRENCY, initial_burst=gcp.CONCURRENCY)))
-    return providers
+        okta = Governor("okta", concurrency=settings.okta.concurrency, bucket_share=settings.okta.bucket_share)
+        opened.append(OktaProvider(settings.okta, okta))
+    opened += [
+        AwsProvider(settings.aws, capped("aws", settings.aws.concurrency)),
+        GitHubProvider(settings.github, Governor("github", concurrency=GITHUB_CONCURRENCY)),
+        SlackProvider(settings.slack, capped("slack", SLACK_CONCURRENCY)),
+        GcpProvider(settings.gcp, capped("gcp", GCP_CONCURRENCY)),
+    ]
+    return {provider.name: await stack.enter_async_context(provider) for provider in opened}
