@@ -93,11 +93,12 @@ def _render_pipeline(redactor: Redactor) -> Any:
     def render(_logger: Any, _method: str, event_dict: Any) -> bytes:
         return redactor.json(orjson.dumps(event_dict, default=_jsonable))
 
+    # bind() turns the lazy proxy into a concrete logger once, instead of on every record.
     return structlog.wrap_logger(
         structlog.ReturnLogger(),
         processors=[structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"), render],
         wrapper_class=structlog.BoundLogger,
-    )
+    ).bind()
 
 
 class Auditor:

@@ -27,22 +27,31 @@ MASK = "[REDACTED]"
 #: Shorter strings are never scanned: no token format and no secret we accept is this short.
 _SHORTEST_SECRET = 8
 
-_TOKEN_PATTERNS = re.compile(
-    "|".join(
-        [
-            r"\bgh[pousr]_[A-Za-z0-9]{20,}",
-            r"\bgithub_pat_[A-Za-z0-9_]{20,}",
-            r"\bxox[abposre]-[A-Za-z0-9-]{10,}",
-            r"\bxapp-[A-Za-z0-9-]{10,}",
-            r"\b(?i:SSWS)\s*[A-Za-z0-9_-]{20,}",
-            r"\b00[A-Za-z0-9_-]{40}\b",
-            r"\b(?i:bearer)\s+[A-Za-z0-9._~+/-]{16,}=*",
-            r"\bya29\.[A-Za-z0-9._-]{16,}",
-            r"(?i:aws_secret_access_key)[\"'\s:=]+[A-Za-z0-9/+=]{40}",
-            r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)",
-        ]
-    )
+#: Well-known token formats, each with the lower-case literals one of which any match contains. Scanning
+#: for the literals first is ~15x cheaper than running the patterns over every record; a format without a
+#: literal (Okta's bare `00…` tokens) has a pattern of its own that starts with one.
+_TOKEN_FORMATS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), r"\bgh[pousr]_[A-Za-z0-9]{20,}"),
+    (("github_pat_",), r"\bgithub_pat_[A-Za-z0-9_]{20,}"),
+    (("xox",), r"\bxox[abposre]-[A-Za-z0-9-]{10,}"),
+    (("xapp-",), r"\bxapp-[A-Za-z0-9-]{10,}"),
+    (("ssws",), r"\b(?i:SSWS)\s*[A-Za-z0-9_-]{20,}"),
+    ((), r"\b00[A-Za-z0-9_-]{40}\b"),
+    (("bearer",), r"\b(?i:bearer)\s+[A-Za-z0-9._~+/-]{16,}=*"),
+    (("ya29.",), r"\bya29\.[A-Za-z0-9._-]{16,}"),
+    (("aws_secret_access_key",), r"(?i:aws_secret_access_key)[\"'\s:=]+[A-Za-z0-9/+=]{40}"),
+    (("private key",), r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)"),
 )
+_TOKEN_PATTERNS = re.compile("|".join(pattern for _, pattern in _TOKEN_FORMATS))
+_TOKEN_LITERALS = tuple(literal for literals, _ in _TOKEN_FORMATS for literal in literals)
+_OKTA_TOKEN_HINT = re.compile(r"00[A-Za-z0-9_-]{40}")
+
+
+def _may_hold_token(value: str) -> bool:
+    lowered = value.lower()
+    return any(literal in lowered for literal in _TOKEN_LITERALS) or _OKTA_TOKEN_HINT.search(value) is not None
+
+
 _SECRET_MEMBER = re.compile(r'("secret"\s*:\s*)"(?:[^"\\]|\\.)*("|$)')
 
 
@@ -79,7 +88,7 @@ class Redactor:
         live = self._live_secrets()
         if live is not None:
             value = live.sub(lambda m: f"[REDACTED {self._fingerprint(m.group(0))}]", value)
-        return _TOKEN_PATTERNS.sub(MASK, value)
+        return _TOKEN_PATTERNS.sub(MASK, value) if _may_hold_token(value) else value
 
     def _fingerprint(self, form: str) -> str:
         """The fingerprint of the secret itself, whichever of its forms matched."""

@@ -99,3 +99,15 @@ def test_a_non_json_dead_letter_has_secret_members_and_tokens_masked() -> None:
 def test_a_tombstone_stays_none() -> None:
     """An empty record is dead-lettered empty."""
     assert Redactor().record(None) is None
+
+
+def test_a_registered_secret_is_masked_in_rendered_json_even_when_json_escapes_it() -> None:
+    """Audit records are redacted after rendering: a quote or backslash in a secret cannot hide it."""
+    redactor = Redactor()
+    secret = SecretStr('pa"ss\\' + secrets.token_urlsafe(16))
+    redactor.register(secret)
+    rendered = json.dumps({"error": f"rejected {secret.get_secret_value()}"}).encode()
+    masked = redactor.json(rendered)
+    assert secret.get_secret_value().encode() not in masked
+    assert json.dumps(secret.get_secret_value())[1:-1].encode() not in masked
+    assert fingerprint(secret).encode() in masked
