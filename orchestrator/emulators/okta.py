@@ -282,6 +282,7 @@ class OktaState:
         self.limits = RateLimits()
         self._logins: dict[str, str] = {}  # casefolded login -> user id
         self._token_ids: dict[str, str] = {}  # live token value -> API token id
+        self._user_sessions: dict[str, list[str]] = {}  # user id -> its session ids
 
     def seed(self, body: dict[str, Any]) -> dict[str, Any]:
         """Add or replace users (by id, else login), API tokens (by id) and admin tokens; return the ids."""
@@ -296,7 +297,8 @@ class OktaState:
         uid = str(spec.get("id") or self._logins.get(login.casefold()) or _okta_id("00u"))
         if uid in self.users:
             self._logins.pop(self.users[uid].login.casefold(), None)
-            self.sessions = {sid: s for sid, s in self.sessions.items() if s.user_id != uid}
+            for sid in self._user_sessions.pop(uid, []):
+                self.sessions.pop(sid, None)
         now = datetime.now(UTC)
         user = User(
             uid, login, str(spec.get("email", login)), str(spec.get("firstName", login.split("@")[0])),
@@ -309,6 +311,7 @@ class OktaState:
         sessions = spec.get("sessions", [])
         for sid in [_okta_id("102", 25) for _ in range(sessions)] if isinstance(sessions, int) else sessions:
             self.sessions[str(sid)] = Session(str(sid), uid, now)
+            self._user_sessions.setdefault(uid, []).append(str(sid))
         return user
 
     def _seed_api_token(self, spec: dict[str, Any]) -> ApiToken:
@@ -326,8 +329,8 @@ class OktaState:
         """Everything but token values (API tokens are named by `describe_secret`)."""
         return {
             "users": [{"id": u.id, "login": u.login, "email": u.email, "status": u.status.value,
-                       "sessions": [{"id": s.id, "revoked": s.revoked} for s in self.sessions.values()
-                                    if s.user_id == u.id],
+                       "sessions": [{"id": sid, "revoked": self.sessions[sid].revoked}
+                                    for sid in self._user_sessions.get(u.id, ())],
                        "grants": u.grants, "tokens": u.tokens, "factors": u.factors, "devices": u.devices}
                       for u in self.users.values()],
             "api_tokens": [{"id": t.id, "name": t.name, "userId": t.user_id, "revoked": t.revoked,
@@ -339,7 +342,8 @@ class OktaState:
 
     def clear(self) -> None:
         """Forget users, sessions and API tokens; admin tokens stay."""
-        for table in (self.users, self.sessions, self.api_tokens, self._logins, self._token_ids):
+        for table in (self.users, self.sessions, self.api_tokens, self._logins, self._token_ids,
+                      self._user_sessions):
             table.clear()
 
     def set_limits(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -388,8 +392,8 @@ class OktaState:
     def end_user_sessions(self, key: str, *, oauth_tokens: bool, forget_devices: bool) -> None:
         """End every session of the user; optionally revoke its OAuth tokens and forget its devices."""
         user = self.user(key)
-        for session in self.sessions.values():
-            session.revoked = session.revoked or session.user_id == user.id
+        for sid in self._user_sessions.get(user.id, ()):
+            self.sessions[sid].revoked = True
         if oauth_tokens:
             user.tokens.clear()
         if forget_devices:
