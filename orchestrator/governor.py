@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import heapq
 import itertools
 import math
@@ -357,8 +358,17 @@ def _retry_after(headers: Mapping[str, str], now: float) -> float | None:
 
 def _skew(headers: Mapping[str, str], now: float) -> float:
     """How far the server's clock is ahead of ours, when its `Date` says it is off by more than a little."""
-    try:
-        server = email.utils.parsedate_to_datetime(headers["date"]).timestamp()
-    except (KeyError, TypeError, ValueError):
+    date = headers.get("date")
+    server = _http_date(date) if date else None
+    if server is None:
         return 0.0
     return server - now if abs(server - now) > _MAX_SKEW_S else 0.0
+
+
+@functools.lru_cache(maxsize=64)
+def _http_date(value: str) -> float | None:
+    """An HTTP `Date` as epoch seconds; cached, since every response of one second carries the same one."""
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None

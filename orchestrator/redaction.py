@@ -43,13 +43,12 @@ _TOKEN_FORMATS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("private key",), r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)"),
 )
 _TOKEN_PATTERNS = re.compile("|".join(pattern for _, pattern in _TOKEN_FORMATS))
-_TOKEN_LITERALS = tuple(literal for literals, _ in _TOKEN_FORMATS for literal in literals)
+_TOKEN_LITERALS = re.compile("|".join(re.escape(literal) for literals, _ in _TOKEN_FORMATS for literal in literals))
 _OKTA_TOKEN_HINT = re.compile(r"00[A-Za-z0-9_-]{40}")
 
 
 def _may_hold_token(value: str) -> bool:
-    lowered = value.lower()
-    return any(literal in lowered for literal in _TOKEN_LITERALS) or _OKTA_TOKEN_HINT.search(value) is not None
+    return _TOKEN_LITERALS.search(value.lower()) is not None or _OKTA_TOKEN_HINT.search(value) is not None
 
 
 _SECRET_MEMBER = re.compile(r'("secret"\s*:\s*)"(?:[^"\\]|\\.)*("|$)')
