@@ -50,7 +50,8 @@ class Orchestrator:
             producer = kafka.make_producer(settings.bootstrap_servers)
             await kafka.start(producer, settings.bootstrap_servers)
             self._stack.push_async_callback(producer.stop)
-            providers = await open_providers(settings, self._stack)
+            providers, governors = await open_providers(settings, self._stack)
+            self.metrics.watch_governors(governors)
             observers: list[AuditObserver] = [self.metrics.observe]
             if settings.oncall_webhook_url is not None:
                 notifier = OncallNotifier(settings.oncall_webhook_url, settings.oncall_webhook_format)

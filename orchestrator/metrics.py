@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from orchestrator.audit_stream import is_terminal
+from orchestrator.governor import Governor
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _STEP_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -43,6 +46,10 @@ class Metrics:
         self.in_flight.set_function(lambda: float(in_flight()))
         self._lag = lag
 
+    def watch_governors(self, governors: Sequence[Governor]) -> None:
+        """Export every governor's state (budget and queue per bucket) at each scrape."""
+        self.registry.register(_GovernorCollector(governors))
+
     def observe(self, record: dict[str, Any]) -> None:
         """Count one audit record."""
         event = record.get("event")
@@ -65,3 +72,30 @@ class Metrics:
                 async with asyncio.timeout(2):
                     self.consumer_lag.set(await self._lag())
         return generate_latest(self.registry)
+
+
+class _GovernorCollector(Collector):
+    """Reads `Governor.snapshot()` at scrape time: in-flight per provider; limit, remaining, queue per bucket."""
+
+    def __init__(self, governors: Sequence[Governor]) -> None:
+        self._governors = governors
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        in_flight = GaugeMetricFamily("orchestrator_governor_in_flight", "Provider requests in flight.",
+                                      labels=["provider"])
+        queued = GaugeMetricFamily("orchestrator_governor_queued", "Requests waiting for a bucket's budget.",
+                                   labels=["provider", "bucket"])
+        limit = GaugeMetricFamily("orchestrator_governor_limit", "A bucket's limit per window, as learned.",
+                                  labels=["provider", "bucket"])
+        remaining = GaugeMetricFamily("orchestrator_governor_remaining", "A bucket's remaining budget, as learned.",
+                                      labels=["provider", "bucket"])
+        for governor in self._governors:
+            state = governor.snapshot()
+            in_flight.add_metric([state.provider], state.in_flight)
+            for name, bucket in state.buckets.items():
+                queued.add_metric([state.provider, name], bucket.queued)
+                if bucket.limit is not None:
+                    limit.add_metric([state.provider, name], bucket.limit)
+                if bucket.remaining is not None:
+                    remaining.add_metric([state.provider, name], bucket.remaining)
+        yield from (in_flight, queued, limit, remaining)

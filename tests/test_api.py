@@ -147,6 +147,10 @@ async def test_trigger_runs_as_the_authenticated_principal(api: Api, http: httpx
     assert 'orchestrator_exposures_total{outcome="run.completed"}' in metrics
     assert 'orchestrator_step_duration_seconds_count{action="okta.clear_user_sessions",outcome="succeeded"}' \
         in metrics
+    # The governor's state, learned from the Okta responses of that run.
+    assert 'orchestrator_governor_in_flight{provider="okta"}' in metrics
+    assert 'orchestrator_governor_limit{bucket="users",provider="okta"}' in metrics
+    assert 'orchestrator_governor_remaining{bucket="users",provider="okta"}' in metrics
 
 
 async def test_dry_run_trigger_with_a_secret_plans_and_keeps_it_secret(api: Api, http: httpx.AsyncClient,

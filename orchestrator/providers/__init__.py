@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 from contextlib import AsyncExitStack
+from typing import Any
 
 from orchestrator.actions import ActionSpec, Provider
 from orchestrator.governor import Governor
@@ -25,8 +26,8 @@ def catalog() -> dict[str, ActionSpec]:
     return specs
 
 
-async def open_providers(settings: Settings, stack: AsyncExitStack) -> dict[str, Provider]:
-    """Open a client for every provider that is configured; the stack closes them.
+async def open_providers(settings: Settings, stack: AsyncExitStack) -> tuple[dict[str, Provider], list[Governor]]:
+    """Open a client for every provider that is configured, each behind its governor; the stack closes them.
 
     Okta needs its org URL and token. The others are always opened: they resolve credentials on their first
     call, so an unconfigured provider costs nothing until a credential of its kind leaks. AWS, Slack and GCP
@@ -41,17 +42,23 @@ async def open_providers(settings: Settings, stack: AsyncExitStack) -> dict[str,
     from orchestrator.providers.slack import CONCURRENCY as SLACK_CONCURRENCY
     from orchestrator.providers.slack import SlackProvider
 
+    governors: list[Governor] = []
+
+    def governor(name: str, concurrency: int, **options: Any) -> Governor:
+        governors.append(Governor(name, concurrency=concurrency, **options))
+        return governors[-1]
+
     def capped(name: str, concurrency: int) -> Governor:
-        return Governor(name, concurrency=concurrency, initial_burst=concurrency)
+        return governor(name, concurrency, initial_burst=concurrency)
 
     opened: list[Provider] = []
     if settings.okta is not None:
-        okta = Governor("okta", concurrency=settings.okta.concurrency, bucket_share=settings.okta.bucket_share)
+        okta = governor("okta", settings.okta.concurrency, bucket_share=settings.okta.bucket_share)
         opened.append(OktaProvider(settings.okta, okta))
     opened += [
         AwsProvider(settings.aws, capped("aws", settings.aws.concurrency)),
-        GitHubProvider(settings.github, Governor("github", concurrency=GITHUB_CONCURRENCY)),
+        GitHubProvider(settings.github, governor("github", GITHUB_CONCURRENCY)),
         SlackProvider(settings.slack, capped("slack", SLACK_CONCURRENCY)),
         GcpProvider(settings.gcp, capped("gcp", GCP_CONCURRENCY)),
     ]
-    return {provider.name: await stack.enter_async_context(provider) for provider in opened}
+    return {provider.name: await stack.enter_async_context(provider) for provider in opened}, governors
