@@ -134,9 +134,11 @@ def parse_playbook(text: str, path: str, catalog: Mapping[str, ActionSpec]) -> P
         reason = _check_step(step, catalog)
         if reason:
             raise PlaybookError(path, f"step {step.name!r}: {reason}", _line_of(node, ("steps", index)))
-    names = [step.name for step in playbook.steps]
-    if len(set(names)) != len(names):
-        raise PlaybookError(path, "step names must be unique", _line_of(node, ("steps",)))
+    seen: set[str] = set()
+    for index, step in enumerate(playbook.steps):
+        if step.name in seen:
+            raise PlaybookError(path, f"step name {step.name!r} is used twice", _line_of(node, ("steps", index)))
+        seen.add(step.name)
     return playbook
 
 

@@ -59,7 +59,7 @@ def test_a_good_playbook_parses_with_literals_and_field_references() -> None:
     (GOOD + "surprise: 1\n", 10, "surprise"),
     (GOOD.replace("name: good", "name: Not Valid!"), 1, "name"),
     (GOOD + "  - name: clear\n    action: okta.end_session\n    params: {session_id: {field: credential.id}}\n",
-     5, "step names must be unique"),
+     10, "step name 'clear' is used twice"),
     ("- just\n- a list\n", 1, "expected a mapping"),
 ])
 def test_a_bad_playbook_names_the_line_and_reason(text: str, line: int, reason: str) -> None:

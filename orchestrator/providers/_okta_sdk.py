@@ -26,7 +26,7 @@ def translate(error: Any, headers: Mapping[str, str]) -> ProviderError:
     status = getattr(error, "status", None)
     code = getattr(error, "error_code", None)
     summary = getattr(error, "error_summary", "") or ""
-    message = f"okta HTTP {status} {code or ''} {summary}".strip()
+    message = " ".join(part for part in ("okta HTTP", str(status), code, summary) if part)
     if status == 429 or code == "E0000047":
         return RateLimited(message, retry_after=retry_after(headers), status=status, code=code)
     if status is None or status >= 500 or status == 408:
