@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable
 from typing import Any
 
@@ -41,13 +42,22 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
 
 
 async def start(client: AIOKafkaProducer | AIOKafkaConsumer | AIOKafkaAdminClient, bootstrap: str) -> None:
-    """Start a client, turning "no broker there" into one clear line for the operator."""
+    """Start a client, turning "no broker there" into one clear line for the operator.
+
+    aiokafka logs each refused bootstrap connection at ERROR before raising; during start-up that would be a
+    second, noisier line saying the same, so its logger is held at CRITICAL until the client is up.
+    """
+    aiokafka_log = logging.getLogger("aiokafka")
+    level = aiokafka_log.level
+    aiokafka_log.setLevel(logging.CRITICAL)
     try:
         await client.start()
-    except KafkaConnectionError as exc:
+    except KafkaConnectionError:
         raise ConfigurationError(
-            f"cannot reach Kafka at {bootstrap} ({exc}); check KAFKA_BOOTSTRAP_SERVERS and that the broker is up"
+            f"cannot reach Kafka at {bootstrap}; check KAFKA_BOOTSTRAP_SERVERS and that the broker is up"
         ) from None
+    finally:
+        aiokafka_log.setLevel(level)
 
 
 async def ensure_topics(bootstrap: str, topics: list[str], *, partitions: int = 6, replication: int = 1) -> None:

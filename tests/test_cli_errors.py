@@ -43,6 +43,7 @@ def test_run_against_an_unreachable_broker_says_so() -> None:
     assert result.returncode == 1
     line = _one_line(result.stderr)
     assert f"cannot reach Kafka at {address}" in line and "KAFKA_BOOTSTRAP_SERVERS" in line
+    assert result.stderr.strip() == line, "nothing but that line (no library log lines either)"
 
 
 def test_a_bad_setting_is_one_line() -> None:
