@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from orchestrator.errors import ConfigurationError
+
+N = TypeVar("N", int, float)
 
 #: Where the shipped playbooks live, whatever the working directory.
 DEFAULT_PLAYBOOKS_DIR = Path(__file__).resolve().parent.parent / "playbooks"
@@ -170,25 +173,19 @@ class _Reader:
         return value
 
     def integer(self, name: str, default: int) -> int:
-        raw = self.env.get(name)
-        if raw is None or raw == "":
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ConfigurationError(f"{name}={raw!r} is not a whole number") from None
-        if value <= 0:
-            raise ConfigurationError(f"{name}={raw!r} must be positive")
-        return value
+        return self._positive(name, default, int, "a whole number")
 
     def number(self, name: str, default: float) -> float:
+        return self._positive(name, default, float, "a number")
+
+    def _positive(self, name: str, default: N, parse: Callable[[str], N], kind: str) -> N:
         raw = self.env.get(name)
         if raw is None or raw == "":
             return default
         try:
-            value = float(raw)
+            value = parse(raw)
         except ValueError:
-            raise ConfigurationError(f"{name}={raw!r} is not a number") from None
+            raise ConfigurationError(f"{name}={raw!r} is not {kind}") from None
         if value <= 0:
             raise ConfigurationError(f"{name}={raw!r} must be positive")
         return value
