@@ -127,19 +127,15 @@ class OktaProvider:
         return StepResult(f"session:{session_id}", (call,))
 
     async def _revoke_grants(self, params: Params, ctx: StepContext) -> StepResult:
-        user = await self._resolve_user(params, ctx, need_status=False)
-        call = f"DELETE /api/v1/users/{user.id}/grants"
-        if not ctx.dry_run:
-            await self._call(_BUCKET_USERS, ctx, self._client.revoke_user_grants, user.id)
-        return StepResult(f"user:{user.id}", (call,))
+        return await self._act_on_user(params, ctx, lambda uid: f"DELETE /api/v1/users/{uid}/grants",
+                                       self._client.revoke_user_grants)
 
     async def _revoke_client_tokens(self, params: Params, ctx: StepContext) -> StepResult:
-        user = await self._resolve_user(params, ctx, need_status=False)
         client_id = text(params, "client_id") or ""
-        call = f"DELETE /api/v1/users/{user.id}/clients/{client_id}/tokens"
-        if not ctx.dry_run:
-            await self._call(_BUCKET_USERS, ctx, self._client.revoke_tokens_for_user_and_client, user.id, client_id)
-        return StepResult(f"user:{user.id} client:{client_id}", (call,))
+        result = await self._act_on_user(params, ctx,
+                                         lambda uid: f"DELETE /api/v1/users/{uid}/clients/{client_id}/tokens",
+                                         self._client.revoke_tokens_for_user_and_client, client_id)
+        return StepResult(f"{result.target} client:{client_id}", result.calls)
 
     async def _revoke_user_api_tokens(self, params: Params, ctx: StepContext) -> StepResult:
         """List the org's API tokens, then revoke those the user owns."""
@@ -190,11 +186,8 @@ class OktaProvider:
         return StepResult(target, (call,))
 
     async def _reset_factors(self, params: Params, ctx: StepContext) -> StepResult:
-        user = await self._resolve_user(params, ctx, need_status=False)
-        call = f"POST /api/v1/users/{user.id}/lifecycle/reset_factors"
-        if not ctx.dry_run:
-            await self._call(_BUCKET_USERS, ctx, self._client.reset_factors, user.id)
-        return StepResult(f"user:{user.id}", (call,))
+        return await self._act_on_user(params, ctx, lambda uid: f"POST /api/v1/users/{uid}/lifecycle/reset_factors",
+                                       self._client.reset_factors)
 
     async def _suspend_user(self, params: Params, ctx: StepContext) -> StepResult:
         user = await self._resolve_user(params, ctx)
@@ -222,6 +215,14 @@ class OktaProvider:
         return StepResult(f"user:{user.id}", (call,))
 
     # -- resolution and the SDK boundary -----------------------------------------------------------------
+
+    async def _act_on_user(self, params: Params, ctx: StepContext, call: Callable[[str], str],
+                           method: Callable[..., Awaitable[tuple[Any, ...]]], *args: Any) -> StepResult:
+        """Resolve the user, then `method(user_id, *args)` unless a dry run; `call(user_id)` names the request."""
+        user = await self._resolve_user(params, ctx, need_status=False)
+        if not ctx.dry_run:
+            await self._call(_BUCKET_USERS, ctx, method, user.id, *args)
+        return StepResult(f"user:{user.id}", (call(user.id),))
 
     async def _resolve_user(self, params: Params, ctx: StepContext, *, need_status: bool = True) -> _User:
         """The user named by `user` (id, login or email), else the owner of `session_id` (read-only calls).
