@@ -38,7 +38,8 @@ from orchestrator.emulators._base import (
     serve,
     state_routes,
 )
-from orchestrator.emulators.okta_state import OktaError, OktaState, Principal, invalid, not_found, okta_id
+from orchestrator.emulators.okta_errors import OktaError, invalid, not_found, okta_id
+from orchestrator.emulators.okta_state import OktaState, Principal
 
 STATE_KEY = web.AppKey("okta_state", OktaState)
 PRINCIPAL_KEY = web.RequestKey("okta_principal", Principal)
