@@ -119,8 +119,8 @@ def decode(value: bytes | None, *, max_bytes: int) -> Exposure:
         # and has no digit limit to trip over; its messages name a position, never the input.
         document = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
-        raise InvalidExposure(f"record is not UTF-8 JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") \
-            from None
+        what = "UTF-8" if "UTF-8" in exc.msg else "JSON"
+        raise InvalidExposure(f"record is not {what}: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     if not isinstance(document, dict):
         raise InvalidExposure(f"record is JSON {type(document).__name__}, expected an object")
     try:
