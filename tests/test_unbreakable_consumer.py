@@ -275,3 +275,27 @@ async def test_stop_works_with_the_broker_gone(okta_clean: Emulator, github: Emu
             await _exit_within(process, 3 + 20)
     assert "Traceback" not in log.read_text()
 
+
+
+async def test_a_broker_that_comes_back_empty_gets_no_stale_offsets(okta: Emulator) -> None:
+    """Tansu keeps nothing: after a restart the topics are new. Offsets committed before must not be committed
+    onto them (that would skip their first records), and what is published after the restart is processed."""
+    from orchestrator import embedded
+
+    port = embedded.free_port()
+    with embedded.tansu(port) as broker:
+        settings = isolated_settings(broker.url, topic_partitions=1)
+        async with Harness(settings) as running:
+            before = [exposure("nobody.knows", credential={"id": f"old{n}"}) for n in range(20)]
+            await running.run(*before)
+            await _assert_everything_committed(settings)
+            broker.process.kill()
+            broker.process.wait()
+            await asyncio.sleep(3)
+            with embedded.tansu(port):
+                after = [exposure("nobody.knows", credential={"id": f"new{n}"}) for n in range(5)]
+                await running.publish(*after)
+                found = await _terminals_of(settings, {e["id"] for e in after}, timeout_s=60)
+                assert all(found[e["id"]] == ["exposure.unmatched"] for e in after)
+                await _assert_everything_committed(settings)
+                assert max((await committed_offsets(settings)).values()) <= len(after)
