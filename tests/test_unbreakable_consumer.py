@@ -299,3 +299,18 @@ async def test_a_broker_that_comes_back_empty_gets_no_stale_offsets(okta: Emulat
                 assert all(found[e["id"]] == ["exposure.unmatched"] for e in after)
                 await _assert_everything_committed(settings)
                 assert max((await committed_offsets(settings)).values()) <= len(after)
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+async def test_librdkafka_batches_in_every_codec(harness: Harness, codec: str) -> None:
+    """What a detector team sends with confluent-kafka (librdkafka) and compression on: all of it is handled."""
+    from confluent_kafka import Producer
+
+    events = [exposure("nobody.knows", credential={"id": f"rd{n}"}) for n in range(20)]
+    producer = Producer({"bootstrap.servers": harness.settings.bootstrap_servers, "compression.type": codec,
+                         "linger.ms": 50})
+    for event in events:
+        producer.produce(harness.settings.exposures_topic, key=event["id"], value=json.dumps(event))
+    assert await asyncio.to_thread(producer.flush, 15) == 0
+    found = await _terminals_of(harness.settings, {e["id"] for e in events})
+    assert all(found[e["id"]] == ["exposure.unmatched"] for e in events)
