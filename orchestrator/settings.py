@@ -62,6 +62,31 @@ class GcpSettings:
 
 
 @dataclass(frozen=True)
+class StoreSettings:
+    """Where the run store lives and how long it remembers (see the README section "Run store")."""
+
+    data_dir: Path = Path(".orchestrator")
+    #: `postgresql://…` for several instances; None keeps the embedded SQLite file under `data_dir`.
+    database_url: str | None = field(default=None, repr=False)  # may hold a password
+    claim_lease_s: float = 60.0
+    dedup_window_days: float = 30.0
+    retention_days: float = 90.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> StoreSettings:
+        """The store's settings alone: `status` and `db` commands need no Kafka configuration."""
+        env = os.environ if env is None else env
+        reader = _Reader(env)
+        return cls(
+            data_dir=Path(env.get("ORCHESTRATOR_DATA_DIR", "").strip() or str(cls.data_dir)),
+            database_url=env.get("ORCHESTRATOR_DATABASE_URL", "").strip() or None,
+            claim_lease_s=reader.number("ORCHESTRATOR_CLAIM_LEASE_S", cls.claim_lease_s),
+            dedup_window_days=reader.number("ORCHESTRATOR_DEDUP_WINDOW_DAYS", cls.dedup_window_days),
+            retention_days=reader.number("ORCHESTRATOR_RETENTION_DAYS", cls.retention_days),
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the orchestrator is configured with."""
 
@@ -95,6 +120,7 @@ class Settings:
     github: GitHubSettings = GitHubSettings()
     slack: SlackSettings = SlackSettings()
     gcp: GcpSettings = GcpSettings()
+    store: StoreSettings = StoreSettings()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -159,6 +185,7 @@ class Settings:
                 iam_url=env.get("ORCHESTRATOR_GCP_IAM_URL", GcpSettings.iam_url).rstrip("/"),
                 access_token=env.get("ORCHESTRATOR_GCP_ACCESS_TOKEN") or None,
             ),
+            store=StoreSettings.from_env(env),
         )
 
 

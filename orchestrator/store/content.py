@@ -1,0 +1,43 @@
+"""What identifies an exposure in the store: its id plus a fingerprint of its content. Pure."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from orchestrator.events import Exposure, fingerprint
+
+
+@dataclass(frozen=True)
+class Content:
+    """The columns a claim writes about an exposure (nothing here is secret)."""
+
+    id: str
+    fingerprint: str
+    kind: str
+    target: str
+    owner: str | None
+    detector: str | None
+    actor: str | None
+    severity: str
+    playbook: str | None
+
+    @property
+    def dedup_key(self) -> str:
+        """Unique among the exposures still inside the deduplication window."""
+        return f"{self.id}:{self.fingerprint}"
+
+
+def content_of(exposure: Exposure) -> Content:
+    """The exposure's identity: the same id with the same content is a duplicate, with other content is not.
+
+    The content is the credential's fingerprint, kind and handle, the requested playbook and whether it is a
+    dry run (a plan followed by the real run with the same id must not make the real run a duplicate).
+    """
+    cred = exposure.credential
+    parts = (fingerprint(cred.secret), cred.kind, cred.id or "", cred.owner or "", exposure.playbook or "",
+             "dry-run" if exposure.dry_run else "")
+    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    return Content(id=exposure.id, fingerprint=digest, kind=cred.kind, target=exposure.credential_key,
+                   owner=cred.owner, detector=exposure.source.detector, actor=exposure.actor,
+                   severity=exposure.severity.value, playbook=exposure.playbook)

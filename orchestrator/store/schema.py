@@ -1,0 +1,72 @@
+"""The store's tables, in SQLAlchemy Core: one schema for SQLite and PostgreSQL (Alembic migrates it)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key.
+_RowId = BigInteger().with_variant(Integer(), "sqlite")
+
+exposures = Table(
+    "exposures", metadata,
+    Column("row_id", _RowId, primary_key=True, autoincrement=True),
+    Column("id", String(200), nullable=False),
+    #: sha256 over the credential's fingerprint, kind, handle and requested playbook: the exposure's identity.
+    Column("content_fingerprint", String(64), nullable=False),
+    #: `id:content_fingerprint` while the row deduplicates; NULL once it is older than the dedup window.
+    Column("dedup_key", String(300), nullable=True, unique=True),
+    Column("credential_kind", String(100), nullable=False),
+    Column("credential_owner", String(500), nullable=True),
+    Column("target", String(700), nullable=True),
+    Column("detector", String(200), nullable=True),
+    Column("actor", String(200), nullable=True),
+    Column("severity", String(20), nullable=True),
+    Column("received_at", DateTime(), nullable=False),
+    Column("started_at", DateTime(), nullable=True),
+    Column("finished_at", DateTime(), nullable=True),
+    Column("state", String(20), nullable=False),
+    Column("playbook", String(200), nullable=True),
+    Column("run_id", String(64), nullable=True),
+    Column("terminal_event", String(40), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("claimed_by", String(200), nullable=True),
+    Column("lease_expires_at", DateTime(), nullable=True),
+    Column("source_topic", String(300), nullable=True),
+    Column("source_partition", Integer, nullable=True),
+    Column("source_offset", BigInteger, nullable=True),
+    Column("id_reused", Boolean, nullable=False, default=False),
+    Index("ix_exposures_id", "id"),
+    Index("ix_exposures_received_at", "received_at"),
+    Index("ix_exposures_state_received_at", "state", "received_at"),
+    Index("ix_exposures_claimed_by", "claimed_by"),
+)
+
+steps = Table(
+    "steps", metadata,
+    Column("row_id", _RowId, primary_key=True, autoincrement=True),
+    Column("exposure_row", _RowId, ForeignKey("exposures.row_id", ondelete="CASCADE"), nullable=False),
+    Column("run_id", String(64), nullable=False),
+    Column("step", String(200), nullable=False),
+    Column("action", String(200), nullable=True),
+    Column("state", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("error", Text, nullable=True),
+    Column("started_at", DateTime(), nullable=True),
+    Column("finished_at", DateTime(), nullable=True),
+    UniqueConstraint("exposure_row", "run_id", "step", name="uq_steps_run_step"),
+)

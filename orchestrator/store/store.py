@@ -1,0 +1,420 @@
+"""The run store: claims, state transitions and step outcomes of every exposure, and queries over them.
+
+Sync SQLAlchemy Core, run in worker threads, rather than the async engine: one code path for SQLite and
+PostgreSQL, no greenlet bridging on every statement (SQLAlchemy's async layer adds ~30 % per statement),
+and aiosqlite would be a thread per connection anyway. Writes after a claim (a run starting, a step
+succeeding, a run ending) are queued and group-committed: one transaction for everything queued while the
+previous one committed, so the audit hot path pays one commit per batch, not per record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, TypeVar
+
+import structlog
+from sqlalchemy import Connection, Engine, and_, delete, exists, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from orchestrator.settings import StoreSettings
+from orchestrator.store.content import Content
+from orchestrator.store.engine import database_url, open_engine, upgrade
+from orchestrator.store.schema import exposures, steps
+from orchestrator.store.states import InvalidTransition, State, move
+
+log = structlog.get_logger("orchestrator.store")
+T = TypeVar("T")
+
+
+def utcnow() -> datetime:
+    """Naive UTC: what the columns hold (SQLite has no time zones; both backends compare alike)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def as_naive_utc(moment: datetime) -> datetime:
+    """`moment` as the naive UTC the columns hold."""
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+class ClaimOutcome(StrEnum):
+    """What a claim found."""
+
+    NEW = "new"  # first time this content is seen (in the dedup window): run it
+    RESUMED = "resumed"  # its owner's lease expired before it ended: run it, skipping succeeded steps
+    DUPLICATE = "duplicate"  # this content already ended
+    BUSY = "busy"  # another live owner is running it
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The answer to `claim`."""
+
+    outcome: ClaimOutcome
+    row_id: int
+    id_reused: bool = False
+    succeeded_steps: frozenset[str] = frozenset()
+    state: State = State.RECEIVED
+    terminal_event: str | None = None
+    #: Where the claimed row's record was read from: equal to the caller's on a redelivery.
+    source: tuple[str | None, int | None, int | None] = (None, None, None)
+
+
+@dataclass(frozen=True)
+class StepRow:
+    """One step's outcome in one run."""
+
+    step: str
+    action: str | None
+    state: str  # started | succeeded | failed | skipped
+    attempts: int = 0
+    error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass
+class _Write:
+    """A queued write and the future its caller may await."""
+
+    apply: Callable[[Connection], None]
+    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+def default_owner() -> str:
+    """This process's name in `claimed_by`: host, pid and a random part (a restarted pid is another owner)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class RunStore:
+    """The orchestrator's working memory; one per process."""
+
+    def __init__(self, engine: Engine, *, owner: str | None = None, lease_s: float = 60.0,
+                 dedup_window_days: float = 30.0, retention_days: float = 90.0) -> None:
+        self.engine = engine
+        self.owner = owner or default_owner()
+        self.lease = timedelta(seconds=lease_s)
+        self.dedup_window = timedelta(days=dedup_window_days)
+        self.retention = timedelta(days=retention_days)
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        # SQLite has one writer at a time: more threads would only queue on its lock.
+        self._threads = ThreadPoolExecutor(1 if self.is_sqlite else 4, thread_name_prefix="store")
+        self._active: set[int] = set()  # rows this process is running now; their leases are renewed
+        self._queue: list[_Write] = []
+        self._wake: asyncio.Event | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
+
+    @classmethod
+    def open(cls, settings: StoreSettings, *, owner: str | None = None, migrate: bool = True) -> RunStore:
+        """Open (and by default migrate) the configured database."""
+        engine = open_engine(database_url(settings))
+        if migrate:
+            upgrade(engine)
+        return cls(engine, owner=owner, lease_s=settings.claim_lease_s,
+                   dedup_window_days=settings.dedup_window_days, retention_days=settings.retention_days)
+
+    @classmethod
+    def in_memory(cls, **options: Any) -> RunStore:
+        """A private SQLite store in memory (embedded uses and tests that do not care about durability)."""
+        engine = open_engine("sqlite://")
+        upgrade(engine)
+        return cls(engine, **options)
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the group-commit writer and the lease renewer."""
+        self._wake = asyncio.Event()
+        self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
+        self._renewer = asyncio.create_task(self._renew_loop(), name="store-lease-renewer")
+
+    async def close(self) -> None:
+        """Write what is queued, stop the background tasks, close the connections."""
+        if self._renewer is not None:
+            self._renewer.cancel()
+        if self._writer is not None:
+            await self._drain()
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+        if self._renewer is not None:
+            await asyncio.gather(self._renewer, return_exceptions=True)
+        self._threads.shutdown(wait=True)
+        self.engine.dispose()
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
+
+    # -- claims ---------------------------------------------------------------------------------------------
+
+    async def claim(self, content: Content, *, source: tuple[str | None, int | None, int | None] = (None, None, None),
+                    now: datetime | None = None) -> Claim:
+        """Claim the exposure for this process, atomically; see `ClaimOutcome` for the answers."""
+        claim = await self._run(self._claim, content, source, now or utcnow())
+        if claim.outcome in (ClaimOutcome.NEW, ClaimOutcome.RESUMED):
+            self._active.add(claim.row_id)
+        return claim
+
+    def _claim(self, content: Content, source: tuple[str | None, int | None, int | None], now: datetime) -> Claim:
+        with self.engine.begin() as conn:
+            row = self._locked(conn, content.dedup_key)
+            if row is not None and State(row.state).terminal and row.received_at < now - self.dedup_window:
+                # Outside the window the old row is history only: the content may run again.
+                conn.execute(update(exposures).where(exposures.c.row_id == row.row_id).values(dedup_key=None))
+                row = None
+            if row is None:
+                reused = conn.execute(select(exists().where(
+                    exposures.c.id == content.id, exposures.c.content_fingerprint != content.fingerprint,
+                    exposures.c.received_at >= now - self.dedup_window))).scalar_one()
+                values = dict(
+                    id=content.id, content_fingerprint=content.fingerprint, dedup_key=content.dedup_key,
+                    credential_kind=content.kind, credential_owner=content.owner, target=content.target,
+                    detector=content.detector, actor=content.actor, severity=content.severity,
+                    received_at=now, state=State.RECEIVED.value, playbook=content.playbook,
+                    claimed_by=self.owner, lease_expires_at=now + self.lease, id_reused=bool(reused),
+                    source_topic=source[0], source_partition=source[1], source_offset=source[2],
+                )
+                insert = (postgresql.insert if not self.is_sqlite else sqlite.insert)(exposures).values(**values)
+                inserted = conn.execute(insert.on_conflict_do_nothing(index_elements=["dedup_key"])
+                                        .returning(exposures.c.row_id)).scalar_one_or_none()
+                if inserted is not None:
+                    return Claim(ClaimOutcome.NEW, inserted, id_reused=bool(reused))
+                row = self._locked(conn, content.dedup_key)  # lost a race on PostgreSQL: read the winner
+                assert row is not None
+            state = State(row.state)
+            row_source = (row.source_topic, row.source_partition, row.source_offset)
+            if state.terminal:
+                return Claim(ClaimOutcome.DUPLICATE, row.row_id, id_reused=row.id_reused, state=state,
+                             terminal_event=row.terminal_event, source=row_source)
+            lease_live = row.lease_expires_at is not None and row.lease_expires_at > now
+            if (row.claimed_by != self.owner and lease_live) or row.row_id in self._active:
+                return Claim(ClaimOutcome.BUSY, row.row_id, id_reused=row.id_reused, state=state, source=row_source)
+            conn.execute(update(exposures).where(exposures.c.row_id == row.row_id).values(
+                claimed_by=self.owner, lease_expires_at=now + self.lease,
+                source_topic=source[0], source_partition=source[1], source_offset=source[2]))
+            succeeded = conn.execute(select(steps.c.step).where(
+                steps.c.exposure_row == row.row_id, steps.c.state == "succeeded")).scalars()
+            return Claim(ClaimOutcome.RESUMED, row.row_id, id_reused=row.id_reused,
+                         succeeded_steps=frozenset(succeeded), state=state, source=row_source)
+
+    def _locked(self, conn: Connection, dedup_key: str) -> Any:
+        query = select(exposures).where(exposures.c.dedup_key == dedup_key)
+        # SQLite: BEGIN IMMEDIATE already holds the database's write lock; PostgreSQL: lock the row.
+        return conn.execute(query if self.is_sqlite else query.with_for_update()).one_or_none()
+
+    async def release(self, row_id: int) -> None:
+        """Stop working on a claimed row without ending it (shutdown): its lease expires now, so the next
+        delivery, here or in another process, resumes it at once."""
+        self._active.discard(row_id)
+        await self._run(self._release, row_id, utcnow())
+
+    def _release(self, row_id: int, now: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(exposures).where(exposures.c.row_id == row_id, exposures.c.claimed_by == self.owner)
+                         .values(lease_expires_at=now))
+
+    async def _renew_loop(self) -> None:
+        interval = max(0.05, self.lease.total_seconds() / 3)
+        while True:
+            await asyncio.sleep(interval)
+            if self._active:
+                try:
+                    await self._run(self._renew, list(self._active), utcnow())
+                except Exception as exc:  # noqa: BLE001 - retried at the next tick; a lost lease is survivable
+                    log.warning("store.lease_renewal_failed", error=type(exc).__name__)
+
+    def _renew(self, rows: list[int], now: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(exposures).where(exposures.c.row_id.in_(rows), exposures.c.claimed_by == self.owner)
+                         .values(lease_expires_at=now + self.lease))
+
+    # -- transitions (group-committed) ----------------------------------------------------------------------
+
+    def started(self, row_id: int, *, run_id: str, playbook: str, at: datetime | None = None) -> None:
+        """Queue `running` (not awaited: the queue keeps order, and the terminal write is awaited)."""
+        when = at or utcnow()
+        self._enqueue(lambda conn: self._transition(conn, row_id, State.RUNNING, started_at=when, run_id=run_id,
+                                                    playbook=playbook))
+
+    def step(self, row_id: int, run_id: str, outcome: StepRow) -> None:
+        """Queue one step's outcome (replacing that step's earlier row in the same run)."""
+        self._enqueue(lambda conn: self._write_step(conn, row_id, run_id, outcome))
+
+    async def finish(self, row_id: int, state: State, *, terminal_event: str, error: str | None = None,
+                     run_id: str | None = None, playbook: str | None = None, at: datetime | None = None) -> None:
+        """Record the terminal state; returns once committed. Clears the claim."""
+        self._active.discard(row_id)
+        when = at or utcnow()
+        values: dict[str, Any] = {"finished_at": when, "terminal_event": terminal_event, "error": error,
+                                  "claimed_by": None, "lease_expires_at": None}
+        if run_id is not None:
+            values["run_id"] = run_id
+        if playbook is not None:
+            values["playbook"] = playbook
+        await self._enqueue(lambda conn: self._transition(conn, row_id, state, **values))
+
+    def _enqueue(self, apply: Callable[[Connection], None]) -> asyncio.Future[None]:
+        write = _Write(apply)
+        self._queue.append(write)
+        if self._wake is None:  # not started: a one-off caller (CLI, tests) writes at once
+            self._wake = asyncio.Event()
+            self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
+        self._wake.set()
+        return write.done
+
+    async def _write_loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._queue = self._queue, []
+            if not batch:
+                continue
+            try:
+                await self._run(self._apply_batch, batch)
+            except Exception as exc:  # noqa: BLE001 - told to every waiter; the store stays usable
+                log.error("store.write_failed", error=type(exc).__name__, writes=len(batch))
+                for write in batch:
+                    if not write.done.done():
+                        write.done.set_exception(exc)
+                continue
+            for write in batch:
+                if not write.done.done():
+                    write.done.set_result(None)
+
+    def _apply_batch(self, batch: Sequence[_Write]) -> None:
+        with self.engine.begin() as conn:
+            for write in batch:
+                try:
+                    with conn.begin_nested():
+                        write.apply(conn)
+                except InvalidTransition as exc:  # one bad write must not lose the batch
+                    log.warning("store.invalid_transition", error=str(exc))
+
+    async def _drain(self) -> None:
+        if self._queue and self._wake is not None:
+            self._wake.set()
+        pending = [w.done for w in self._queue]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def _transition(self, conn: Connection, row_id: int, target: State, **values: Any) -> None:
+        current = conn.execute(select(exposures.c.state).where(exposures.c.row_id == row_id)).scalar_one()
+        move(State(current), target)
+        conn.execute(update(exposures).where(exposures.c.row_id == row_id).values(state=target.value, **values))
+
+    def _write_step(self, conn: Connection, row_id: int, run_id: str, outcome: StepRow) -> None:
+        values = {"exposure_row": row_id, "run_id": run_id, "step": outcome.step, "action": outcome.action,
+                  "state": outcome.state, "attempts": outcome.attempts, "error": outcome.error,
+                  "started_at": outcome.started_at, "finished_at": outcome.finished_at}
+        insert = (postgresql.insert if not self.is_sqlite else sqlite.insert)(steps).values(**values)
+        conn.execute(insert.on_conflict_do_update(
+            index_elements=["exposure_row", "run_id", "step"],
+            set_={k: insert.excluded[k] for k in ("state", "attempts", "error", "finished_at")}))
+
+    # -- reading --------------------------------------------------------------------------------------------
+
+    async def lookup(self, id_or_prefix: str) -> list[dict[str, Any]]:
+        """Rows of the exposure with this id, newest first; else of the one exposure whose id starts with it.
+        Raises `AmbiguousPrefix` when several ids do."""
+        return await self._run(self.lookup_sync, id_or_prefix)
+
+    def lookup_sync(self, id_or_prefix: str) -> list[dict[str, Any]]:
+        """`lookup`, blocking (for the CLI)."""
+        newest = (exposures.c.received_at.desc(), exposures.c.row_id.desc())
+        with self.engine.connect().execution_options(read_only=True) as conn:
+            rows = conn.execute(select(exposures).where(exposures.c.id == id_or_prefix).order_by(*newest)).all()
+            if not rows:
+                escaped = id_or_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                ids = conn.execute(select(exposures.c.id).where(exposures.c.id.like(escaped + "%", escape="\\"))
+                                   .distinct().limit(11)).scalars().all()
+                if len(ids) > 1:
+                    raise AmbiguousPrefix(id_or_prefix, sorted(ids))
+                if ids:
+                    rows = conn.execute(select(exposures).where(exposures.c.id == ids[0]).order_by(*newest)).all()
+            result = [dict(r._mapping) for r in rows]
+            for entry in result:
+                entry["steps"] = [dict(s._mapping) for s in conn.execute(
+                    select(steps.c.run_id, steps.c.step, steps.c.action, steps.c.state, steps.c.attempts,
+                           steps.c.error, steps.c.started_at, steps.c.finished_at)
+                    .where(steps.c.exposure_row == entry["row_id"]).order_by(steps.c.row_id))]
+            return result
+
+    async def list(self, **filters: Any) -> tuple[list[dict[str, Any]], str | None]:
+        """See `list_sync`."""
+        return await self._run(lambda: self.list_sync(**filters))
+
+    def list_sync(self, *, state: str | None = None, kind: str | None = None, owner: str | None = None,
+                  detector: str | None = None, since: datetime | None = None, limit: int = 50,
+                  cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        """Exposures newest first, filtered; and the cursor of the next page (None on the last)."""
+        query = select(exposures)
+        conditions = []
+        if state:
+            conditions.append(exposures.c.state == state)
+        if kind:
+            conditions.append(exposures.c.credential_kind == kind)
+        if owner:
+            conditions.append(exposures.c.credential_owner == owner)
+        if detector:
+            conditions.append(exposures.c.detector == detector)
+        if since:
+            conditions.append(exposures.c.received_at >= as_naive_utc(since))
+        if cursor:
+            at, row_id = decode_cursor(cursor)
+            conditions.append(or_(exposures.c.received_at < at,
+                                  and_(exposures.c.received_at == at, exposures.c.row_id < row_id)))
+        query = query.where(*conditions).order_by(exposures.c.received_at.desc(), exposures.c.row_id.desc())
+        with self.engine.connect().execution_options(read_only=True) as conn:
+            rows = [dict(r._mapping) for r in conn.execute(query.limit(limit + 1))]
+        following = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+        return rows[:limit], following
+
+    def count(self) -> int:
+        """How many exposure rows the store holds."""
+        with self.engine.connect().execution_options(read_only=True) as conn:
+            return int(conn.execute(select(func.count()).select_from(exposures)).scalar_one())
+
+    # -- upkeep ---------------------------------------------------------------------------------------------
+
+    async def prune(self, now: datetime | None = None) -> int:
+        """Delete ended exposures older than the retention; return how many."""
+        return await self._run(self._prune, now or utcnow())
+
+    def _prune(self, now: datetime) -> int:
+        cutoff = now - self.retention
+        ended = [s.value for s in State if s.terminal]
+        with self.engine.begin() as conn:
+            old = select(exposures.c.row_id).where(exposures.c.received_at < cutoff, exposures.c.state.in_(ended))
+            conn.execute(delete(steps).where(steps.c.exposure_row.in_(old)))
+            return int(conn.execute(delete(exposures).where(exposures.c.row_id.in_(old))).rowcount)
+
+
+class AmbiguousPrefix(LookupError):
+    """Several exposure ids start with the prefix asked for."""
+
+    def __init__(self, prefix: str, ids: Iterable[str]) -> None:
+        self.ids = list(ids)
+        super().__init__(f"{prefix!r} matches several exposures: {', '.join(self.ids[:10])}")
+
+
+def encode_cursor(row: dict[str, Any]) -> str:
+    """An opaque page cursor: the last row's time and row id."""
+    return base64.urlsafe_b64encode(f"{row['received_at'].isoformat()}|{row['row_id']}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    """The time and row id in a cursor; ValueError when it is not one."""
+    try:
+        at, row_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(at), int(row_id)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError("invalid cursor") from exc
