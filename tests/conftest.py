@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from orchestrator import embedded
-from orchestrator.settings import Settings
+from orchestrator.settings import Settings, StoreSettings
 from tests.support import Harness, fresh_settings
 
 # okta-sdk-python refuses plain-http org URLs unless this is set; only the emulator is plain http.
@@ -119,3 +119,22 @@ def moto() -> Iterator[str]:
     """moto_server as a process (AWS managed policies loaded), yielding its endpoint URL."""
     with embedded.moto() as server:
         yield server.url
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A real PostgreSQL server for the session (or ORCHESTRATOR_TEST_DATABASE_URL)."""
+    from tests import postgres
+
+    with postgres.server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_settings(request: pytest.FixtureRequest, tmp_path: Any) -> StoreSettings:
+    """Settings of an empty run store, once per backend: the same test runs against both."""
+    if request.param == "sqlite":
+        return StoreSettings(data_dir=tmp_path / "data")
+    from tests import postgres
+
+    return StoreSettings(database_url=postgres.fresh_database(request.getfixturevalue("postgres_server")))

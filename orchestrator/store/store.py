@@ -279,25 +279,39 @@ class RunStore:
             if not batch:
                 continue
             try:
-                await self._run(self._apply_batch, batch)
+                errors = await self._run(self._apply_batch, batch)
             except Exception as exc:  # noqa: BLE001 - told to every waiter; the store stays usable
                 log.error("store.write_failed", error=type(exc).__name__, writes=len(batch))
-                for write in batch:
-                    if not write.done.done():
-                        write.done.set_exception(exc)
-                continue
-            for write in batch:
-                if not write.done.done():
+                errors = [exc] * len(batch)
+            for write, error in zip(batch, errors, strict=True):
+                if write.done.done():
+                    continue
+                if error is None:
                     write.done.set_result(None)
+                else:
+                    write.done.set_exception(error)
+                    write.done.exception()  # fire-and-forget writes are not awaited: mark it retrieved
 
-    def _apply_batch(self, batch: Sequence[_Write]) -> None:
+    def _apply_batch(self, batch: Sequence[_Write]) -> list[Exception | None]:
+        errors: list[Exception | None] = []
         with self.engine.begin() as conn:
             for write in batch:
                 try:
-                    with conn.begin_nested():
+                    with conn.begin_nested():  # one bad write must not lose the batch
                         write.apply(conn)
-                except InvalidTransition as exc:  # one bad write must not lose the batch
+                except InvalidTransition as exc:
                     log.warning("store.invalid_transition", error=str(exc))
+                    errors.append(exc)
+                except Exception as exc:  # noqa: BLE001 - this write's waiter gets it
+                    log.error("store.write_failed", error=type(exc).__name__)
+                    errors.append(exc)
+                else:
+                    errors.append(None)
+        return errors
+
+    async def flush(self) -> None:
+        """Wait until every write queued so far is committed (or failed)."""
+        await self._drain()
 
     async def _drain(self) -> None:
         if self._queue and self._wake is not None:
