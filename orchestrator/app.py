@@ -22,6 +22,7 @@ from orchestrator.pipeline import Pipeline
 from orchestrator.playbooks import Playbook, load_playbooks
 from orchestrator.providers import catalog, open_providers
 from orchestrator.settings import Settings
+from orchestrator.store import RunStore
 from orchestrator.webhook import OncallNotifier
 
 log = structlog.get_logger("orchestrator.app")
@@ -36,6 +37,8 @@ class Orchestrator:
         self.playbooks: tuple[Playbook, ...] = ()
         self.consumer: ExposureConsumer | None = None
         self.metrics = Metrics()
+        #: The run store, once entered.
+        self.store: RunStore | None = None
         #: Base URL of the HTTP API once serving (None when `settings.http_listen` is None).
         self.api_url: str | None = None
 
@@ -50,6 +53,11 @@ class Orchestrator:
                 settings.bootstrap_servers, [settings.exposures_topic, settings.audit_topic, settings.dlq_topic],
                 partitions=settings.topic_partitions, replication=settings.topic_replication_factor,
             )
+            # Opened (and migrated) before anything consumes: no exposure may run unclaimed.
+            store = await asyncio.to_thread(RunStore.open, settings.store)
+            await store.start()
+            self._stack.push_async_callback(store.close)
+            self.store = store
             producer = kafka.make_producer(settings.bootstrap_servers)
             await kafka.start(producer, settings.bootstrap_servers)
             self._stack.push_async_callback(_within(producer.stop, "producer"))
@@ -67,7 +75,7 @@ class Orchestrator:
                 playbooks=self.playbooks,
                 dead_letters=kafka.KafkaDeadLetters(producer, settings.dlq_topic),
                 max_event_bytes=settings.max_event_bytes,
-                dedup_window=settings.dedup_window,
+                store=store,
             )
             raw_consumer = kafka.make_consumer(settings)
             await kafka.start(raw_consumer, settings.bootstrap_servers)

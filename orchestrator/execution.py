@@ -21,6 +21,9 @@ from orchestrator.governor import deadline
 from orchestrator.playbooks import OnFailure, Playbook, RetryPolicy, Step
 from orchestrator.routing import resolve_params, step_applies
 
+#: The reason audited for a step a resumed run does not repeat.
+ALREADY_SUCCEEDED = "already succeeded in an earlier attempt"
+
 
 @dataclass(frozen=True)
 class _StepOutcome:
@@ -37,14 +40,22 @@ class Executor:
         self._catalog = catalog
         self._step_timeout_s = step_timeout_s
 
-    async def run(self, exposure: Exposure, playbook: Playbook, trail: AuditTrail) -> AuditEvent:
-        """Run every applicable step in order; write `run.completed`, `run.failed` or `run.planned`."""
+    async def run(self, exposure: Exposure, playbook: Playbook, trail: AuditTrail, *,
+                  succeeded: frozenset[str] = frozenset()) -> AuditEvent:
+        """Run every applicable step in order; write `run.completed`, `run.failed` or `run.planned`.
+
+        Steps named in `succeeded` (a run resumed after its first owner died) are skipped and audited so.
+        """
         started = time.monotonic()
         trail.bind(run_id=uuid.uuid4().hex, playbook=playbook.name)
         await trail.record(AuditEvent.RUN_STARTED, dry_run=exposure.dry_run or None, reason=exposure.reason)
         failed: list[str] = []
         plan: list[dict[str, Any]] = []
         for step in playbook.steps:
+            if step.name in succeeded:
+                await trail.record(AuditEvent.STEP_SKIPPED, step=step.name, action=step.action,
+                                   reason=ALREADY_SUCCEEDED)
+                continue
             outcome = await self._run_step(exposure, playbook, step, trail)
             if outcome.result is not None and exposure.dry_run:
                 plan.append({"step": step.name, "action": step.action, "target": outcome.result.target,

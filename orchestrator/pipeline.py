@@ -8,7 +8,6 @@ the consumer hands in where the record came from, and dead letters go through a 
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -23,6 +22,9 @@ from orchestrator.execution import Executor, priority_of
 from orchestrator.playbooks import Playbook
 from orchestrator.redaction import REDACTOR
 from orchestrator.routing import UnknownPlaybook, route
+from orchestrator.store import Claim, ClaimOutcome, RunStore, content_of
+from orchestrator.store.states import InvalidTransition
+from orchestrator.store.tracking import StoreTrail
 
 log = structlog.get_logger("orchestrator.pipeline")
 
@@ -82,14 +84,15 @@ class Pipeline:
     """Handles records; one per process, shared by every in-flight record."""
 
     def __init__(self, *, auditor: Auditor, executor: Executor, playbooks: Sequence[Playbook],
-                 dead_letters: DeadLetters, max_event_bytes: int, dedup_window: int = 100_000) -> None:
+                 dead_letters: DeadLetters, max_event_bytes: int, store: RunStore | None = None) -> None:
         self._auditor = auditor
         self._executor = executor
         self._playbooks = playbooks
         self._dead_letters = dead_letters
         self._max_event_bytes = max_event_bytes
-        self._seen: OrderedDict[str, None] = OrderedDict()
-        self._dedup_window = dedup_window
+        #: Claims, states and steps of every exposure; a private in-memory one when none is handed in.
+        self.store = store or RunStore.in_memory()
+        self._claims: dict[Origin, int] = {}  # rows claimed by records in flight, for `fail_safe`
 
     def admit(self, raw: bytes | None, origin: Origin) -> Admission:
         """Decode the record; never raises."""
@@ -106,37 +109,73 @@ class Pipeline:
                                                 f"of partition {origin.partition}: {reason}")
 
     async def process(self, admission: Admission) -> AuditEvent:
-        """Take the record to its terminal audit record, acknowledged by the broker."""
+        """Take the record to its terminal audit record, acknowledged by the broker, and stored."""
         exposure = admission.exposure
         if exposure is None:
             return await self._reject(admission, admission.rejection or "invalid record")
         REDACTOR.register(exposure.credential.secret)
-        trail = self._auditor.trail(
-            exposure.id, credential_kind=exposure.credential.kind, detector=exposure.source.detector,
-            actor=exposure.actor,
-        )
         try:
-            return await self._handle(exposure, admission, trail)
-        except asyncio.CancelledError:
-            await self._interrupted(trail)
-            raise
-        except Exception as exc:  # the boundary: a bug in one run must not kill the consumer
-            log.exception("run.crashed", exposure_id=exposure.id)
-            if trail.terminal is None:
-                reason = f"internal error: {type(exc).__name__}"  # its message may hold the input: not audited
-                await trail.record(AuditEvent.RUN_FAILED, error=reason,
-                                   dead_letter=await self._dead_letter(admission, reason))
-            await trail.flush()
-            return AuditEvent.RUN_FAILED
+            claim = await self._claim(admission)
+            origin = admission.origin
+            if claim.outcome is ClaimOutcome.DUPLICATE and claim.source == (origin.topic, origin.partition,
+                                                                            origin.offset):
+                # The very record that ended this exposure, delivered again (a restart or a rebalance before
+                # its offset was committed): its terminal record exists, a second one would be a lie.
+                log.info("exposure.redelivered", exposure_id=exposure.id, state=claim.state.value)
+                return AuditEvent(claim.terminal_event or AuditEvent.EXPOSURE_DUPLICATE)
+            owned = claim.outcome in (ClaimOutcome.NEW, ClaimOutcome.RESUMED)
+            trail = StoreTrail(
+                self._auditor, exposure.id,
+                {"credential_kind": exposure.credential.kind, "detector": exposure.source.detector,
+                 "actor": exposure.actor, "id_reused": claim.id_reused or None},
+                store=self.store, row_id=claim.row_id if owned else None)
+            if owned:
+                self._claims[origin] = claim.row_id
+            try:
+                terminal = await self._handle(exposure, admission, trail, claim)
+            except asyncio.CancelledError:
+                self._claims.pop(origin, None)
+                await self._interrupted(trail)
+                raise
+            except Exception as exc:  # the boundary: a bug in one run must not kill the consumer
+                log.exception("run.crashed", exposure_id=exposure.id)
+                if trail.terminal is None:
+                    reason = f"internal error: {type(exc).__name__}"  # its message may hold the input: not audited
+                    await trail.record(AuditEvent.RUN_FAILED, error=reason,
+                                       dead_letter=await self._dead_letter(admission, reason))
+                await trail.flush()  # if this raises, the claim stays in `_claims` for `fail_safe` to end
+                await self._settle(trail)
+                terminal = AuditEvent.RUN_FAILED
+            self._claims.pop(origin, None)
+            return terminal
         finally:
             REDACTOR.release(exposure.credential.secret)
 
-    async def _handle(self, exposure: Exposure, admission: Admission, trail: AuditTrail) -> AuditEvent:
+    async def _claim(self, admission: Admission) -> Claim:
+        """Claim the exposure; while another live owner runs it, wait (for its end or its lease's expiry).
+        A store that cannot be reached holds the record back (it stays uncommitted) until it answers."""
+        assert admission.exposure is not None
+        content = content_of(admission.exposure)
+        origin = admission.origin
+        pause = 0.0
+        while True:
+            try:
+                claim = await self.store.claim(content, source=(origin.topic, origin.partition, origin.offset))
+            except Exception as exc:  # noqa: BLE001 - retried: acting without a claim could act twice
+                log.warning("store.claim_failed", exposure_id=admission.exposure.id, error=type(exc).__name__)
+                claim = None
+            if claim is not None and claim.outcome is not ClaimOutcome.BUSY:
+                return claim
+            pause = min(max(pause * 2, 0.05), 1.0, self.store.lease.total_seconds() / 4)
+            await asyncio.sleep(pause)
+
+    async def _handle(self, exposure: Exposure, admission: Admission, trail: StoreTrail, claim: Claim) -> AuditEvent:
         await trail.record(AuditEvent.EXPOSURE_RECEIVED, severity=exposure.severity.value,
-                           target=exposure.credential_key, dry_run=exposure.dry_run or None)
-        if self._already_seen(exposure.id):
+                           target=exposure.credential_key, dry_run=exposure.dry_run or None,
+                           resumed=(claim.outcome is ClaimOutcome.RESUMED) or None)
+        if claim.outcome is ClaimOutcome.DUPLICATE:
             return await self._end(trail, AuditEvent.EXPOSURE_DUPLICATE,
-                                   reason="an exposure with this id was already handled")
+                                   reason="an exposure with this id and content was already handled")
         try:
             playbook = route(exposure, self._playbooks)
         except UnknownPlaybook as exc:
@@ -146,13 +185,27 @@ class Pipeline:
         if playbook is None:
             return await self._end(trail, AuditEvent.EXPOSURE_UNMATCHED,
                                    reason=f"no playbook matches kind {exposure.credential.kind!r}")
-        terminal = await self._executor.run(exposure, playbook, trail)
+        terminal = await self._executor.run(exposure, playbook, trail, succeeded=claim.succeeded_steps)
         await trail.flush()
+        await self._settle(trail)
         return terminal
+
+    async def _settle(self, trail: AuditTrail) -> None:
+        """Store the trail's end (after its records were acknowledged). The audit is the record of truth: a
+        store that fails here is logged, and the run's lease lapses so a redelivery finds it resumable."""
+        if not isinstance(trail, StoreTrail):
+            return
+        try:
+            await trail.settle()
+        except InvalidTransition as exc:
+            log.warning("store.invalid_transition", exposure_id=trail.exposure_id, error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - see above
+            log.error("store.settle_failed", exposure_id=trail.exposure_id, error=type(exc).__name__)
 
     async def _end(self, trail: AuditTrail, event: AuditEvent, **fields: Any) -> AuditEvent:
         await trail.record(event, **fields)
         await trail.flush()
+        await self._settle(trail)
         return event
 
     async def fail_safe(self, admission: Admission, error: BaseException) -> bool:
@@ -162,10 +215,12 @@ class Pipeline:
         log.error("record.crashed", record=admission.origin.label, error=type(error).__name__)
         try:
             if admission.exposure is not None:
-                trail = self._auditor.trail(admission.exposure.id)
+                trail = StoreTrail(self._auditor, admission.exposure.id, {}, store=self.store,
+                                   row_id=self._claims.pop(admission.origin, None))
                 await trail.record(AuditEvent.RUN_FAILED, error=reason,
                                    dead_letter=await self._dead_letter(admission, reason))
                 await trail.flush()
+                await self._settle(trail)
                 return True
             await self._reject(admission, reason)
             return True
@@ -193,25 +248,19 @@ class Pipeline:
             return f"not stored: {type(exc).__name__}"
         return None
 
-    async def _interrupted(self, trail: AuditTrail) -> None:
-        """Shutdown cut the run short: say so; the record stays uncommitted and will be delivered again."""
-        if trail.terminal is None:
-            await trail.record(AuditEvent.RUN_FAILED,
-                               error="interrupted by shutdown; left uncommitted, it will be redelivered")
+    async def _interrupted(self, trail: StoreTrail) -> None:
+        """Shutdown cut the run short. No terminal record: it has not ended. Its records so far are flushed,
+        its claim released (the lease lapses at once) and its record left uncommitted: the next delivery,
+        here after a restart or in another instance, resumes it and skips the steps already succeeded."""
         try:
             async with asyncio.timeout(5):
                 await trail.flush()
+                if trail.row_id is not None:
+                    await self.store.release(trail.row_id)
         except (TimeoutError, asyncio.CancelledError):
             log.warning("audit.flush_abandoned", exposure_id=trail.exposure_id)
-
-    def _already_seen(self, exposure_id: str) -> bool:
-        if exposure_id in self._seen:
-            self._seen.move_to_end(exposure_id)
-            return True
-        self._seen[exposure_id] = None
-        if len(self._seen) > self._dedup_window:
-            self._seen.popitem(last=False)
-        return False
+        except Exception as exc:  # noqa: BLE001 - the lease then lapses on its own
+            log.warning("store.release_failed", exposure_id=trail.exposure_id, error=type(exc).__name__)
 
 
 def _claimed_id(raw: bytes | None) -> str | None:

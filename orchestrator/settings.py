@@ -107,7 +107,6 @@ class Settings:
     heartbeat_interval_ms: int = 1_000
     step_timeout_s: float = 30.0
     drain_timeout_s: float = 20.0
-    dedup_window: int = 100_000
     log_format: str = "console"
     #: Where `orchestrator run` serves its HTTP API; None serves none (the default when built in code, so
     #: tests and embedded uses never fight over a port). `from_env` defaults it to DEFAULT_HTTP_LISTEN.

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -23,7 +24,7 @@ from aiokafka.structs import RecordMetadata
 from orchestrator import kafka
 from orchestrator.app import Orchestrator
 from orchestrator.audit_stream import follow, is_terminal
-from orchestrator.settings import DEFAULT_PLAYBOOKS_DIR, OktaSettings, Settings
+from orchestrator.settings import DEFAULT_PLAYBOOKS_DIR, OktaSettings, Settings, StoreSettings
 
 JOIN_TIMEOUT_S = 30.0
 READY_TIMEOUT_S = 40.0
@@ -140,6 +141,7 @@ def isolated_settings(bootstrap: str, **overrides: Any) -> Settings:
         bootstrap_servers=bootstrap, exposures_topic=f"test.{suffix}.exposed", audit_topic=f"test.{suffix}.audit",
         dlq_topic=f"test.{suffix}.dlq", group_id=f"test-{suffix}", topic_partitions=3, session_timeout_ms=6000,
         heartbeat_interval_ms=500, commit_interval_s=0.2, step_timeout_s=5.0, drain_timeout_s=10.0,
+        store=StoreSettings(data_dir=Path(tempfile.mkdtemp(prefix="orchestrator-store-"))),
     )
     return Settings(**{**fields, **overrides})
 
@@ -160,6 +162,7 @@ def orchestrator_process(settings: Settings, okta: Any, log: Path,
            "ORCHESTRATOR_TOPIC_PARTITIONS": "3", "ORCHESTRATOR_KAFKA_SESSION_TIMEOUT_MS": "6000",
            "ORCHESTRATOR_KAFKA_HEARTBEAT_INTERVAL_MS": "500", "ORCHESTRATOR_DRAIN_TIMEOUT_S": "30",
            "ORCHESTRATOR_LOG_FORMAT": "json", "ORCHESTRATOR_HTTP_LISTEN": "off",
+           "ORCHESTRATOR_DATA_DIR": str(settings.store.data_dir),
            "OKTA_CLIENT_ORGURL": okta.url, "OKTA_CLIENT_TOKEN": okta.admin_token, **env_extra}
     with log.open("ab") as sink:
         process = subprocess.Popen([*orchestrator_command(), "run"], env=env, stdout=sink, stderr=sink)

@@ -131,15 +131,15 @@ async def test_listing_is_newest_first_filtered_and_paginated(store: RunStore) -
     for n in range(5):
         await store.claim(content(exposure_id=f"e{n}", kind="aws.access_key" if n % 2 else "okta.user"),
                           now=now + timedelta(seconds=n))
-    page, cursor = await store.list(limit=2)
+    page, cursor = await store.recent(limit=2)
     assert [r["id"] for r in page] == ["e4", "e3"] and cursor
-    page, cursor = await store.list(limit=2, cursor=cursor)
+    page, cursor = await store.recent(limit=2, cursor=cursor)
     assert [r["id"] for r in page] == ["e2", "e1"]
-    page, cursor = await store.list(limit=2, cursor=cursor)
+    page, cursor = await store.recent(limit=2, cursor=cursor)
     assert [r["id"] for r in page] == ["e0"] and cursor is None
-    only_aws, _ = await store.list(kind="aws.access_key")
+    only_aws, _ = await store.recent(kind="aws.access_key")
     assert [r["id"] for r in only_aws] == ["e3", "e1"]
-    assert (await store.list(state="completed"))[0] == []
+    assert (await store.recent(state="completed"))[0] == []
 
 
 async def test_pruning_deletes_ended_exposures_older_than_the_retention(store: RunStore) -> None:
@@ -148,7 +148,7 @@ async def test_pruning_deletes_ended_exposures_older_than_the_retention(store: R
     await store.claim(content(exposure_id="live"), now=utcnow() - store.retention - timedelta(days=1))
     await store.claim(content(exposure_id="new"))
     assert await store.prune() == 1
-    assert {r["id"] for r in (await store.list())[0]} == {"live", "new"}
+    assert {r["id"] for r in (await store.recent())[0]} == {"live", "new"}
 
 
 async def test_migrations_are_applied_once(store_settings: StoreSettings) -> None:

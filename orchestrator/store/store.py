@@ -33,6 +33,8 @@ from orchestrator.store.states import InvalidTransition, State, move
 
 log = structlog.get_logger("orchestrator.store")
 T = TypeVar("T")
+#: How often ended exposures older than the retention are deleted.
+PRUNE_INTERVAL_S = 3600.0
 
 
 def utcnow() -> datetime:
@@ -112,6 +114,7 @@ class RunStore:
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
+        self._pruner: asyncio.Task[None] | None = None
 
     @classmethod
     def open(cls, settings: StoreSettings, *, owner: str | None = None, migrate: bool = True) -> RunStore:
@@ -136,17 +139,18 @@ class RunStore:
         self._wake = asyncio.Event()
         self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
         self._renewer = asyncio.create_task(self._renew_loop(), name="store-lease-renewer")
+        self._pruner = asyncio.create_task(self._prune_loop(), name="store-pruner")
 
     async def close(self) -> None:
         """Write what is queued, stop the background tasks, close the connections."""
-        if self._renewer is not None:
-            self._renewer.cancel()
+        for task in (self._renewer, self._pruner):
+            if task is not None:
+                task.cancel()
         if self._writer is not None:
             await self._drain()
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
-        if self._renewer is not None:
-            await asyncio.gather(self._renewer, return_exceptions=True)
+        await asyncio.gather(*(t for t in (self._renewer, self._pruner) if t is not None), return_exceptions=True)
         self._threads.shutdown(wait=True)
         self.engine.dispose()
 
@@ -230,6 +234,16 @@ class RunStore:
                     await self._run(self._renew, list(self._active), utcnow())
                 except Exception as exc:  # noqa: BLE001 - retried at the next tick; a lost lease is survivable
                     log.warning("store.lease_renewal_failed", error=type(exc).__name__)
+
+    async def _prune_loop(self) -> None:
+        while True:
+            try:
+                pruned = await self.prune()
+                if pruned:
+                    log.info("store.pruned", exposures=pruned, retention_days=self.retention.days)
+            except Exception as exc:  # noqa: BLE001 - tried again in an hour
+                log.warning("store.prune_failed", error=type(exc).__name__)
+            await asyncio.sleep(PRUNE_INTERVAL_S)
 
     def _renew(self, rows: list[int], now: datetime) -> None:
         with self.engine.begin() as conn:
@@ -362,11 +376,11 @@ class RunStore:
                     .where(steps.c.exposure_row == entry["row_id"]).order_by(steps.c.row_id))]
             return result
 
-    async def list(self, **filters: Any) -> tuple[list[dict[str, Any]], str | None]:
-        """See `list_sync`."""
-        return await self._run(lambda: self.list_sync(**filters))
+    async def recent(self, **filters: Any) -> tuple[list[dict[str, Any]], str | None]:
+        """See `recent_sync`."""
+        return await self._run(lambda: self.recent_sync(**filters))
 
-    def list_sync(self, *, state: str | None = None, kind: str | None = None, owner: str | None = None,
+    def recent_sync(self, *, state: str | None = None, kind: str | None = None, owner: str | None = None,
                   detector: str | None = None, since: datetime | None = None, limit: int = 50,
                   cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
         """Exposures newest first, filtered; and the cursor of the next page (None on the last)."""
