@@ -22,7 +22,7 @@ from orchestrator.execution import Executor, priority_of
 from orchestrator.playbooks import Playbook
 from orchestrator.redaction import REDACTOR
 from orchestrator.routing import UnknownPlaybook, route
-from orchestrator.store import Claim, ClaimOutcome, RunStore, content_of
+from orchestrator.store import Claim, ClaimOutcome, Content, RunStore, content_of
 from orchestrator.store.states import InvalidTransition
 from orchestrator.store.tracking import StoreTrail
 
@@ -115,7 +115,8 @@ class Pipeline:
             return await self._reject(admission, admission.rejection or "invalid record")
         REDACTOR.register(exposure.credential.secret)
         try:
-            claim = await self._claim(admission)
+            content = content_of(exposure)
+            claim = await self._claim(admission, content)
             origin = admission.origin
             if claim.outcome is ClaimOutcome.DUPLICATE and claim.source == (origin.topic, origin.partition,
                                                                             origin.offset):
@@ -127,7 +128,8 @@ class Pipeline:
             trail = StoreTrail(
                 self._auditor, exposure.id,
                 {"credential_kind": exposure.credential.kind, "detector": exposure.source.detector,
-                 "actor": exposure.actor, "id_reused": claim.id_reused or None},
+                 "actor": exposure.actor, "id_reused": claim.id_reused or None,
+                 "content_fingerprint": content.fingerprint},
                 store=self.store, row_id=claim.row_id if owned else None)
             if owned:
                 self._claims[origin] = claim.row_id
@@ -151,11 +153,10 @@ class Pipeline:
         finally:
             REDACTOR.release(exposure.credential.secret)
 
-    async def _claim(self, admission: Admission) -> Claim:
+    async def _claim(self, admission: Admission, content: Content) -> Claim:
         """Claim the exposure; while another live owner runs it, wait (for its end or its lease's expiry).
         A store that cannot be reached holds the record back (it stays uncommitted) until it answers."""
         assert admission.exposure is not None
-        content = content_of(admission.exposure)
         origin = admission.origin
         pause = 0.0
         while True:

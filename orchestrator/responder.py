@@ -151,35 +151,6 @@ def _plan_table(plan: list[dict[str, Any]]) -> Table:
     return table
 
 
-@app.command()
-def status(
-    exposure_id: Annotated[str, typer.Argument(help="The exposure's id.")],
-    as_json: JsonFlag = False,
-) -> None:
-    """An exposure's whole history from the audit stream, and where it stands."""
-    settings = _settings()
-    records = asyncio.run(triggers.history(settings.bootstrap_servers, settings.audit_topic, exposure_id))
-    if not records:
-        raise OrchestratorError(f"no audit records for {exposure_id!r} on {settings.audit_topic}")
-    state = triggers.state_of(records)
-    if as_json:
-        _print_json({"id": exposure_id, **state, "records": records})
-        return
-    table = Table("time", "event", "step", "action", "target", "attempt", "ms", "details",
-                  title=f"Exposure {exposure_id}")
-    for r in records:
-        details = "  ".join(str(r[k]) for k in ("error", "reason", "note") if r.get(k))
-        table.add_row(str(r.get("ts", ""))[11:23], str(r.get("event")), *(_cell(r, k) for k in
-                      ("step", "action", "target", "attempt", "duration_ms")), details)
-    console = _console()
-    console.print(table)
-    if records[-1].get("event") == "run.planned":
-        console.print(_plan_table(records[-1].get("plan") or []))
-    by = f" by {state['actor']}" if state["actor"] else ""
-    console.print(f"state: {state['state']}{'' if state['done'] else ' (in progress)'}"
-                  f"{' — playbook ' + state['playbook'] if state['playbook'] else ''}{by}")
-
-
 def _cell(record: dict[str, Any], key: str) -> str:
     value = record.get(key)
     return "" if value is None else str(value)

@@ -46,7 +46,8 @@ def cli_env(harness: Harness, **overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRATOR_", "OKTA_CLIENT_"))}
     env.update(KAFKA_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
                ORCHESTRATOR_EXPOSURES_TOPIC=settings.exposures_topic,
-               ORCHESTRATOR_AUDIT_TOPIC=settings.audit_topic, ORCHESTRATOR_DLQ_TOPIC=settings.dlq_topic)
+               ORCHESTRATOR_AUDIT_TOPIC=settings.audit_topic, ORCHESTRATOR_DLQ_TOPIC=settings.dlq_topic,
+               ORCHESTRATOR_DATA_DIR=str(settings.store.data_dir))
     env.update(overrides)
     return env
 
@@ -149,7 +150,8 @@ async def test_secret_from_stdin_is_used_but_never_shown_or_audited(harness: Har
 
 
 async def test_trigger_status_and_audit_tail_tell_the_same_story(harness: Harness, okta: Emulator) -> None:
-    """trigger --json prints the id; status and audit tail (readable and --json) show its history."""
+    """trigger --json prints the id; status (from the run store) and audit tail (readable and --json) show its
+    history."""
     login = _user(okta)
     env = cli_env(harness)
     published = await cli("trigger", "--kind", "okta.session", "--owner", login, "--json", env=env)
@@ -159,16 +161,18 @@ async def test_trigger_status_and_audit_tail_tell_the_same_story(harness: Harnes
     expected = events_of(trail[exposure_id])
     status = await cli("status", exposure_id, "--json", env=env)
     document = json.loads(status.out)
-    assert status.code == 0 and document["state"] == "run.completed" and document["done"] is True
-    assert [r["event"] for r in document["records"]] == expected
-    readable = await cli("status", exposure_id, env=env)
-    assert "state: run.completed" in readable.out and "okta.clear_user_sessions" in readable.out
+    assert status.code == 0 and document["state"] == "completed" and document["done"] is True
+    assert document["terminal_event"] == "run.completed" and document["id"] == exposure_id
+    succeeded = [e for e in expected if e == "step.succeeded"]
+    assert [s["state"] for s in document["steps"] if s["state"] == "succeeded"] == ["succeeded"] * len(succeeded)
+    readable = await cli("status", exposure_id[:-4], env=env)  # a unique prefix will do
+    assert "state: completed" in readable.out and "okta.clear_user_sessions" in readable.out
     tail = await cli("audit", "tail", "--exposure", exposure_id, "--since", "1h", "--json", env=env)
     assert [json.loads(line)["event"] for line in tail.out.splitlines()] == expected
     later = await cli("audit", "tail", "--exposure", exposure_id, "--since", "2999-01-01T00:00:00", env=env)
     assert later.code == 0 and later.out == ""
     unknown = await cli("status", "no-such-exposure", env=env)
-    assert unknown.code == 1 and "no audit records" in unknown.err
+    assert unknown.code == 1 and "no exposure 'no-such-exposure' in the run store" in unknown.err
 
 
 async def test_unknown_playbook_is_a_usage_error_and_publishes_nothing(harness: Harness) -> None:
@@ -187,7 +191,7 @@ async def test_people_get_one_line_errors(harness: Harness) -> None:
     missing_flag = await cli("trigger", "--owner", "a@example.com", env=cli_env(harness))
     assert missing_flag.code == 2 and "--kind" in missing_flag.err
     _one_line_error(missing_flag)
-    unreachable = await cli("status", "x", env=cli_env(harness, KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}"))
+    unreachable = await cli("audit", "tail", env=cli_env(harness, KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}"))
     assert unreachable.code == 1 and "cannot reach Kafka" in unreachable.err
     _one_line_error(unreachable)
     unset = await cli("audit", "tail", env=cli_env(harness, KAFKA_BOOTSTRAP_SERVERS=""))

@@ -37,7 +37,8 @@ def content_of(exposure: Exposure) -> Content:
     cred = exposure.credential
     parts = (fingerprint(cred.secret), cred.kind, cred.id or "", cred.owner or "", exposure.playbook or "",
              "dry-run" if exposure.dry_run else "")
-    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    # 128 bits: collision-free in practice, and short, as every audit record of the exposure carries it.
+    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
     return Content(id=exposure.id, fingerprint=digest, kind=cred.kind, target=exposure.credential_key,
                    owner=cred.owner, detector=exposure.source.detector, actor=exposure.actor,
                    severity=exposure.severity.value, playbook=exposure.playbook)

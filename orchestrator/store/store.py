@@ -411,6 +411,21 @@ class RunStore:
         with self.engine.connect().execution_options(read_only=True) as conn:
             return int(conn.execute(select(func.count()).select_from(exposures)).scalar_one())
 
+    def import_rows(self, rows: Iterable[Any]) -> int:
+        """Insert rebuilt rows (see `rebuild.fold`) the store does not know yet; return how many."""
+        added = 0
+        with self.engine.begin() as conn:
+            for row in rows:
+                insert = (postgresql.insert if not self.is_sqlite else sqlite.insert)(exposures)
+                row_id = conn.execute(insert.values(**row.values).on_conflict_do_nothing(index_elements=["dedup_key"])
+                                      .returning(exposures.c.row_id)).scalar_one_or_none()
+                if row_id is None:
+                    continue
+                added += 1
+                for (run_id, _), step in row.steps.items():
+                    self._write_step(conn, row_id, run_id, step)
+        return added
+
     # -- upkeep ---------------------------------------------------------------------------------------------
 
     async def prune(self, now: datetime | None = None) -> int:
