@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import signal
 import subprocess
@@ -17,10 +18,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from orchestrator.audit_stream import follow, is_terminal
+from orchestrator.embedded import free_port
 from orchestrator.settings import GitHubSettings, Settings
 from tests import raw_batches
 from tests.conftest import Emulator
@@ -199,11 +202,11 @@ def github_spent(github: Emulator) -> Iterator[list[str]]:
 
 
 def _waiting_orchestrator(bootstrap: str, okta: Emulator, github: Emulator, log: Path, *,
-                          drain_timeout_s: int = 3) -> tuple[Settings, Any]:
+                          drain_timeout_s: int = 3, **env: str) -> tuple[Settings, Any]:
     settings = fresh_settings(bootstrap, okta.url, okta.admin_token, github=GitHubSettings(api_url=github.url))
     process = orchestrator_process(
         settings, okta, log, ORCHESTRATOR_GITHUB_API_URL=github.url, ORCHESTRATOR_MAX_IN_FLIGHT="8",
-        ORCHESTRATOR_MAX_IN_FLIGHT_PER_PROVIDER="4", ORCHESTRATOR_DRAIN_TIMEOUT_S=str(drain_timeout_s))
+        ORCHESTRATOR_MAX_IN_FLIGHT_PER_PROVIDER="4", ORCHESTRATOR_DRAIN_TIMEOUT_S=str(drain_timeout_s), **env)
     return settings, process
 
 
@@ -232,9 +235,15 @@ async def test_a_critical_exposure_starts_while_another_provider_waits_its_hour(
     login = f"lane.{secrets.token_hex(4)}@example.com"
     okta_clean.seed({"users": [{"login": login, "sessions": 1}]})
     log = tmp_path / "run.log"
-    settings, running = _waiting_orchestrator(bootstrap, okta_clean, github, log)
+    port = free_port()
+    settings, running = _waiting_orchestrator(bootstrap, okta_clean, github, log,
+                                              ORCHESTRATOR_HTTP_LISTEN=f"127.0.0.1:{port}")
     with roomy_rate_limits(okta_clean), running as process:
         await _until_waiting(settings, github_spent)
+        async with httpx.AsyncClient() as client:
+            exposition = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+        waiting = re.search(r'^orchestrator_runs_waiting\{provider="github"\} (\S+)$', exposition, re.M)
+        assert waiting and float(waiting.group(1)) > 0, exposition
         critical = exposure("okta.session", credential={"owner": login}, severity="critical")
         published = time.monotonic()
         await publish(settings.bootstrap_servers, settings.exposures_topic, [critical])
