@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
+from collections.abc import Collection
 from contextlib import AsyncExitStack
 from types import TracebackType
 
 import structlog
+from aiokafka import AIOKafkaProducer
 
 from orchestrator import api, kafka
 from orchestrator.audit import AuditObserver, Auditor, KafkaAuditSink
+from orchestrator.broker_health import BrokerHealth
 from orchestrator.consumer import ExposureConsumer
 from orchestrator.execution import Executor
 from orchestrator.metrics import Metrics
@@ -33,6 +36,8 @@ class Orchestrator:
         self.playbooks: tuple[Playbook, ...] = ()
         self.consumer: ExposureConsumer | None = None
         self.metrics = Metrics()
+        #: The broker's reachability, probed in the background once entered.
+        self.broker: BrokerHealth | None = None
         #: Base URL of the HTTP API once serving (None when `settings.http_listen` is None).
         self.api_url: str | None = None
 
@@ -50,6 +55,7 @@ class Orchestrator:
             producer = kafka.make_producer(settings.bootstrap_servers)
             await kafka.start(producer, settings.bootstrap_servers)
             self._stack.push_async_callback(producer.stop)
+            self.broker = await self._stack.enter_async_context(_broker_health(settings, producer).running())
             providers, governors = await open_providers(settings, self._stack)
             self.metrics.watch_governors(governors)
             observers: list[AuditObserver] = [self.metrics.observe]
@@ -78,7 +84,8 @@ class Orchestrator:
             self.metrics.watch_consumer(in_flight=lambda: consumer.in_flight, lag=consumer.lag)
             if settings.http_listen is not None:
                 services = api.ApiServices(settings=settings, producer=producer, consumer=self.consumer,
-                                           playbooks=self.playbooks, metrics=self.metrics, tokens=api_tokens)
+                                           playbooks=self.playbooks, metrics=self.metrics, tokens=api_tokens,
+                                           broker=self.broker)
                 self.api_url = await self._stack.enter_async_context(api.serving(services))
         except BaseException:
             await self._stack.aclose()
@@ -103,6 +110,21 @@ class Orchestrator:
         if self.consumer is not None:
             log.info("orchestrator.stopping")
             self.consumer.stop()
+
+
+def _broker_health(settings: Settings, producer: AIOKafkaProducer) -> BrokerHealth:
+    """Probes through the producer's own client; re-creates the three topics with the configured layout."""
+    topics = [settings.exposures_topic, settings.audit_topic, settings.dlq_topic]
+
+    async def probe() -> Collection[str]:
+        metadata = await producer.client.fetch_all_metadata()
+        return metadata.topics()  # type: ignore[no-any-return]
+
+    async def recreate(missing: list[str]) -> list[str]:
+        return await kafka.recreate_topics(settings.bootstrap_servers, missing, partitions=settings.topic_partitions,
+                                           replication=settings.topic_replication_factor)
+
+    return BrokerHealth(probe, recreate, topics)
 
 
 #: Young-generation collection threshold for the service (CPython's default is 700 allocations).
