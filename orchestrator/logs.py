@@ -77,6 +77,11 @@ class Throttle:
         self._last[key] = (now, 0)
         return 0 if last is None else last[1]
 
+    def held_back(self, key: Hashable) -> int:
+        """Events of `key` held back since the last one let through."""
+        last = self._last.get(key)
+        return 0 if last is None else last[1]
+
 
 class KafkaLogThrottle(logging.Filter):
     """A handler filter: each aiokafka line (by logger and message template) at most once per interval.

@@ -11,17 +11,20 @@ import io
 import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
 
 import httpx
 import pytest
 import structlog
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from orchestrator import embedded, logs
+from orchestrator import embedded, kafka, logs
+from orchestrator.audit import KafkaAuditSink
 from orchestrator.embedded import free_port
-from tests.support import Harness, exposure, isolated_settings
+from tests.support import Harness, exposure, isolated_settings, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -141,3 +144,31 @@ async def test_outage_is_survived_and_everything_published_after_it_is_processed
     events = [line.get("event") for line in lines]
     assert events.count("broker.unreachable") == 1
     assert events.count("broker.recovered") == 1
+
+
+async def test_an_audit_record_written_during_an_outage_is_stored_once_the_broker_returns(
+        broker: Broker, log_lines: io.StringIO) -> None:
+    """The write's acknowledgement waits out the outage and the topic's re-creation with another partition
+    count, and resolves once the record is stored."""
+    topic = f"test.{uuid.uuid4().hex[:8]}.audit"
+    await kafka.ensure_topics(broker.url, [topic], partitions=3)
+    # A short request timeout, so that aiokafka gives the first attempt up while the broker is away.
+    producer = AIOKafkaProducer(bootstrap_servers=broker.url, acks="all", request_timeout_ms=2_000)
+    await producer.start()
+    try:
+        sink = KafkaAuditSink(producer, topic)
+        await (await sink.write("exp-before", b'{"event":"before"}'))
+
+        broker.stop()
+        stored = asyncio.ensure_future(await sink.write("exp-during", b'{"event":"during"}'))
+        await asyncio.sleep(3)
+        assert not stored.done()
+        broker.start()
+        await kafka.recreate_topics(broker.url, [topic], partitions=2)
+        async with asyncio.timeout(20):
+            await stored
+    finally:
+        await producer.stop()
+    values = [record.value for record in await read_all(broker.url, topic)]
+    assert values == [b'{"event":"during"}']
+    assert "delivery.retrying" in log_lines.getvalue()
