@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
+from collections.abc import Iterator
 
 import pytest
 
+from orchestrator.actions import StepContext
 from orchestrator.circuit import Circuit, CircuitState
+from orchestrator.embedded import free_port
 from orchestrator.errors import PermanentError, TransientError
 from orchestrator.governor import Governor, deadline
 from orchestrator.metrics import Metrics
-from orchestrator.settings import Settings
+from orchestrator.providers.slack import SlackProvider
+from orchestrator.settings import Settings, SlackSettings
+from tests.conftest import Emulator
 
 T0 = 1_800_000_000.0
 COOLDOWN_S = 0.3
@@ -176,3 +182,49 @@ def test_thresholds_come_from_the_environment() -> None:
     assert (Settings.from_env(env).circuit_failures, Settings.from_env(env).circuit_cooldown_s) == (5, 30.0)
     tuned = Settings.from_env({**env, "ORCHESTRATOR_CIRCUIT_FAILURES": "8", "ORCHESTRATOR_CIRCUIT_COOLDOWN_S": "2.5"})
     assert (tuned.circuit_failures, tuned.circuit_cooldown_s) == (8, 2.5)
+
+
+def _slack_token() -> str:
+    return f"xoxb-{secrets.randbelow(10**12)}-{secrets.randbelow(10**12)}-{secrets.token_hex(12)}"
+
+
+@pytest.fixture
+def slack_clean(slack: Emulator) -> Iterator[Emulator]:
+    """The Slack emulator process with generous limits, faults and counters cleared before and after."""
+    slack.control("PUT", "rate-limits", {"auth.revoke": {"limit": 10_000, "window_s": 60}})
+    slack.reset()
+    yield slack
+    slack.reset()
+
+
+@pytest.mark.integration
+async def test_a_provider_serving_503s_is_backed_off_as_a_whole(slack_clean: Emulator) -> None:
+    """Against the Slack emulator: three 503s open the circuit; no request reaches Slack during the cool-down;
+    the next call waits it out and, answered, closes the circuit."""
+    token = _slack_token()
+    slack_clean.seed({"tokens": [{"token": token, "user": "U1", "team": "T1"}]})
+    slack_clean.control("POST", "faults", {"method": "POST", "path": "^/api/auth.revoke$", "status": 503, "count": 3})
+    governor = Governor("slack", concurrency=4, circuit_failures=3, circuit_cooldown_s=1.0)
+    async with SlackProvider(SlackSettings(api_url=f"{slack_clean.url}/api"), governor) as provider:
+        for _ in range(3):
+            with pytest.raises(TransientError):
+                await provider.perform("slack.revoke_token", {"token": token}, StepContext("direct"))
+        assert governor.snapshot().circuit is CircuitState.OPEN
+        started = time.monotonic()
+        waiting = asyncio.create_task(provider.perform("slack.revoke_token", {"token": token}, StepContext("direct")))
+        await asyncio.sleep(0.5)
+        assert not waiting.done() and slack_clean.control("GET", "stats")["requests"] == 3
+        await waiting
+    assert time.monotonic() - started >= 0.9
+    assert governor.snapshot().circuit is CircuitState.CLOSED
+
+
+@pytest.mark.integration
+async def test_refused_connections_open_the_circuit() -> None:
+    """Nothing listening where the provider should be: transport errors count like 5xx."""
+    governor = Governor("slack", concurrency=4, circuit_failures=2, circuit_cooldown_s=30)
+    async with SlackProvider(SlackSettings(api_url=f"http://127.0.0.1:{free_port()}/api"), governor) as provider:
+        for _ in range(2):
+            with pytest.raises(TransientError):
+                await provider.perform("slack.revoke_token", {"token": _slack_token()}, StepContext("direct"))
+    assert governor.snapshot().circuit is CircuitState.OPEN
