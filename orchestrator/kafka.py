@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
+from orchestrator import record_batches
 from orchestrator.delivery import Delivery
 from orchestrator.errors import ConfigurationError
 from orchestrator.pipeline import Origin
@@ -31,7 +32,9 @@ def make_producer(bootstrap_servers: str) -> AIOKafkaProducer:
 
 
 def make_consumer(settings: Settings) -> AIOKafkaConsumer:
-    """A group consumer that never commits on its own: `ExposureConsumer` commits finished work."""
+    """A group consumer that never commits on its own (`ExposureConsumer` commits finished work) and that no
+    batch can make raise (see `record_batches`)."""
+    record_batches.install()
     return AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers, group_id=settings.group_id,
         enable_auto_commit=False, auto_offset_reset="earliest",

@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
+import orjson
 from pydantic import SecretStr
 
 from orchestrator.events import fingerprint
@@ -140,8 +141,8 @@ class Redactor:
         if raw is None:
             return None
         try:
-            document = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            document = orjson.loads(raw)
+        except orjson.JSONDecodeError:
             text = raw.decode("utf-8", errors="replace")
             return self.text(_SECRET_MEMBER.sub(lambda m: f'{m.group(1)}"{MASK}"', text)).encode()
         credential = document.get("credential") if isinstance(document, dict) else None

@@ -74,6 +74,8 @@ class Settings:
     topic_partitions: int = 6
     topic_replication_factor: int = 1
     max_in_flight: int = 256
+    max_in_flight_per_provider: int = 64
+    max_buffered: int = 10_000
     max_event_bytes: int = 64 * 1024
     commit_interval_s: float = 1.0
     session_timeout_ms: int = 10_000
@@ -129,6 +131,9 @@ class Settings:
             topic_replication_factor=reader.integer("ORCHESTRATOR_TOPIC_REPLICATION_FACTOR",
                                                     cls.topic_replication_factor),
             max_in_flight=reader.integer("ORCHESTRATOR_MAX_IN_FLIGHT", cls.max_in_flight),
+            max_in_flight_per_provider=reader.integer("ORCHESTRATOR_MAX_IN_FLIGHT_PER_PROVIDER",
+                                                      cls.max_in_flight_per_provider),
+            max_buffered=reader.integer("ORCHESTRATOR_MAX_BUFFERED", cls.max_buffered),
             max_event_bytes=reader.integer("ORCHESTRATOR_MAX_EVENT_BYTES", cls.max_event_bytes),
             session_timeout_ms=reader.integer("ORCHESTRATOR_KAFKA_SESSION_TIMEOUT_MS", cls.session_timeout_ms),
             heartbeat_interval_ms=reader.integer(
