@@ -7,14 +7,16 @@ import gc
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from contextlib import AsyncExitStack
 from types import TracebackType
 
 import structlog
+from aiokafka import AIOKafkaProducer
 
 from orchestrator import api, kafka
 from orchestrator.audit import AuditObserver, Auditor, KafkaAuditSink
+from orchestrator.broker_health import BrokerHealth
 from orchestrator.consumer import ExposureConsumer
 from orchestrator.execution import Executor
 from orchestrator.metrics import Metrics
@@ -36,6 +38,8 @@ class Orchestrator:
         self.playbooks: tuple[Playbook, ...] = ()
         self.consumer: ExposureConsumer | None = None
         self.metrics = Metrics()
+        #: The broker's reachability, probed in the background once entered.
+        self.broker: BrokerHealth | None = None
         #: Base URL of the HTTP API once serving (None when `settings.http_listen` is None).
         self.api_url: str | None = None
 
@@ -53,6 +57,7 @@ class Orchestrator:
             producer = kafka.make_producer(settings.bootstrap_servers)
             await kafka.start(producer, settings.bootstrap_servers)
             self._stack.push_async_callback(_within(producer.stop, "producer"))
+            self.broker = await self._stack.enter_async_context(_broker_health(settings, producer).running())
             providers, governors = await open_providers(settings, self._stack)
             self.metrics.watch_governors(governors)
             observers: list[AuditObserver] = [self.metrics.observe]
@@ -83,7 +88,8 @@ class Orchestrator:
                                         waiting=consumer.waiting_by_provider)
             if settings.http_listen is not None:
                 services = api.ApiServices(settings=settings, producer=producer, consumer=self.consumer,
-                                           playbooks=self.playbooks, metrics=self.metrics, tokens=api_tokens)
+                                           playbooks=self.playbooks, metrics=self.metrics, tokens=api_tokens,
+                                           broker=self.broker)
                 self.api_url = await self._stack.enter_async_context(api.serving(services))
         except BaseException:
             await self._stack.aclose()
@@ -108,6 +114,21 @@ class Orchestrator:
         if self.consumer is not None:
             log.info("orchestrator.stopping")
             self.consumer.stop()
+
+
+def _broker_health(settings: Settings, producer: AIOKafkaProducer) -> BrokerHealth:
+    """Probes through the producer's own client; re-creates the three topics with the configured layout."""
+    topics = [settings.exposures_topic, settings.audit_topic, settings.dlq_topic]
+
+    async def probe() -> Collection[str]:
+        metadata = await producer.client.fetch_all_metadata()
+        return metadata.topics()  # type: ignore[no-any-return]
+
+    async def recreate(missing: list[str]) -> list[str]:
+        return await kafka.recreate_topics(settings.bootstrap_servers, missing, partitions=settings.topic_partitions,
+                                           replication=settings.topic_replication_factor)
+
+    return BrokerHealth(probe, recreate, topics)
 
 
 #: How long stopping one Kafka client may take; with the broker gone, aiokafka would wait for it indefinitely.

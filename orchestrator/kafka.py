@@ -12,6 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from orchestrator import record_batches
+from orchestrator.delivery import Delivery
 from orchestrator.errors import ConfigurationError
 from orchestrator.pipeline import Origin
 from orchestrator.redaction import REDACTOR
@@ -71,23 +72,41 @@ async def start(client: AIOKafkaProducer | AIOKafkaConsumer | AIOKafkaAdminClien
 
 
 async def ensure_topics(bootstrap: str, topics: list[str], *, partitions: int = 6, replication: int = 1) -> None:
-    """Create the topics that do not exist yet."""
+    """Create the topics that do not exist yet; at start-up, where failing to is fatal (ConfigurationError)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await start(admin, bootstrap)
     try:
-        existing = set(await admin.list_topics())
-        missing = [t for t in topics if t not in existing]
-        if missing:
-            try:
-                await admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=replication)
-                                           for t in missing])
-            except TopicAlreadyExistsError:
-                pass
-            log.info("topics.created", topics=missing, partitions=partitions)
+        await _create_missing(admin, topics, partitions=partitions, replication=replication)
     except KafkaError as exc:
         raise ConfigurationError(f"cannot create topics {topics} on {bootstrap}: {exc}") from None
     finally:
         await admin.close()
+
+
+async def recreate_topics(bootstrap: str, topics: list[str], *, partitions: int = 6,
+                          replication: int = 1) -> list[str]:
+    """Create the topics that do not exist (any more) and return them; raises KafkaError, for the caller to
+    try again later: a broker that came back empty (Tansu keeps nothing) lost every topic."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000)
+    await admin.start()
+    try:
+        return await _create_missing(admin, topics, partitions=partitions, replication=replication)
+    finally:
+        await admin.close()
+
+
+async def _create_missing(admin: AIOKafkaAdminClient, topics: list[str], *, partitions: int,
+                          replication: int) -> list[str]:
+    existing = set(await admin.list_topics())
+    missing = [t for t in topics if t not in existing]
+    if missing:
+        try:
+            await admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=replication)
+                                       for t in missing])
+        except TopicAlreadyExistsError:
+            pass
+        log.info("topics.created", topics=missing, partitions=partitions)
+    return missing
 
 
 class KafkaDeadLetters:
@@ -96,6 +115,7 @@ class KafkaDeadLetters:
     def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
         self._producer = producer
         self._topic = topic
+        self._delivery = Delivery(topic)
 
     async def send(self, raw: bytes | None, *, origin: Origin, reason: str) -> Awaitable[Any]:
         """Queue the record; the awaitable resolves once the broker stored it."""
@@ -106,5 +126,5 @@ class KafkaDeadLetters:
             ("source.offset", str(origin.offset).encode()),
         ]
         key = REDACTOR.text(origin.key.decode(errors="replace")).encode() if origin.key else None
-        future: Awaitable[Any] = await self._producer.send(self._topic, value=raw, key=key, headers=headers)
-        return future
+        return await self._delivery.send(
+            lambda: self._producer.send(self._topic, value=raw, key=key, headers=headers))

@@ -16,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from orchestrator.audit_stream import is_terminal
+from orchestrator.circuit import CircuitState
 from orchestrator.governor import Governor
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -106,13 +107,16 @@ class _GovernorCollector(Collector):
                                   labels=["provider", "bucket"])
         remaining = GaugeMetricFamily("orchestrator_governor_remaining", "A bucket's remaining budget, as learned.",
                                       labels=["provider", "bucket"])
+        circuit = GaugeMetricFamily("orchestrator_provider_circuit_open", "1 while a provider's circuit breaker "
+                                    "holds its requests back (open or half-open), else 0.", labels=["provider"])
         for governor in self._governors:
             state = governor.snapshot()
             in_flight.add_metric([state.provider], state.in_flight)
+            circuit.add_metric([state.provider], 0 if state.circuit is CircuitState.CLOSED else 1)
             for name, bucket in state.buckets.items():
                 queued.add_metric([state.provider, name], bucket.queued)
                 if bucket.limit is not None:
                     limit.add_metric([state.provider, name], bucket.limit)
                 if bucket.remaining is not None:
                     remaining.add_metric([state.provider, name], bucket.remaining)
-        yield from (in_flight, queued, limit, remaining)
+        yield from (in_flight, queued, limit, remaining, circuit)

@@ -83,6 +83,10 @@ class Settings:
     step_timeout_s: float = 30.0
     drain_timeout_s: float = 20.0
     dedup_window: int = 100_000
+    #: Consecutive failures (5xx, timeouts, refused connections) that open a provider's circuit breaker.
+    circuit_failures: int = 5
+    #: How long an open circuit holds the provider's requests before one probe goes through.
+    circuit_cooldown_s: float = 30.0
     log_format: str = "console"
     #: Where `orchestrator run` serves its HTTP API; None serves none (the default when built in code, so
     #: tests and embedded uses never fight over a port). `from_env` defaults it to DEFAULT_HTTP_LISTEN.
@@ -137,6 +141,8 @@ class Settings:
             ),
             step_timeout_s=reader.number("ORCHESTRATOR_STEP_TIMEOUT_S", cls.step_timeout_s),
             drain_timeout_s=reader.number("ORCHESTRATOR_DRAIN_TIMEOUT_S", cls.drain_timeout_s),
+            circuit_failures=reader.integer("ORCHESTRATOR_CIRCUIT_FAILURES", cls.circuit_failures),
+            circuit_cooldown_s=reader.number("ORCHESTRATOR_CIRCUIT_COOLDOWN_S", cls.circuit_cooldown_s),
             log_format=reader.choice("ORCHESTRATOR_LOG_FORMAT", cls.log_format, ("console", "json")),
             http_listen=_http_listen(env.get("ORCHESTRATOR_HTTP_LISTEN", DEFAULT_HTTP_LISTEN)),
             api_tokens_file=Path(tokens_file) if tokens_file else None,
