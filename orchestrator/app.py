@@ -57,7 +57,8 @@ class Orchestrator:
             producer = kafka.make_producer(settings.bootstrap_servers)
             await kafka.start(producer, settings.bootstrap_servers)
             self._stack.push_async_callback(_within(producer.stop, "producer"))
-            self.broker = await self._stack.enter_async_context(_broker_health(settings, producer).running())
+            self.broker = broker = await self._stack.enter_async_context(
+                _broker_health(settings, producer).running())
             providers, governors = await open_providers(settings, self._stack)
             self.metrics.watch_governors(governors)
             observers: list[AuditObserver] = [self.metrics.observe]
@@ -81,6 +82,7 @@ class Orchestrator:
                 raw_consumer, pipeline, topic=settings.exposures_topic, max_in_flight=settings.max_in_flight,
                 max_in_flight_per_provider=settings.max_in_flight_per_provider, max_buffered=settings.max_buffered,
                 commit_interval_s=settings.commit_interval_s, drain_timeout_s=settings.drain_timeout_s,
+                broker_outages=lambda: broker.outages,
             )
             self.consumer.subscribe()
             consumer = self.consumer
@@ -146,6 +148,13 @@ def _within(stop: Callable[[], Awaitable[object]], name: str) -> Callable[[], Aw
                 await stop()
         except TimeoutError:
             log.warning("kafka.stop_abandoned", client=name, timeout_s=CLIENT_STOP_TIMEOUT_S)
+        except asyncio.CancelledError:
+            # aiokafka 0.14's Fetcher.close() cancels its pending fetch tasks and awaits them unguarded, so a
+            # consumer stopped while a fetch is retrying raises their CancelledError. Only ours may propagate.
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            log.warning("kafka.stop_interrupted", client=name)
 
     return bounded
 

@@ -52,6 +52,8 @@ class BrokerHealth:
         self._remind = Throttle(remind_s, clock=clock)
         #: The outage in progress, or None while the broker answers.
         self.outage: Outage | None = None
+        #: Outages begun since start: a change tells the consumer the group's offsets may have been lost.
+        self.outages = 0
 
     @property
     def healthy(self) -> bool:
@@ -90,6 +92,7 @@ class BrokerHealth:
     def _failed(self, reason: str) -> None:
         if self.outage is None:
             self.outage = Outage(self._clock(), reason)
+            self.outages += 1
             self._remind("outage")  # the first line is the one below; reminders start a full interval later
             log.warning("broker.unreachable", reason=reason)
         elif self._remind("outage") is not None:
