@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable
 from typing import Any
@@ -9,8 +10,9 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 
+from orchestrator import dead_letters
 from orchestrator.errors import ConfigurationError
 from orchestrator.pipeline import Origin
 from orchestrator.redaction import REDACTOR
@@ -81,20 +83,57 @@ async def ensure_topics(bootstrap: str, topics: list[str], *, partitions: int = 
 
 
 class KafkaDeadLetters:
-    """Sends rejected records to the dead-letter topic with `error` and `source.*` headers."""
+    """Sends rejected records to the dead-letter topic, sealed (`orchestrator.dead_letters`), with `error`
+    and `source.*` headers. With `key`, originals are stored encrypted; without, their secrets are dropped."""
 
-    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+    def __init__(self, producer: AIOKafkaProducer, topic: str, *, key: bytes | None = None) -> None:
         self._producer = producer
         self._topic = topic
+        self._key = key
 
     async def send(self, raw: bytes | None, *, origin: Origin, reason: str) -> Awaitable[Any]:
-        """Queue the record; the awaitable resolves once the broker stored it."""
+        """Queue the record's dead letter(s); the awaitable resolves once the broker stored them.
+
+        Never raises for the record's size or content: what the producer or broker refuses as too large
+        is sent again as headers only, saying so.
+        """
         headers = [
-            ("error", reason.encode()),
+            ("error", REDACTOR.text(reason).encode()),
             ("source.topic", origin.topic.encode()),
             ("source.partition", str(origin.partition).encode()),
             ("source.offset", str(origin.offset).encode()),
         ]
-        key = REDACTOR.text(origin.key.decode(errors="replace")).encode() if origin.key else None
-        future: Awaitable[Any] = await self._producer.send(self._topic, value=raw, key=key, headers=headers)
+        key = _safe_key(origin.key)
+        size = b"0" if raw is None else str(len(raw)).encode()
+        futures = []
+        for piece in dead_letters.seal(raw, key=self._key, redactor=REDACTOR):
+            try:
+                futures.append(await self._producer.send(self._topic, value=piece.value, key=key,
+                                                         headers=headers + piece.headers))
+            except MessageSizeTooLargeError:
+                futures.append(await self._headers_only(key, headers, size))
+        return asyncio.ensure_future(self._stored(futures, key, headers, size))
+
+    async def _stored(self, futures: list[Awaitable[Any]], key: bytes | None, headers: list[tuple[str, bytes]],
+                      size: bytes) -> None:
+        for future in futures:
+            try:
+                await future
+            except MessageSizeTooLargeError:  # the broker's own limit is lower than ours
+                log.warning("dead_letter.too_large", topic=self._topic, size=int(size))
+                await (await self._headers_only(key, headers, size))
+
+    async def _headers_only(self, key: bytes | None, headers: list[tuple[str, bytes]],
+                            size: bytes) -> Awaitable[Any]:
+        future: Awaitable[Any] = await self._producer.send(
+            self._topic, value=None, key=key,
+            headers=[*headers, ("truncated", b"true"), ("original.size", size), ("redaction", b"body-dropped")])
         return future
+
+
+def _safe_key(key: bytes | None) -> bytes | None:
+    """The original record's key for the dead letter, unless it may be a secret (then none)."""
+    if not key:
+        return None
+    text = key.decode(errors="replace")
+    return None if dead_letters.looks_secret(text, REDACTOR) else text.encode()

@@ -61,7 +61,7 @@ class DeadLetters(Protocol):
     """Where invalid records go, with the reason and their origin."""
 
     async def send(self, raw: bytes | None, *, origin: Origin, reason: str) -> Awaitable[Any]:
-        """Queue the (already redacted) record; the awaitable resolves once stored."""
+        """Queue the record as received (the sink makes it safe); the awaitable resolves once stored."""
         ...
 
 
@@ -141,8 +141,8 @@ class Pipeline:
                                source_offset=admission.origin.offset)
 
     async def _dead_letter(self, admission: Admission, reason: str) -> None:
-        stored = await self._dead_letters.send(REDACTOR.record(admission.raw), origin=admission.origin,
-                                               reason=REDACTOR.text(reason))
+        # The sink seals the original (encrypted, or its secrets dropped): it needs the bytes as received.
+        stored = await self._dead_letters.send(admission.raw, origin=admission.origin, reason=REDACTOR.text(reason))
         await stored
 
     async def _interrupted(self, trail: AuditTrail) -> None:
