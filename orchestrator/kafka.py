@@ -132,8 +132,5 @@ class KafkaDeadLetters:
 
 
 def _safe_key(key: bytes | None) -> bytes | None:
-    """The original record's key for the dead letter, unless it may be a secret (then none)."""
-    if not key:
-        return None
-    text = key.decode(errors="replace")
-    return None if dead_letters.looks_secret(text, REDACTOR) else text.encode()
+    """The original record's key (usually the exposure id, so dead letters can be found by it), redacted."""
+    return REDACTOR.text(key.decode(errors="replace")).encode() if key else None

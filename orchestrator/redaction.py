@@ -74,19 +74,21 @@ def _may_hold_token(value: str) -> bool:
 
 def secret_forms(secret: str) -> frozenset[str]:
     """Every text a value can carry `secret` as: raw, JSON-escaped (ASCII or not, `/` escaped or not),
-    URL-encoded (`quote`, `quote_plus`, either hex case), and base64 (standard and URL-safe, padded or not,
-    alone or at any of the 3 byte alignments inside a larger encoded blob)."""
+    URL-encoded (`quote`, `quote_plus`, either hex case), and base64 of the raw or JSON-escaped secret
+    (standard and URL-safe, padded or not, alone or at any of the 3 byte alignments inside a larger blob)."""
     forms = {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
     forms |= {form.replace("/", "\\/") for form in forms}
     for encoded in (quote(secret, safe=""), quote(secret), quote_plus(secret), quote_plus(secret, safe="/")):
         forms.add(encoded)
         forms.add(re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), encoded))
-    data = secret.encode("utf-8", "surrogatepass")
-    for offset in range(3):
-        # Only the characters whose 6 bits all come from the secret: the same whatever surrounds it.
-        first_whole, end = (8 * offset + 5) // 6, 8 * (offset + len(data)) // 6
-        core = base64.b64encode(bytes(offset) + data).decode()[first_whole:end]
-        forms.update((core, core.replace("+", "-").replace("/", "_")))
+    # Base64 of the secret as raw UTF-8 or inside JSON (a JSON body, encoded, echoed back).
+    for text in {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}:
+        data = text.encode("utf-8", "surrogatepass")
+        for offset in range(3):
+            # Only the characters whose 6 bits all come from the secret: the same whatever surrounds it.
+            first_whole, end = (8 * offset + 5) // 6, 8 * (offset + len(data)) // 6
+            core = base64.b64encode(bytes(offset) + data).decode()[first_whole:end]
+            forms.update((core, core.replace("+", "-").replace("/", "_")))
     return frozenset(form for form in forms if len(form) >= _SHORTEST_SECRET)
 
 

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from orchestrator.audit import _render_pipeline
+from orchestrator.errors import PermanentError
 from orchestrator.events import fingerprint
 from orchestrator.execution import _describe
-from orchestrator.errors import PermanentError
 from orchestrator.redaction import MASK, Redactor
 
 
@@ -55,6 +55,7 @@ def encodings(secret: str) -> dict[str, str]:
         out[f"base64 at offset {offset}"] = base64.b64encode(blob).decode()
         out[f"urlsafe base64 at offset {offset}, unpadded"] = base64.urlsafe_b64encode(blob).decode().rstrip("=")
     out["base64 alone"] = base64.b64encode(data).decode()
+    out["base64 of a JSON body"] = base64.b64encode(json.dumps({"token": secret}).encode()).decode()
     return out
 
 
