@@ -18,8 +18,11 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from orchestrator.audit import AuditEvent
+from orchestrator.kafka import KafkaDeadLetters
+from orchestrator.pipeline import Origin
 from orchestrator.redaction import IDENTIFIER_FIELDS
 from tests.conftest import Emulator, okta_token
 from tests.support import (
@@ -163,3 +166,47 @@ async def test_an_encrypted_dead_letter_round_trips_through_dlq_decrypt(bootstra
     assert wrong.returncode == 1 and wrong.stderr.count("\n") == 1 and "encrypted with key" in wrong.stderr
     missing = await asyncio.to_thread(run_cli, "dlq", "show", "0:999", env=env)
     assert missing.returncode == 1 and "no dead letter 0:999" in missing.stderr and "Traceback" not in missing.stderr
+
+
+async def test_a_record_above_the_producer_limit_is_dead_lettered_in_chunks(harness: Harness) -> None:
+    """A 1.5 MB record (its producer raised its own limit): rejected, dead-lettered in chunks, listed as one."""
+    settings = harness.settings
+    secret = okta_token()
+    big_id = f"big-{secrets.token_hex(4)}"
+    big = json.dumps({"id": big_id, "credential": {"kind": "okta.api_token", "secret": secret},
+                      "padding": "x" * 1_500_000}).encode()
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, max_request_size=4 * 1024 * 1024)
+    await producer.start()
+    try:
+        stored = await (await producer.send(settings.exposures_topic, big, partition=1))
+    finally:
+        await producer.stop()
+    trail = (await harness.collect(big_id))[big_id]
+    assert events_of(trail) == ["exposure.rejected"] and "above the" in trail[0]["reason"]
+    chunks = [r for r in await read_all(settings.bootstrap_servers, settings.dlq_topic)
+              if dict(r.headers).get("source.offset") == str(stored.offset).encode()
+              and dict(r.headers)["source.partition"] == b"1"]
+    assert len(chunks) == 2 and all(secret.encode() not in r.value for r in chunks)
+    assert {dict(r.headers)["chunk.count"] for r in chunks} == {b"2"}
+    env = {"KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers, "ORCHESTRATOR_DLQ_TOPIC": settings.dlq_topic}
+    listed = await asyncio.to_thread(run_cli, "dlq", "list", "--json", "--limit", "100", env=env)
+    [summary] = [s for s in map(json.loads, listed.stdout.splitlines()) if s["source"].endswith(f"/1/{stored.offset}")]
+    assert summary["size"] == len(big) and summary["problem"] is None and summary["redaction"] == "secrets-dropped"
+
+
+async def test_a_dead_letter_the_producer_refuses_is_kept_as_headers(bootstrap: str) -> None:
+    """A producer whose limit is below even one chunk: the send does not raise; a header-only letter says why."""
+    topic = f"test.{secrets.token_hex(4)}.dlq"
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=2000)
+    await producer.start()
+    try:
+        sink = KafkaDeadLetters(producer, topic)
+        stored = await sink.send(b'{"padding": "' + b"x" * 10_000 + b'"}', reason="too big",
+                                 origin=Origin("exposed", 0, 42, key=b"k"))
+        await stored
+    finally:
+        await producer.stop()
+    [letter] = await read_all(bootstrap, topic)
+    headers = dict(letter.headers)
+    assert letter.value is None and headers["truncated"] == b"true" and headers["original.size"] == b"10015"
+    assert headers["error"] == b"too big" and headers["source.offset"] == b"42"
