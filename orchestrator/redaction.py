@@ -5,7 +5,7 @@ Three layers, each enough on its own for its case:
 2. the secret values of exposures being handled are registered here, and any string value that contains
    one has it replaced, whatever path it took (an SDK error echoing a token, say) and in every encoding a
    value can carry it (`secret_forms`), including a prefix of 8+ characters that a foreign truncation left
-   at the end of the string;
+   (at the end of the string, or before an ellipsis);
 3. well-known token formats are masked even when nobody registered them.
 
 Redaction is structural: it replaces parts of string *values* before anything is rendered, never text in
@@ -208,15 +208,31 @@ class Redactor:
 
 
 def _mask_cut_prefix(value: str, form: str, mask: str) -> str:
-    """`value` with a prefix of `form` (8+ characters) that ends it, or ends it before a trailer, masked."""
+    """`value` with each cut prefix of `form` (8+ characters) masked: one that ends the string (before any
+    trailer such as a closing quote), or that an ellipsis follows."""
     anchor = form[:_SHORTEST_SECRET]
-    for stop in dict.fromkeys((len(value), len(value.rstrip(_TRAILERS)))):
-        found = value.find(anchor, max(0, stop - len(form)), stop)
-        while found != -1:
-            if form.startswith(value[found:stop]):
-                return value[:found] + mask + value[stop:]
-            found = value.find(anchor, found + 1, stop)
+    found = value.find(anchor)
+    while found != -1:
+        kept = _shared_prefix(value[found:found + len(form)], form)
+        rest = value[found + kept:]
+        if not rest.strip(_TRAILERS) or rest.startswith(("...", "\u2026")):
+            value = value[:found] + mask + rest
+            found = value.find(anchor, found + len(mask))
+        else:
+            found = value.find(anchor, found + 1)
     return value
+
+
+def _shared_prefix(a: str, b: str) -> int:
+    """Length of the longest common prefix (binary search: slices compare in C)."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 REDACTOR = Redactor()

@@ -103,9 +103,10 @@ def test_a_prefix_left_by_a_foreign_truncation_is_masked(kept: int) -> None:
     """A provider that cut its echo of the token leaves a prefix at the end of the string: it is masked."""
     redactor, secret = Redactor(), "ghx_" + _alnum(36)
     redactor.register(secret)
-    for tail in ("", "...", "\u2026", '"}'):
+    for tail in ("", "...", "\u2026", '"}', "... was rejected", "\u2026 (truncated) ok"):
         masked = redactor.text(f"invalid token {secret[:kept]}{tail}")
-        assert secret[:8] not in masked, (kept, tail)
+        assert secret[:8] not in masked and masked.startswith("invalid token [REDACTED"), (kept, tail)
+        assert masked.endswith(tail), (kept, tail)
 
 
 def test_a_provider_error_is_redacted_before_it_is_cut() -> None:
@@ -207,3 +208,17 @@ def _holds_encoded_fragment(secret: str, value: str) -> bool:
     from orchestrator.redaction import secret_forms
 
     return any(form[:8] in value for form in secret_forms(secret))
+
+
+@settings(max_examples=200, deadline=None)
+@given(secret=_secret_text, before=_free_text, data=st.data())
+def test_no_prefix_of_8_or_more_survives_a_foreign_cut(secret: str, before: str, data: st.DataObject) -> None:
+    """A provider that cut its echo anywhere past 8 characters, then maybe added an ellipsis: nothing of the
+    secret's first 8 characters is left."""
+    kept = data.draw(st.integers(8, len(secret)))
+    tail = data.draw(st.sampled_from(["", "...", "\u2026", '"', "... (cut)"]))
+    redactor = Redactor()
+    redactor.register(secret)
+    masked = redactor.text(before + secret[:kept] + tail)
+    assert "[REDACTED hmac-sha256:" in masked and masked.endswith(tail)
+    assert secret[:8] not in masked[len(before):] or secret[:8] in "[REDACTED hmac-sha256:"
