@@ -42,8 +42,7 @@ class Orchestrator:
         # A bad playbook stops start-up before anything connects.
         self.playbooks = load_playbooks(settings.playbooks_dir, actions)
         api_tokens = api.load_access(settings)
-        deployment_keys = keys.resolve(encryption_key=settings.encryption_key,
-                                       encryption_key_file=settings.encryption_key_file, data_dir=settings.data_dir)
+        deployment_keys = keys.from_settings(settings)
         keys.install(deployment_keys)
         try:
             await kafka.ensure_topics(

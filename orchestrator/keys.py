@@ -2,8 +2,9 @@
 
 The encryption key is 32 bytes, given as 64 hex digits or as base64 (standard or URL-safe, padding optional)
 in `ORCHESTRATOR_ENCRYPTION_KEY`, or in the file named by `ORCHESTRATOR_ENCRYPTION_KEY_FILE` (same text).
-Fingerprints are `hmac-sha256:<16 hex>` under a key derived from the encryption key; without one, under a
-random key generated once per deployment and kept in `<data dir>/fingerprint.key` (mode 0600), so the
+Fingerprints are `hmac-sha256:<16 hex>` under a key derived from the encryption key; without one, under the
+key in `fingerprint.key` beside the API tokens file when one was provisioned there, else under a random key
+generated once per deployment and kept in `<data dir>/fingerprint.key` (mode 0600). Either way the
 fingerprint of a weak secret cannot be reversed by hashing guesses.
 
 The fingerprint key is process state (set once at start by `install`), like the redactor's live secrets:
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.errors import ConfigurationError
+from orchestrator.settings import Settings
 
 KEY_BYTES = 32
 FINGERPRINT_KEY_FILE = "fingerprint.key"
@@ -116,16 +118,34 @@ def _wait_for(path: Path) -> str:
     raise ConfigurationError(f"{path} is empty: delete it so a new fingerprint key is generated")
 
 
-def resolve(*, encryption_key: str | None, encryption_key_file: Path | None, data_dir: Path | None) -> Keys:
-    """The deployment's keys from its settings; `data_dir` None means a per-process fingerprint key."""
+def resolve(*, encryption_key: str | None, encryption_key_file: Path | None, data_dir: Path | None,
+            tokens_dir: Path | None = None) -> Keys:
+    """The deployment's keys from its settings; `data_dir` None means a per-process fingerprint key.
+
+    A `fingerprint.key` provisioned in `tokens_dir` (beside the API tokens file, often a read-only secret
+    mount) is used as it is; otherwise one is generated in `data_dir`.
+    """
     encryption = load_encryption_key(encryption_key, encryption_key_file)
+    provisioned = tokens_dir / FINGERPRINT_KEY_FILE if tokens_dir is not None else None
     if encryption is not None:
         fingerprint = hmac.new(encryption, _FINGERPRINT_LABEL, hashlib.sha256).digest()
+    elif provisioned is not None and provisioned.is_file():
+        try:
+            fingerprint = parse_key(provisioned.read_text(), source=str(provisioned))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(f"cannot read {provisioned} ({type(exc).__name__})") from None
     elif data_dir is not None:
         fingerprint = deployment_fingerprint_key(data_dir)
     else:
         fingerprint = _fingerprint_key
     return Keys(fingerprint=fingerprint, encryption=encryption)
+
+
+def from_settings(settings: Settings) -> Keys:
+    """`resolve` with what `settings` say."""
+    tokens = settings.api_tokens_file
+    return resolve(encryption_key=settings.encryption_key, encryption_key_file=settings.encryption_key_file,
+                   data_dir=settings.data_dir, tokens_dir=tokens.parent if tokens is not None else None)
 
 
 def install(keys: Keys) -> None:

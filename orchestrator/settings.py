@@ -95,7 +95,7 @@ class Settings:
     encryption_key: str | None = field(default=None, repr=False)
     encryption_key_file: Path | None = None
     #: Where the generated fingerprint key is kept; None (the default when built in code) keeps a
-    #: per-process key. `from_env` defaults it to the tokens file's directory, else DEFAULT_DATA_DIR.
+    #: per-process key. `from_env` defaults it to DEFAULT_DATA_DIR.
     data_dir: Path | None = None
     okta: OktaSettings | None = None
     aws: AwsSettings = AwsSettings()
@@ -151,7 +151,7 @@ class Settings:
                                                 ("slack", "json")),
             encryption_key=env.get("ORCHESTRATOR_ENCRYPTION_KEY", "").strip() or None,
             encryption_key_file=Path(key_file) if key_file else None,
-            data_dir=Path(data_dir) if data_dir else Path(tokens_file).parent if tokens_file else DEFAULT_DATA_DIR,
+            data_dir=Path(data_dir) if data_dir else DEFAULT_DATA_DIR,
             okta=okta,
             aws=AwsSettings(
                 region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",

@@ -63,6 +63,19 @@ def test_the_fingerprint_key_is_generated_once_and_kept_private(tmp_path: Path) 
     assert first.encryption is None and first.key_id is None
 
 
+def test_a_key_provisioned_beside_the_tokens_file_is_used(tmp_path: Path) -> None:
+    """`fingerprint.key` beside the tokens file (a read-only secret mount, say) wins; nothing is generated."""
+    key = secrets.token_bytes(32)
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / keys.FINGERPRINT_KEY_FILE).write_text(key.hex())
+    found = keys.resolve(encryption_key=None, encryption_key_file=None, data_dir=tmp_path / "data",
+                         tokens_dir=tmp_path / "secrets")
+    assert found.fingerprint == key and not (tmp_path / "data").exists()
+    generated = keys.resolve(encryption_key=None, encryption_key_file=None, data_dir=tmp_path / "data",
+                             tokens_dir=tmp_path / "elsewhere")
+    assert generated.fingerprint != key and (tmp_path / "data" / keys.FINGERPRINT_KEY_FILE).exists()
+
+
 def test_an_unwritable_data_dir_is_one_clear_error(tmp_path: Path) -> None:
     """Where the key cannot be kept, the error says which settings fix it."""
     (tmp_path / "file").write_text("")
@@ -97,11 +110,9 @@ def test_a_fingerprint_never_contains_its_secret(secret: str) -> None:
 
 
 def test_settings_read_the_key_variables() -> None:
-    """ORCHESTRATOR_ENCRYPTION_KEY(_FILE) and ORCHESTRATOR_DATA_DIR; the data dir defaults beside the tokens."""
+    """ORCHESTRATOR_ENCRYPTION_KEY(_FILE) and ORCHESTRATOR_DATA_DIR (default `./.orchestrator`)."""
     base = {"KAFKA_BOOTSTRAP_SERVERS": "localhost:9092"}
-    assert Settings.from_env(base).data_dir == DEFAULT_DATA_DIR
-    assert Settings.from_env({**base, "ORCHESTRATOR_API_TOKENS_FILE": "/etc/orch/tokens.json"}).data_dir == \
-        Path("/etc/orch")
+    assert Settings.from_env(base).data_dir == DEFAULT_DATA_DIR == Path(".orchestrator")
     configured = Settings.from_env({**base, "ORCHESTRATOR_DATA_DIR": "/var/lib/orch",
                                     "ORCHESTRATOR_ENCRYPTION_KEY": "k" * 10,
                                     "ORCHESTRATOR_ENCRYPTION_KEY_FILE": "/run/key"})
