@@ -9,6 +9,7 @@ where they apply `run_id`, `playbook`, `step`, `action`, `target`, `attempt`, `d
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
 from typing import Any, Protocol
@@ -94,7 +95,11 @@ def _render_pipeline(redactor: Redactor) -> Any:
         return MASK if isinstance(value, SecretStr) else redactor.text(str(value))
 
     def render(_logger: Any, _method: str, event_dict: Any) -> bytes:
-        return orjson.dumps(redactor.fields(event_dict), default=jsonable)
+        fields = redactor.fields(event_dict)
+        try:
+            return orjson.dumps(fields, default=jsonable)
+        except TypeError:  # a lone surrogate (from a JSON `\ud800` escape) is not UTF-8: show it as U+FFFD
+            return orjson.dumps(_scrub(fields), default=jsonable)
 
     # bind() turns the lazy proxy into a concrete logger once, instead of on every record.
     return structlog.wrap_logger(
@@ -102,6 +107,19 @@ def _render_pipeline(redactor: Redactor) -> Any:
         processors=[structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"), render],
         wrapper_class=structlog.BoundLogger,
     ).bind()
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return value
 
 
 class Auditor:

@@ -78,7 +78,9 @@ def secret_forms(secret: str) -> frozenset[str]:
     (standard and URL-safe, padded or not, alone or at any of the 3 byte alignments inside a larger blob)."""
     forms = {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
     forms |= {form.replace("/", "\\/") for form in forms}
-    for encoded in (quote(secret, safe=""), quote(secret), quote_plus(secret), quote_plus(secret, safe="/")):
+    # surrogatepass: a JSON string may hold a lone surrogate, and so may a secret decoded from one.
+    for encoded in (quote(secret, safe="", errors="surrogatepass"), quote(secret, errors="surrogatepass"),
+                    quote_plus(secret, errors="surrogatepass"), quote_plus(secret, safe="/", errors="surrogatepass")):
         forms.add(encoded)
         forms.add(re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), encoded))
     # Base64 of the secret as raw UTF-8 or inside JSON (a JSON body, encoded, echoed back).

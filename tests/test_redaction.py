@@ -222,3 +222,32 @@ def test_no_prefix_of_8_or_more_survives_a_foreign_cut(secret: str, before: str,
     masked = redactor.text(before + secret[:kept] + tail)
     assert "[REDACTED hmac-sha256:" in masked and masked.endswith(tail)
     assert secret[:8] not in masked[len(before):] or secret[:8] in "[REDACTED hmac-sha256:"
+
+
+@pytest.mark.parametrize("provider", ["github", "gcp"])
+def test_a_provider_message_echoing_a_token_is_redacted_before_it_is_cut(provider: str) -> None:
+    """GitHub and GCP error messages are cut to 200 characters: a token across the cut leaves no prefix."""
+    import httpx
+
+    from orchestrator.providers import gcp, github
+    from orchestrator.redaction import REDACTOR
+
+    token = "ghp_" + _alnum(36)
+    message = "x" * 180 + " " + token  # the cut at 200 falls inside the token
+    body = {"message": message} if provider == "github" else {"error": {"message": message, "status": "INVALID"}}
+    response = httpx.Response(422 if provider == "github" else 400, json=body)
+    REDACTOR.register(token)
+    try:
+        error = github._translate(response) if provider == "github" else gcp._translate(response)
+    finally:
+        REDACTOR.release(token)
+    assert token[:8] not in str(error) and "[REDACTED" in str(error)
+
+
+def test_a_lone_surrogate_neither_breaks_registration_nor_rendering() -> None:
+    """JSON allows `"\\ud800"`: such a secret is registered and masked, and such a value renders as U+FFFD."""
+    redactor, secret = Redactor(), "abc\ud800defghij"
+    redactor.register(secret)
+    assert "[REDACTED" in redactor.text(f"echo {secret}")
+    record = orjson.loads(render(redactor, "step.failed", exposure_id="e", error="bad \udfff byte"))
+    assert record["error"] == "bad \ufffd byte" and record["event"] == "step.failed"
