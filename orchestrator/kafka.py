@@ -98,7 +98,7 @@ class KafkaDeadLetters:
         is sent again as headers only, saying so.
         """
         headers = [
-            ("error", REDACTOR.text(reason).encode()),
+            ("error", REDACTOR.text(reason).encode("utf-8", "replace")),
             ("source.topic", origin.topic.encode()),
             ("source.partition", str(origin.partition).encode()),
             ("source.offset", str(origin.offset).encode()),
@@ -133,4 +133,4 @@ class KafkaDeadLetters:
 
 def _safe_key(key: bytes | None) -> bytes | None:
     """The original record's key (usually the exposure id, so dead letters can be found by it), redacted."""
-    return REDACTOR.text(key.decode(errors="replace")).encode() if key else None
+    return REDACTOR.text(key.decode(errors="replace")).encode("utf-8", "replace") if key else None
