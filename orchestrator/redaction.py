@@ -94,6 +94,16 @@ def secret_forms(secret: str) -> frozenset[str]:
     return frozenset(form for form in forms if len(form) >= _SHORTEST_SECRET)
 
 
+def _mask_for(secret: str, forms: frozenset[str]) -> str:
+    """`[REDACTED <fingerprint>]`, unless the secret is part of that text (`REDACTED`, say): then a mask
+    that cannot hold it, so no output ever shows the secret, not even as part of a mask."""
+    tag = fingerprint(secret)
+    for mask in (f"[REDACTED {tag}]", f"[{tag.replace(':', ' ')}]", "*" * _SHORTEST_SECRET, "#" * _SHORTEST_SECRET):
+        if not any(form in mask for form in forms):
+            return mask
+    return "#" * _SHORTEST_SECRET  # unreachable: a secret of 8+ characters cannot be both `***…` and `###…`
+
+
 def _grams(form: str) -> set[str]:
     return {form[i:i + _GRAM] for i in range(len(form) - _GRAM + 1)}
 
@@ -118,8 +128,9 @@ class Redactor:
             self._live[value] += 1
             if self._live[value] > 1:
                 return
-            mask = f"[REDACTED {fingerprint(value)}]"
-            for form in secret_forms(value):
+            forms = secret_forms(value)
+            mask = _mask_for(value, forms)
+            for form in forms:
                 entry = self._forms.setdefault(form, [mask, 0])
                 entry[1] += 1
                 if entry[1] == 1:
@@ -132,6 +143,8 @@ class Redactor:
         if not value or len(value) < _SHORTEST_SECRET:
             return
         with self._lock:
+            if value not in self._live:  # never registered (or released too often): nothing to undo
+                return
             if self._live[value] > 1:
                 self._live[value] -= 1
                 return

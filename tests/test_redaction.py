@@ -251,3 +251,21 @@ def test_a_lone_surrogate_neither_breaks_registration_nor_rendering() -> None:
     assert "[REDACTED" in redactor.text(f"echo {secret}")
     record = orjson.loads(render(redactor, "step.failed", exposure_id="e", error="bad \udfff byte"))
     assert record["error"] == "bad \ufffd byte" and record["event"] == "step.failed"
+
+
+@pytest.mark.parametrize("secret", ["REDACTED", "[REDACTED hmac", "hmac-sha256:", "********"])
+def test_a_secret_that_is_part_of_the_mask_is_masked_differently(secret: str) -> None:
+    """No output shows the secret, not even inside the text that replaces it."""
+    redactor = Redactor()
+    redactor.register(secret)
+    masked = redactor.text(f"it was {secret} here")
+    assert secret not in masked and masked.startswith("it was ") and masked.endswith(" here")
+
+
+def test_releasing_a_secret_never_registered_changes_nothing() -> None:
+    """An extra release cannot unmask a secret that shares forms with a live one."""
+    redactor, secret = Redactor(), secrets.token_urlsafe(16)
+    redactor.register(secret)
+    redactor.release("never-registered-" + secret)
+    redactor.release(secret + "x")
+    assert secret not in redactor.text(f"still {secret}")
