@@ -11,6 +11,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
 
 from orchestrator import dead_letters
 from orchestrator.errors import ConfigurationError
@@ -105,13 +106,22 @@ class KafkaDeadLetters:
         ]
         key = _safe_key(origin.key)
         size = b"0" if raw is None else str(len(raw)).encode()
+        pieces = dead_letters.seal(raw, key=self._key, redactor=REDACTOR)
+        # Chunks of one dead letter share a partition (so `dlq show` finds them after the first): the key's,
+        # or, without a key, one picked by the chunk id.
+        partition = None
+        if len(pieces) > 1 and key is None:
+            partitions = sorted(await self._producer.partitions_for(self._topic))
+            chunk_id = dict(pieces[0].headers)["chunk.id"]
+            partition = partitions[(murmur2(chunk_id) & 0x7FFFFFFF) % len(partitions)]
         futures = []
-        for piece in dead_letters.seal(raw, key=self._key, redactor=REDACTOR):
+        for piece in pieces:
             try:
                 futures.append(await self._producer.send(self._topic, value=piece.value, key=key,
-                                                         headers=headers + piece.headers))
-            except MessageSizeTooLargeError:
+                                                         headers=headers + piece.headers, partition=partition))
+            except MessageSizeTooLargeError:  # below even one chunk: keep what the letter was, not its body
                 futures.append(await self._headers_only(key, headers, size))
+                break
         return asyncio.ensure_future(self._stored(futures, key, headers, size))
 
     async def _stored(self, futures: list[Awaitable[Any]], key: bytes | None, headers: list[tuple[str, bytes]],

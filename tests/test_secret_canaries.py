@@ -192,6 +192,11 @@ async def test_a_record_above_the_producer_limit_is_dead_lettered_in_chunks(harn
     listed = await asyncio.to_thread(run_cli, "dlq", "list", "--json", "--limit", "100", env=env)
     [summary] = [s for s in map(json.loads, listed.stdout.splitlines()) if s["source"].endswith(f"/1/{stored.offset}")]
     assert summary["size"] == len(big) and summary["problem"] is None and summary["redaction"] == "secrets-dropped"
+    assert len({r.partition for r in chunks}) == 1  # no key: still one partition, so `show` finds every chunk
+    shown = await asyncio.to_thread(run_cli, "dlq", "show", summary["dead_letter"], env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "redaction: secrets-dropped" in shown.stdout and '"secret":"[DROPPED]"' in shown.stdout
+    assert secret not in shown.stdout and "chunk." not in shown.stdout
 
 
 async def test_a_dead_letter_the_producer_refuses_is_kept_as_headers(bootstrap: str) -> None:
