@@ -114,6 +114,8 @@ class Redactor:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._live: Counter[str] = Counter()
+        #: Each live secret's forms, kept so releasing it need not compute them again.
+        self._forms_of: dict[str, frozenset[str]] = {}
         #: form → [mask, registrations]; a form two secrets share is masked until both are released.
         self._forms: dict[str, list[Any]] = {}
         #: gram → the live forms containing it: finds candidate forms without a regex rebuilt on each change.
@@ -128,14 +130,20 @@ class Redactor:
             self._live[value] += 1
             if self._live[value] > 1:
                 return
-            forms = secret_forms(value)
+            forms = self._forms_of[value] = secret_forms(value)
             mask = _mask_for(value, forms)
+            index = self._index
             for form in forms:
                 entry = self._forms.setdefault(form, [mask, 0])
                 entry[1] += 1
-                if entry[1] == 1:
-                    for gram in _grams(form):
-                        self._index.setdefault(gram, set()).add(form)
+                if entry[1] > 1:
+                    continue
+                for gram in _grams(form):
+                    holders = index.get(gram)
+                    if holders is None:
+                        index[gram] = {form}
+                    else:
+                        holders.add(form)
 
     def release(self, secret: SecretStr | str | None) -> None:
         """Stop tracking one registration of this secret."""
@@ -148,20 +156,19 @@ class Redactor:
             if self._live[value] > 1:
                 self._live[value] -= 1
                 return
-            self._live.pop(value, None)
-            for form in secret_forms(value):
-                entry = self._forms.get(form)
-                if entry is None:
-                    continue
+            del self._live[value]
+            index = self._index
+            for form in self._forms_of.pop(value):
+                entry = self._forms[form]
                 entry[1] -= 1
-                if entry[1] <= 0:
-                    del self._forms[form]
-                    for gram in _grams(form):
-                        holders = self._index.get(gram)
-                        if holders is not None:
-                            holders.discard(form)
-                            if not holders:
-                                del self._index[gram]
+                if entry[1] > 0:
+                    continue
+                del self._forms[form]
+                for gram in _grams(form):
+                    holders = index[gram]
+                    holders.discard(form)
+                    if not holders:
+                        del index[gram]
 
     def text(self, value: str) -> str:
         """`value` with every live secret (in any of its forms) and well-known token masked."""
