@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import signal
+import sys
+from collections.abc import Awaitable, Callable, Collection
 from contextlib import AsyncExitStack
 from types import TracebackType
 
 import structlog
+from aiokafka import AIOKafkaProducer
 
 from orchestrator import api, kafka, keys
 from orchestrator.audit import AuditObserver, Auditor, KafkaAuditSink
+from orchestrator.broker_health import BrokerHealth
 from orchestrator.consumer import ExposureConsumer
 from orchestrator.execution import Executor
 from orchestrator.metrics import Metrics
@@ -33,6 +38,8 @@ class Orchestrator:
         self.playbooks: tuple[Playbook, ...] = ()
         self.consumer: ExposureConsumer | None = None
         self.metrics = Metrics()
+        #: The broker's reachability, probed in the background once entered.
+        self.broker: BrokerHealth | None = None
         #: Base URL of the HTTP API once serving (None when `settings.http_listen` is None).
         self.api_url: str | None = None
 
@@ -51,7 +58,8 @@ class Orchestrator:
             )
             producer = kafka.make_producer(settings.bootstrap_servers)
             await kafka.start(producer, settings.bootstrap_servers)
-            self._stack.push_async_callback(producer.stop)
+            self._stack.push_async_callback(_within(producer.stop, "producer"))
+            self.broker = await self._stack.enter_async_context(_broker_health(settings, producer).running())
             providers, governors = await open_providers(settings, self._stack)
             self.metrics.watch_governors(governors)
             observers: list[AuditObserver] = [self.metrics.observe]
@@ -70,17 +78,20 @@ class Orchestrator:
             )
             raw_consumer = kafka.make_consumer(settings)
             await kafka.start(raw_consumer, settings.bootstrap_servers)
-            self._stack.push_async_callback(raw_consumer.stop)
+            self._stack.push_async_callback(_within(raw_consumer.stop, "consumer"))
             self.consumer = ExposureConsumer(
                 raw_consumer, pipeline, topic=settings.exposures_topic, max_in_flight=settings.max_in_flight,
+                max_in_flight_per_provider=settings.max_in_flight_per_provider, max_buffered=settings.max_buffered,
                 commit_interval_s=settings.commit_interval_s, drain_timeout_s=settings.drain_timeout_s,
             )
             self.consumer.subscribe()
             consumer = self.consumer
-            self.metrics.watch_consumer(in_flight=lambda: consumer.in_flight, lag=consumer.lag)
+            self.metrics.watch_consumer(in_flight=lambda: consumer.in_flight, lag=consumer.lag,
+                                        waiting=consumer.waiting_by_provider)
             if settings.http_listen is not None:
                 services = api.ApiServices(settings=settings, producer=producer, consumer=self.consumer,
-                                           playbooks=self.playbooks, metrics=self.metrics, tokens=api_tokens)
+                                           playbooks=self.playbooks, metrics=self.metrics, tokens=api_tokens,
+                                           broker=self.broker)
                 self.api_url = await self._stack.enter_async_context(api.serving(services))
         except BaseException:
             await self._stack.aclose()
@@ -107,6 +118,40 @@ class Orchestrator:
             self.consumer.stop()
 
 
+def _broker_health(settings: Settings, producer: AIOKafkaProducer) -> BrokerHealth:
+    """Probes through the producer's own client; re-creates the three topics with the configured layout."""
+    topics = [settings.exposures_topic, settings.audit_topic, settings.dlq_topic]
+
+    async def probe() -> Collection[str]:
+        metadata = await producer.client.fetch_all_metadata()
+        return metadata.topics()  # type: ignore[no-any-return]
+
+    async def recreate(missing: list[str]) -> list[str]:
+        return await kafka.recreate_topics(settings.bootstrap_servers, missing, partitions=settings.topic_partitions,
+                                           replication=settings.topic_replication_factor)
+
+    return BrokerHealth(probe, recreate, topics)
+
+
+#: How long stopping one Kafka client may take; with the broker gone, aiokafka would wait for it indefinitely.
+CLIENT_STOP_TIMEOUT_S = 5.0
+#: Beyond the drain timeout, how long stopping may take before the process exits anyway.
+STOP_GRACE_S = 15.0
+
+
+def _within(stop: Callable[[], Awaitable[object]], name: str) -> Callable[[], Awaitable[None]]:
+    """`stop`, given up after CLIENT_STOP_TIMEOUT_S."""
+
+    async def bounded() -> None:
+        try:
+            async with asyncio.timeout(CLIENT_STOP_TIMEOUT_S):
+                await stop()
+        except TimeoutError:
+            log.warning("kafka.stop_abandoned", client=name, timeout_s=CLIENT_STOP_TIMEOUT_S)
+
+    return bounded
+
+
 #: Young-generation collection threshold for the service (CPython's default is 700 allocations).
 GC_THRESHOLD = 50_000
 
@@ -123,16 +168,41 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
 
 
+class _Signals:
+    """First SIGTERM/SIGINT: stop gracefully, and exit anyway once the drain timeout plus a grace has passed.
+    A second signal: exit at once."""
+
+    def __init__(self, orchestrator: Orchestrator, deadline_s: float) -> None:
+        self._orchestrator = orchestrator
+        self._deadline_s = deadline_s
+        self._received = False
+
+    def __call__(self, signum: int) -> None:
+        if self._received:
+            _exit_now(f"second {signal.Signals(signum).name}", 128 + signum)
+        self._received = True
+        self._orchestrator.stop()
+        asyncio.get_running_loop().call_later(self._deadline_s, _exit_now, "stop deadline passed", 1)
+
+
+def _exit_now(why: str, code: int) -> None:
+    log.warning("orchestrator.exiting_now", reason=why)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # at once: no further draining, no waiting on a broker that is gone
+
+
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then drain, commit and return."""
     loop = asyncio.get_running_loop()
-    async with Orchestrator(settings) as orchestrator:
-        tune_garbage_collector()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, orchestrator.stop)
-        try:
-            await orchestrator.run()
-        finally:
+    try:
+        async with Orchestrator(settings) as orchestrator:
+            tune_garbage_collector()
+            on_signal = _Signals(orchestrator, settings.drain_timeout_s + STOP_GRACE_S)
             for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
+                loop.add_signal_handler(sig, on_signal, sig)
+            await orchestrator.run()
+    finally:  # only now: a second signal while the clients close must still exit at once
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
     log.info("orchestrator.stopped")

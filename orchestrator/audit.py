@@ -19,6 +19,7 @@ import structlog
 from aiokafka.partitioner import murmur2
 from pydantic import SecretStr
 
+from orchestrator.delivery import Delivery
 from orchestrator.redaction import MASK, REDACTOR, Redactor
 
 
@@ -64,18 +65,23 @@ class AuditSink(Protocol):
 
 
 class KafkaAuditSink:
-    """Writes audit records to a Kafka topic through a shared producer (acks=all)."""
+    """Writes audit records to a Kafka topic through a shared producer (acks=all), through broker outages."""
 
     def __init__(self, producer: Any, topic: str) -> None:
         self._producer = producer
         self._topic = topic
         self._partitions: list[int] = []
+        # A failed send may mean the topic came back with another partition count: look it up again.
+        self._delivery = Delivery(topic, on_failure=self._partitions.clear)
 
     async def write(self, key: str, record: bytes) -> Awaitable[Any]:
-        """Queue the record; the returned future resolves on the broker's acknowledgement."""
+        """Queue the record; the returned awaitable resolves once the broker stored it (retried until then)."""
         raw_key = key.encode()
+        return await self._delivery.send(lambda: self._send(raw_key, record))
+
+    async def _send(self, raw_key: bytes, record: bytes) -> Awaitable[Any]:
         if not self._partitions:
-            self._partitions = sorted(await self._producer.partitions_for(self._topic))
+            self._partitions[:] = sorted(await self._producer.partitions_for(self._topic))
         # The Java client's key hash, as aiokafka's default partitioner computes it; passing the partition
         # spares the producer rebuilding the topic's available-partition set on every send.
         partition = self._partitions[(murmur2(raw_key) & 0x7FFFFFFF) % len(self._partitions)]

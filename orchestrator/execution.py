@@ -143,14 +143,17 @@ class _Attempts:
         return float(self._backoff(state))
 
 
-def _context(exposure: Exposure) -> StepContext:
+def priority_of(exposure: Exposure) -> Priority:
+    """Who goes first when a provider is short of budget or run slots."""
     if exposure.actor is not None or exposure.severity is Severity.CRITICAL:
-        priority = Priority.URGENT
-    elif exposure.severity is Severity.LOW:
-        priority = Priority.LOW
-    else:
-        priority = Priority.NORMAL
-    return StepContext(exposure_id=exposure.id, dry_run=exposure.dry_run, priority=priority)
+        return Priority.URGENT
+    if exposure.severity is Severity.LOW:
+        return Priority.LOW
+    return Priority.NORMAL
+
+
+def _context(exposure: Exposure) -> StepContext:
+    return StepContext(exposure_id=exposure.id, dry_run=exposure.dry_run, priority=priority_of(exposure))
 
 
 #: Longest provider error kept in an audit record (cut only after redaction).

@@ -76,6 +76,8 @@ class Settings:
     topic_partitions: int = 6
     topic_replication_factor: int = 1
     max_in_flight: int = 256
+    max_in_flight_per_provider: int = 64
+    max_buffered: int = 10_000
     max_event_bytes: int = 64 * 1024
     commit_interval_s: float = 1.0
     session_timeout_ms: int = 10_000
@@ -83,6 +85,10 @@ class Settings:
     step_timeout_s: float = 30.0
     drain_timeout_s: float = 20.0
     dedup_window: int = 100_000
+    #: Consecutive failures (5xx, timeouts, refused connections) that open a provider's circuit breaker.
+    circuit_failures: int = 5
+    #: How long an open circuit holds the provider's requests before one probe goes through.
+    circuit_cooldown_s: float = 30.0
     log_format: str = "console"
     #: Where `orchestrator run` serves its HTTP API; None serves none (the default when built in code, so
     #: tests and embedded uses never fight over a port). `from_env` defaults it to DEFAULT_HTTP_LISTEN.
@@ -136,6 +142,9 @@ class Settings:
             topic_replication_factor=reader.integer("ORCHESTRATOR_TOPIC_REPLICATION_FACTOR",
                                                     cls.topic_replication_factor),
             max_in_flight=reader.integer("ORCHESTRATOR_MAX_IN_FLIGHT", cls.max_in_flight),
+            max_in_flight_per_provider=reader.integer("ORCHESTRATOR_MAX_IN_FLIGHT_PER_PROVIDER",
+                                                      cls.max_in_flight_per_provider),
+            max_buffered=reader.integer("ORCHESTRATOR_MAX_BUFFERED", cls.max_buffered),
             max_event_bytes=reader.integer("ORCHESTRATOR_MAX_EVENT_BYTES", cls.max_event_bytes),
             session_timeout_ms=reader.integer("ORCHESTRATOR_KAFKA_SESSION_TIMEOUT_MS", cls.session_timeout_ms),
             heartbeat_interval_ms=reader.integer(
@@ -143,6 +152,8 @@ class Settings:
             ),
             step_timeout_s=reader.number("ORCHESTRATOR_STEP_TIMEOUT_S", cls.step_timeout_s),
             drain_timeout_s=reader.number("ORCHESTRATOR_DRAIN_TIMEOUT_S", cls.drain_timeout_s),
+            circuit_failures=reader.integer("ORCHESTRATOR_CIRCUIT_FAILURES", cls.circuit_failures),
+            circuit_cooldown_s=reader.number("ORCHESTRATOR_CIRCUIT_COOLDOWN_S", cls.circuit_cooldown_s),
             log_format=reader.choice("ORCHESTRATOR_LOG_FORMAT", cls.log_format, ("console", "json")),
             http_listen=_http_listen(env.get("ORCHESTRATOR_HTTP_LISTEN", DEFAULT_HTTP_LISTEN)),
             api_tokens_file=Path(tokens_file) if tokens_file else None,

@@ -77,6 +77,13 @@ INVALID: dict[str, tuple[bytes | None, str]] = {
                       "detected_at"),
     "bad dry_run": (json.dumps({"id": "e", "credential": {"kind": "k", "id": "i"}, "dry_run": CANARY}).encode(),
                     "dry_run"),
+    # Records that used to raise out of the decoder (RecursionError, ValueError) or slip through it.
+    "deep nesting": (b"[" * 5000 + b"]" * 5000, "depth"),
+    "4301-digit integer": (b'{"id": "e", "n": ' + b"9" * 4301 + b"}", "not JSON"),
+    "lone surrogate": (b'{"id": "\\ud800", "credential": {"kind": "k", "secret": "' + CANARY.encode() + b'"}}',
+                       "surrogate"),
+    "NaN": (b'{"id": "e", "credential": {"kind": "k", "id": "i"}, "x": NaN}', "not JSON"),
+    "UTF-16": (json.dumps({"id": "e", "credential": {"kind": "k", "id": CANARY}}).encode("utf-16"), "not UTF-8"),
 }
 
 

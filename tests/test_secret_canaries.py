@@ -143,8 +143,8 @@ async def test_an_encrypted_dead_letter_round_trips_through_dlq_decrypt(bootstra
                           ensure_ascii=False).encode("utf-16")
     settings = fresh_settings(bootstrap, okta.url, okta.admin_token, encryption_key=key)
     async with Harness(settings) as harness:
-        await publish(bootstrap, settings.exposures_topic, [original], partition=0)
-        await harness.collect("enc-1")
+        [stored] = await publish(bootstrap, settings.exposures_topic, [original], partition=0)
+        await harness.collect(f"{settings.exposures_topic}/0/{stored.offset}")  # UTF-16: not UTF-8, no id read
     [dead] = await read_all(bootstrap, settings.dlq_topic)
     assert secret.encode("utf-16-le") not in dead.value and secret.encode() not in dead.value
     assert dict(dead.headers)["encryption"] == b"aes-256-gcm"
