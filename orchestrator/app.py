@@ -14,7 +14,7 @@ from types import TracebackType
 import structlog
 from aiokafka import AIOKafkaProducer
 
-from orchestrator import api, kafka
+from orchestrator import api, kafka, keys
 from orchestrator.audit import AuditObserver, Auditor, KafkaAuditSink
 from orchestrator.broker_health import BrokerHealth
 from orchestrator.consumer import ExposureConsumer
@@ -49,6 +49,8 @@ class Orchestrator:
         # A bad playbook stops start-up before anything connects.
         self.playbooks = load_playbooks(settings.playbooks_dir, actions)
         api_tokens = api.load_access(settings)
+        deployment_keys = keys.from_settings(settings)
+        keys.install(deployment_keys)
         try:
             await kafka.ensure_topics(
                 settings.bootstrap_servers, [settings.exposures_topic, settings.audit_topic, settings.dlq_topic],
@@ -71,7 +73,7 @@ class Orchestrator:
                                 observers=observers),
                 executor=Executor(providers, actions, step_timeout_s=settings.step_timeout_s),
                 playbooks=self.playbooks,
-                dead_letters=kafka.KafkaDeadLetters(producer, settings.dlq_topic),
+                dead_letters=kafka.KafkaDeadLetters(producer, settings.dlq_topic, key=deployment_keys.encryption),
                 max_event_bytes=settings.max_event_bytes,
                 dedup_window=settings.dedup_window,
             )
