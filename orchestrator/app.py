@@ -7,14 +7,16 @@ import gc
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from contextlib import AsyncExitStack
 from types import TracebackType
 
 import structlog
+from aiokafka import AIOKafkaProducer
 
-from orchestrator import api, kafka
+from orchestrator import api, kafka, keys
 from orchestrator.audit import AuditObserver, Auditor, KafkaAuditSink
+from orchestrator.broker_health import BrokerHealth
 from orchestrator.consumer import ExposureConsumer
 from orchestrator.execution import Executor
 from orchestrator.metrics import Metrics
@@ -39,6 +41,8 @@ class Orchestrator:
         self.metrics = Metrics()
         #: The run store, once entered.
         self.store: RunStore | None = None
+        #: The broker's reachability, probed in the background once entered.
+        self.broker: BrokerHealth | None = None
         #: Base URL of the HTTP API once serving (None when `settings.http_listen` is None).
         self.api_url: str | None = None
 
@@ -48,6 +52,8 @@ class Orchestrator:
         # A bad playbook stops start-up before anything connects.
         self.playbooks = load_playbooks(settings.playbooks_dir, actions)
         api_tokens = api.load_access(settings)
+        deployment_keys = keys.from_settings(settings)
+        keys.install(deployment_keys)
         try:
             await kafka.ensure_topics(
                 settings.bootstrap_servers, [settings.exposures_topic, settings.audit_topic, settings.dlq_topic],
@@ -61,6 +67,8 @@ class Orchestrator:
             producer = kafka.make_producer(settings.bootstrap_servers)
             await kafka.start(producer, settings.bootstrap_servers)
             self._stack.push_async_callback(_within(producer.stop, "producer"))
+            self.broker = broker = await self._stack.enter_async_context(
+                _broker_health(settings, producer).running())
             providers, governors = await open_providers(settings, self._stack)
             self.metrics.watch_governors(governors)
             observers: list[AuditObserver] = [self.metrics.observe]
@@ -73,7 +81,7 @@ class Orchestrator:
                                 observers=observers),
                 executor=Executor(providers, actions, step_timeout_s=settings.step_timeout_s),
                 playbooks=self.playbooks,
-                dead_letters=kafka.KafkaDeadLetters(producer, settings.dlq_topic),
+                dead_letters=kafka.KafkaDeadLetters(producer, settings.dlq_topic, key=deployment_keys.encryption),
                 max_event_bytes=settings.max_event_bytes,
                 store=store,
             )
@@ -84,13 +92,16 @@ class Orchestrator:
                 raw_consumer, pipeline, topic=settings.exposures_topic, max_in_flight=settings.max_in_flight,
                 max_in_flight_per_provider=settings.max_in_flight_per_provider, max_buffered=settings.max_buffered,
                 commit_interval_s=settings.commit_interval_s, drain_timeout_s=settings.drain_timeout_s,
+                broker_outages=lambda: broker.outages,
             )
             self.consumer.subscribe()
             consumer = self.consumer
-            self.metrics.watch_consumer(in_flight=lambda: consumer.in_flight, lag=consumer.lag)
+            self.metrics.watch_consumer(in_flight=lambda: consumer.in_flight, lag=consumer.lag,
+                                        waiting=consumer.waiting_by_provider)
             if settings.http_listen is not None:
                 services = api.ApiServices(settings=settings, producer=producer, consumer=self.consumer,
-                                           playbooks=self.playbooks, metrics=self.metrics, tokens=api_tokens)
+                                           playbooks=self.playbooks, metrics=self.metrics, tokens=api_tokens,
+                                           broker=self.broker)
                 self.api_url = await self._stack.enter_async_context(api.serving(services))
         except BaseException:
             await self._stack.aclose()
@@ -117,6 +128,21 @@ class Orchestrator:
             self.consumer.stop()
 
 
+def _broker_health(settings: Settings, producer: AIOKafkaProducer) -> BrokerHealth:
+    """Probes through the producer's own client; re-creates the three topics with the configured layout."""
+    topics = [settings.exposures_topic, settings.audit_topic, settings.dlq_topic]
+
+    async def probe() -> Collection[str]:
+        metadata = await producer.client.fetch_all_metadata()
+        return metadata.topics()  # type: ignore[no-any-return]
+
+    async def recreate(missing: list[str]) -> list[str]:
+        return await kafka.recreate_topics(settings.bootstrap_servers, missing, partitions=settings.topic_partitions,
+                                           replication=settings.topic_replication_factor)
+
+    return BrokerHealth(probe, recreate, topics)
+
+
 #: How long stopping one Kafka client may take; with the broker gone, aiokafka would wait for it indefinitely.
 CLIENT_STOP_TIMEOUT_S = 5.0
 #: Beyond the drain timeout, how long stopping may take before the process exits anyway.
@@ -132,6 +158,13 @@ def _within(stop: Callable[[], Awaitable[object]], name: str) -> Callable[[], Aw
                 await stop()
         except TimeoutError:
             log.warning("kafka.stop_abandoned", client=name, timeout_s=CLIENT_STOP_TIMEOUT_S)
+        except asyncio.CancelledError:
+            # aiokafka 0.14's Fetcher.close() cancels its pending fetch tasks and awaits them unguarded, so a
+            # consumer stopped while a fetch is retrying raises their CancelledError. Only ours may propagate.
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            log.warning("kafka.stop_interrupted", client=name)
 
     return bounded
 
