@@ -1,0 +1,103 @@
+"""The run store in the running orchestrator: identity by content, restarts that end nothing twice, resumption."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from orchestrator.audit_stream import follow, is_terminal
+from orchestrator.events import Exposure
+from orchestrator.execution import ALREADY_SUCCEEDED
+from orchestrator.settings import Settings
+from orchestrator.store import RunStore, StepRow, content_of
+from orchestrator.store.store import utcnow
+from tests.conftest import Emulator
+from tests.support import Harness, committed_offsets, end_offsets, events_of, exposure, fresh_settings
+
+
+def _user(okta: Emulator) -> str:
+    login = f"store.{secrets.token_hex(4)}@example.com"
+    okta.seed({"users": [{"login": login, "sessions": 1}]})
+    return login
+
+
+async def _trail(settings: Settings, exposure_id: str, *, linger_s: float = 1.5) -> list[dict[str, Any]]:
+    """Every audit record of the id so far (read until the topic is quiet for `linger_s`)."""
+    return [r async for r in follow(settings.bootstrap_servers, settings.audit_topic, exposure_ids=[exposure_id],
+                                    idle_timeout_s=linger_s)]
+
+
+async def _all_committed(settings: Settings) -> None:
+    async with asyncio.timeout(30):
+        while True:
+            ends, committed = await end_offsets(settings), await committed_offsets(settings)
+            if {p: committed.get(p) for p in ends} == ends:
+                return
+            await asyncio.sleep(0.3)
+
+
+async def test_an_id_taken_first_by_other_content_does_not_stop_the_real_exposure(bootstrap: str,
+                                                                                  okta: Emulator) -> None:
+    """{"id": X, kind zzz} first, then the real critical exposure with id X: the real one runs, its records say
+    the id was reused."""
+    login = _user(okta)
+    settings = fresh_settings(bootstrap, okta.url, okta.admin_token)
+    real = exposure("okta.session", credential={"owner": login}, severity="critical")
+    squatter = {"id": real["id"], "credential": {"kind": "zzz", "id": "whatever"}}
+    async with Harness(settings) as harness:
+        await harness.publish(squatter, real)
+        trail = await _wait_for_terminals(settings, real["id"], 2)
+    terminals = [r for r in trail if is_terminal(r)]
+    assert [r["event"] for r in terminals] == ["exposure.unmatched", "run.completed"]
+    assert terminals[1]["id_reused"] is True and "id_reused" not in terminals[0]
+
+
+async def test_a_restart_redelivering_a_finished_exposure_writes_no_second_terminal_record(
+        bootstrap: str, okta: Emulator) -> None:
+    """The group's offsets are lost (a new group reads from the start): the store knows the record ended."""
+    settings = fresh_settings(bootstrap, okta.url, okta.admin_token)
+    event = exposure("okta.session", credential={"owner": _user(okta)})
+    async with Harness(settings) as harness:
+        await harness.run(event)
+    again = dataclasses.replace(settings, group_id=settings.group_id + "-again")
+    async with Harness(again):
+        await _all_committed(again)
+    trail = await _trail(settings, event["id"])
+    assert [r["event"] for r in trail if is_terminal(r)] == ["run.completed"]
+    assert events_of(trail).count("exposure.received") == 1
+
+
+async def test_a_run_whose_owner_died_is_resumed_skipping_the_steps_that_succeeded(bootstrap: str,
+                                                                                  okta: Emulator) -> None:
+    """Another instance claimed it, stored a succeeded step and died (its lease expired): this one resumes."""
+    settings = fresh_settings(bootstrap, okta.url, okta.admin_token)
+    event = exposure("okta.session", credential={"owner": _user(okta)})
+    dead = RunStore.open(settings.store, owner="dead-instance")
+    claim = await dead.claim(content_of(Exposure.model_validate(event)),
+                             now=utcnow() - dead.lease - timedelta(seconds=5))
+    dead.started(claim.row_id, run_id="first-run", playbook="okta-session")
+    dead.step(claim.row_id, "first-run", StepRow("clear-owner-sessions", "okta.clear_user_sessions", "succeeded", 1))
+    await dead.close()
+    async with Harness(settings) as harness:
+        trail = (await harness.run(event))[event["id"]]
+    assert trail[0]["event"] == "exposure.received" and trail[0]["resumed"] is True
+    skipped = [r for r in trail if r["event"] == "step.skipped"]
+    assert [(r["step"], r["reason"]) for r in skipped] == [("clear-owner-sessions", ALREADY_SUCCEEDED)]
+    assert "step.started" not in events_of(trail) and events_of(trail)[-1] == "run.completed"
+    reader = RunStore.open(settings.store, migrate=False)
+    [row] = await reader.lookup(event["id"])
+    await reader.close()
+    assert row["state"] == "completed" and row["claimed_by"] is None
+
+
+async def _wait_for_terminals(settings: Settings, exposure_id: str, count: int) -> list[dict[str, Any]]:
+    trail: list[dict[str, Any]] = []
+    async with asyncio.timeout(30):
+        async for record in follow(settings.bootstrap_servers, settings.audit_topic, exposure_ids=[exposure_id]):
+            trail.append(record)
+            if sum(map(is_terminal, trail)) == count:
+                return trail
+    return trail
