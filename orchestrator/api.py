@@ -1,7 +1,8 @@
 """The HTTP API served by `orchestrator run`: health, readiness, metrics, and authenticated exposure routes.
 
 Routes: `GET /healthz`, `GET /readyz`, `GET /metrics` (open); `POST /v1/exposures` (role detector),
-`POST /v1/triggers` and `GET /v1/exposures/{id}` (role responder); `admin` implies every role.
+`POST /v1/triggers`, `GET /v1/exposures` and `GET /v1/exposures/{id}` (role responder; the run store);
+`admin` implies every role.
 Bearer tokens come from ORCHESTRATOR_API_TOKENS_FILE (see `orchestrator.auth`); without one, every `/v1`
 route answers 401. Error bodies name fields and reasons, never a submitted value.
 """
@@ -22,7 +23,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 
-from orchestrator import triggers
+from orchestrator import api_exposures, triggers
 from orchestrator.auth import Principal, Role, TokenTable, load_tokens
 from orchestrator.broker_health import BrokerHealth
 from orchestrator.consumer import ExposureConsumer
@@ -32,6 +33,7 @@ from orchestrator.http_server import is_loopback, parse_listen, serve_asgi
 from orchestrator.metrics import CONTENT_TYPE, Metrics
 from orchestrator.playbooks import Playbook
 from orchestrator.settings import Settings
+from orchestrator.store import RunStore
 
 MAX_BODY_BYTES = 64 * 1024
 API_DETECTOR = "api"  # `source.detector` of triggers made through the API
@@ -49,6 +51,8 @@ class ApiServices:
     tokens: TokenTable | None
     #: The broker's reachability as probed in the background; None: ask the broker on each request.
     broker: BrokerHealth | None = None
+    #: The run store: `GET /v1/exposures[/{id}]` read it.
+    store: RunStore | None = None
 
 
 def load_access(settings: Settings) -> TokenTable | None:
@@ -137,13 +141,8 @@ def create_app(services: ApiServices) -> FastAPI:
         return {"id": exposure.id, "actor": principal.name, "dry_run": exposure.dry_run,
                 "status": f"/v1/exposures/{exposure.id}"}
 
-    @app.get("/v1/exposures/{exposure_id:path}", tags=["exposures"], responses={404: {"description": "unknown"}})
-    async def get_exposure(exposure_id: str, principal: Principal = as_responder) -> dict[str, Any]:
-        """An exposure's audit history, oldest first, and where it stands."""
-        records = await triggers.history(settings.bootstrap_servers, settings.audit_topic, exposure_id)
-        if not records:
-            raise HTTPException(404, "no audit records for this exposure id")
-        return {"id": exposure_id, **triggers.state_of(records), "records": records}
+    if services.store is not None:
+        api_exposures.add_routes(app, services.store, as_responder)
 
     return app
 

@@ -101,7 +101,7 @@ class Orchestrator:
             if settings.http_listen is not None:
                 services = api.ApiServices(settings=settings, producer=producer, consumer=self.consumer,
                                            playbooks=self.playbooks, metrics=self.metrics, tokens=api_tokens,
-                                           broker=self.broker)
+                                           broker=self.broker, store=store)
                 self.api_url = await self._stack.enter_async_context(api.serving(services))
         except BaseException:
             await self._stack.aclose()

@@ -137,10 +137,10 @@ async def test_trigger_runs_as_the_authenticated_principal(api: Api, http: httpx
     assert answer.status_code == 202
     exposure_id = answer.json()["id"]
     await api.harness.collect(exposure_id)
-    history = (await http.get(f"/v1/exposures/{exposure_id}", headers=bearer(api.tokens["admin"]))).json()
-    assert history["state"] == "run.completed" and history["done"] is True
-    assert {r["actor"] for r in history["records"]} == {"responder-bot"}
-    assert history["records"][0]["detector"] == "api"
+    history = await _ended(http, exposure_id, api.tokens["admin"])
+    assert history["state"] == "completed" and history["terminal_event"] == "run.completed"
+    assert history["actor"] == "responder-bot" and history["detector"] == "api"
+    assert [(s["step"], s["state"]) for s in history["steps"]] == [("clear-owner-sessions", "succeeded")]
     users = okta.control("GET", "state")["users"]
     assert all(s["revoked"] for s in next(u for u in users if u["login"] == login)["sessions"])
     metrics = (await http.get("/metrics")).text
@@ -151,6 +151,47 @@ async def test_trigger_runs_as_the_authenticated_principal(api: Api, http: httpx
     assert 'orchestrator_governor_in_flight{provider="okta"}' in metrics
     assert 'orchestrator_governor_limit{bucket="users",provider="okta"}' in metrics
     assert 'orchestrator_governor_remaining{bucket="users",provider="okta"}' in metrics
+
+
+async def _ended(http: httpx.AsyncClient, exposure_id: str, token: str) -> dict[str, Any]:
+    """GET /v1/exposures/{id} once the store has its end (written just after the audit record is acknowledged)."""
+    async with asyncio.timeout(10):
+        while True:
+            answer = await http.get(f"/v1/exposures/{exposure_id}", headers=bearer(token))
+            assert answer.status_code == 200, answer.text
+            if answer.json()["done"]:
+                return dict(answer.json())
+            await asyncio.sleep(0.1)
+
+
+async def test_exposures_are_listed_newest_first_a_page_at_a_time(api: Api, http: httpx.AsyncClient) -> None:
+    """GET /v1/exposures: filters, `limit` and `next` cursors; an exposure is also found by a unique prefix."""
+    kind = f"test.unmatched.{secrets.token_hex(3)}"
+    events = [exposure(kind, credential={"id": f"k{n}"}) for n in range(5)]
+    for event in events:  # one by one: received in this order
+        await api.harness.run(event)
+    await _ended(http, events[-1]["id"], api.tokens["responder"])
+    token = bearer(api.tokens["responder"])
+    seen: list[str] = []
+    cursor: str | None = None
+    async with asyncio.timeout(10):
+        while True:
+            params = {"kind": kind, "limit": 2, **({"cursor": cursor} if cursor else {})}
+            page = (await http.get("/v1/exposures", params=params, headers=token)).json()
+            seen += [e["id"] for e in page["exposures"]]
+            cursor = page["next"]
+            if cursor is None:
+                break
+    assert seen == [e["id"] for e in reversed(events)]
+    unmatched = (await http.get("/v1/exposures", params={"kind": kind, "state": "unmatched"}, headers=token)).json()
+    assert len(unmatched["exposures"]) == 5 and all(e["terminal_event"] == "exposure.unmatched"
+                                                    for e in unmatched["exposures"])
+    assert (await http.get("/v1/exposures", params={"state": "nonsense"}, headers=token)).status_code == 422
+    assert (await http.get("/v1/exposures", params={"cursor": "x"}, headers=token)).status_code == 422
+    found = (await http.get(f"/v1/exposures/{events[0]['id'][:-2]}", headers=token)).json()
+    assert found["id"] == events[0]["id"]
+    assert (await http.get("/v1/exposures/exp-", headers=token)).status_code == 409
+    assert (await http.get("/v1/exposures", headers=bearer(api.tokens["detector"]))).status_code == 403
 
 
 async def test_dry_run_trigger_with_a_secret_plans_and_keeps_it_secret(api: Api, http: httpx.AsyncClient,
@@ -167,8 +208,8 @@ async def test_dry_run_trigger_with_a_secret_plans_and_keeps_it_secret(api: Api,
     assert trail[-1]["event"] == "run.planned" and trail[-1]["plan"][0]["calls"]
     tokens = okta.control("GET", "state")["api_tokens"]
     assert next(t for t in tokens if t["id"] == token_id)["revoked"] is False
-    history = await http.get(f"/v1/exposures/{exposure_id}", headers=bearer(api.tokens["responder"]))
-    assert history.json()["state"] == "run.planned" and value not in history.text
+    history = await _ended(http, exposure_id, api.tokens["responder"])
+    assert history["state"] == "planned" and value not in json.dumps(history)
     audit = await read_all(api.harness.settings.bootstrap_servers, api.harness.settings.audit_topic)
     assert all(value.encode() not in r.value for r in audit)
 
