@@ -22,7 +22,21 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import Connection, Engine, and_, delete, exists, func, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    TextClause,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from orchestrator.settings import StoreSettings
@@ -107,6 +121,7 @@ class RunStore:
         self.dedup_window = timedelta(days=dedup_window_days)
         self.retention = timedelta(days=retention_days)
         self.is_sqlite = engine.dialect.name == "sqlite"
+        self._sql = _Statements(self.is_sqlite)
         # SQLite has one writer at a time: more threads would only queue on its lock.
         self._threads = ThreadPoolExecutor(1 if self.is_sqlite else 4, thread_name_prefix="store")
         self._active: set[int] = set()  # rows this process is running now; their leases are renewed
@@ -168,31 +183,36 @@ class RunStore:
         return claim
 
     def _claim(self, content: Content, source: tuple[str | None, int | None, int | None], now: datetime) -> Claim:
+        sql = self._sql
+        values = {
+            "id": content.id, "content_fingerprint": content.fingerprint, "dedup_key": content.dedup_key,
+            "credential_kind": content.kind, "credential_owner": content.owner, "target": content.target,
+            "detector": content.detector, "actor": content.actor, "severity": content.severity,
+            "received_at": now, "state": State.RECEIVED.value, "playbook": content.playbook,
+            "claimed_by": self.owner, "lease_expires_at": now + self.lease, "id_reused": False,
+            "source_topic": source[0], "source_partition": source[1], "source_offset": source[2],
+            "started_at": None, "finished_at": None, "run_id": None, "terminal_event": None, "error": None,
+        }
         with self.engine.begin() as conn:
-            row = self._locked(conn, content.dedup_key)
-            if row is not None and State(row.state).terminal and row.received_at < now - self.dedup_window:
-                # Outside the window the old row is history only: the content may run again.
-                conn.execute(update(exposures).where(exposures.c.row_id == row.row_id).values(dedup_key=None))
-                row = None
-            if row is None:
-                reused = conn.execute(select(exists().where(
-                    exposures.c.id == content.id, exposures.c.content_fingerprint != content.fingerprint,
-                    exposures.c.received_at >= now - self.dedup_window))).scalar_one()
-                values = dict(
-                    id=content.id, content_fingerprint=content.fingerprint, dedup_key=content.dedup_key,
-                    credential_kind=content.kind, credential_owner=content.owner, target=content.target,
-                    detector=content.detector, actor=content.actor, severity=content.severity,
-                    received_at=now, state=State.RECEIVED.value, playbook=content.playbook,
-                    claimed_by=self.owner, lease_expires_at=now + self.lease, id_reused=bool(reused),
-                    source_topic=source[0], source_partition=source[1], source_offset=source[2],
-                )
-                insert = (postgresql.insert if not self.is_sqlite else sqlite.insert)(exposures).values(**values)
-                inserted = conn.execute(insert.on_conflict_do_nothing(index_elements=["dedup_key"])
-                                        .returning(exposures.c.row_id)).scalar_one_or_none()
-                if inserted is not None:
-                    return Claim(ClaimOutcome.NEW, inserted, id_reused=bool(reused))
-                row = self._locked(conn, content.dedup_key)  # lost a race on PostgreSQL: read the winner
-                assert row is not None
+            # The common case first: new content is one INSERT.
+            inserted = conn.execute(sql.insert_claim, values).scalar_one_or_none()
+            row = None
+            if inserted is None:
+                row = conn.execute(sql.by_key, {"b_key": content.dedup_key}).one_or_none()
+                if row is not None and State(row.state).terminal and row.received_at < now - self.dedup_window:
+                    # Outside the window the old row is history only: the content may run again.
+                    conn.execute(sql.update_row, {"b_row": row.row_id, "dedup_key": None})
+                    inserted = conn.execute(sql.insert_claim, values).scalar_one_or_none()
+                    row = None
+                if inserted is None and row is None:  # lost a race on PostgreSQL: read the winner
+                    row = conn.execute(sql.by_key, {"b_key": content.dedup_key}).one()
+            if inserted is not None:
+                reused = bool(conn.execute(sql.reused, {"b_id": content.id, "b_fp": content.fingerprint,
+                                                        "b_since": now - self.dedup_window}).scalar_one())
+                if reused:
+                    conn.execute(sql.update_row, {"b_row": inserted, "id_reused": True})
+                return Claim(ClaimOutcome.NEW, inserted, id_reused=reused)
+            assert row is not None
             state = State(row.state)
             row_source = (row.source_topic, row.source_partition, row.source_offset)
             if state.terminal:
@@ -201,18 +221,12 @@ class RunStore:
             lease_live = row.lease_expires_at is not None and row.lease_expires_at > now
             if (row.claimed_by != self.owner and lease_live) or row.row_id in self._active:
                 return Claim(ClaimOutcome.BUSY, row.row_id, id_reused=row.id_reused, state=state, source=row_source)
-            conn.execute(update(exposures).where(exposures.c.row_id == row.row_id).values(
-                claimed_by=self.owner, lease_expires_at=now + self.lease,
-                source_topic=source[0], source_partition=source[1], source_offset=source[2]))
-            succeeded = conn.execute(select(steps.c.step).where(
-                steps.c.exposure_row == row.row_id, steps.c.state == "succeeded")).scalars()
+            conn.execute(sql.update_row, {"b_row": row.row_id, "claimed_by": self.owner,
+                                          "lease_expires_at": now + self.lease, "source_topic": source[0],
+                                          "source_partition": source[1], "source_offset": source[2]})
+            succeeded = conn.execute(sql.succeeded, {"b_row": row.row_id}).scalars()
             return Claim(ClaimOutcome.RESUMED, row.row_id, id_reused=row.id_reused,
                          succeeded_steps=frozenset(succeeded), state=state, source=row_source)
-
-    def _locked(self, conn: Connection, dedup_key: str) -> Any:
-        query = select(exposures).where(exposures.c.dedup_key == dedup_key)
-        # SQLite: BEGIN IMMEDIATE already holds the database's write lock; PostgreSQL: lock the row.
-        return conn.execute(query if self.is_sqlite else query.with_for_update()).one_or_none()
 
     async def release(self, row_id: int) -> None:
         """Stop working on a claimed row without ending it (shutdown): its lease expires now, so the next
@@ -222,8 +236,7 @@ class RunStore:
 
     def _release(self, row_id: int, now: datetime) -> None:
         with self.engine.begin() as conn:
-            conn.execute(update(exposures).where(exposures.c.row_id == row_id, exposures.c.claimed_by == self.owner)
-                         .values(lease_expires_at=now))
+            conn.execute(self._sql.lease, {"b_rows": [row_id], "b_owner": self.owner, "lease_expires_at": now})
 
     async def _renew_loop(self) -> None:
         interval = max(0.05, self.lease.total_seconds() / 3)
@@ -247,8 +260,7 @@ class RunStore:
 
     def _renew(self, rows: list[int], now: datetime) -> None:
         with self.engine.begin() as conn:
-            conn.execute(update(exposures).where(exposures.c.row_id.in_(rows), exposures.c.claimed_by == self.owner)
-                         .values(lease_expires_at=now + self.lease))
+            conn.execute(self._sql.lease, {"b_rows": rows, "b_owner": self.owner, "lease_expires_at": now + self.lease})
 
     # -- transitions (group-committed) ----------------------------------------------------------------------
 
@@ -335,18 +347,15 @@ class RunStore:
             await asyncio.gather(*pending, return_exceptions=True)
 
     def _transition(self, conn: Connection, row_id: int, target: State, **values: Any) -> None:
-        current = conn.execute(select(exposures.c.state).where(exposures.c.row_id == row_id)).scalar_one()
+        current = conn.execute(self._sql.state_of, {"b_row": row_id}).scalar_one()
         move(State(current), target)
-        conn.execute(update(exposures).where(exposures.c.row_id == row_id).values(state=target.value, **values))
+        conn.execute(self._sql.update_row, {"b_row": row_id, "state": target.value, **values})
 
     def _write_step(self, conn: Connection, row_id: int, run_id: str, outcome: StepRow) -> None:
-        values = {"exposure_row": row_id, "run_id": run_id, "step": outcome.step, "action": outcome.action,
-                  "state": outcome.state, "attempts": outcome.attempts, "error": outcome.error,
-                  "started_at": outcome.started_at, "finished_at": outcome.finished_at}
-        insert = (postgresql.insert if not self.is_sqlite else sqlite.insert)(steps).values(**values)
-        conn.execute(insert.on_conflict_do_update(
-            index_elements=["exposure_row", "run_id", "step"],
-            set_={k: insert.excluded[k] for k in ("state", "attempts", "error", "finished_at")}))
+        conn.execute(self._sql.upsert_step, {
+            "exposure_row": row_id, "run_id": run_id, "step": outcome.step, "action": outcome.action,
+            "state": outcome.state, "attempts": outcome.attempts, "error": outcome.error,
+            "started_at": outcome.started_at, "finished_at": outcome.finished_at})
 
     # -- reading --------------------------------------------------------------------------------------------
 
@@ -439,6 +448,38 @@ class RunStore:
             old = select(exposures.c.row_id).where(exposures.c.received_at < cutoff, exposures.c.state.in_(ended))
             conn.execute(delete(steps).where(steps.c.exposure_row.in_(old)))
             return int(conn.execute(delete(exposures).where(exposures.c.row_id.in_(old))).rowcount)
+
+
+class _Statements:
+    """The hot path's statements, built once: building a Core statement per call costs more than running it."""
+
+    def __init__(self, is_sqlite: bool) -> None:
+        # SQLAlchemy cannot cache its dialect `insert … on_conflict` constructs (it compiles them on every
+        # call); these two are plain text, with the same syntax in SQLite ≥ 3.35 and PostgreSQL.
+        self.insert_claim = _insert_text(exposures, "ON CONFLICT (dedup_key) DO NOTHING RETURNING row_id")
+        kept = ("state", "attempts", "error", "finished_at")
+        self.upsert_step = _insert_text(steps, "ON CONFLICT (exposure_row, run_id, step) DO UPDATE SET "
+                                        + ", ".join(f"{c} = excluded.{c}" for c in kept))
+        by_key = select(exposures).where(exposures.c.dedup_key == bindparam("b_key"))
+        # SQLite: BEGIN IMMEDIATE already holds the database's write lock; PostgreSQL: lock the row.
+        self.by_key = by_key if is_sqlite else by_key.with_for_update()
+        self.reused = select(exists().where(
+            exposures.c.id == bindparam("b_id"), exposures.c.content_fingerprint != bindparam("b_fp"),
+            exposures.c.received_at >= bindparam("b_since")))
+        # Executed with the columns to set as parameters beside `b_row`.
+        self.update_row = update(exposures).where(exposures.c.row_id == bindparam("b_row"))
+        self.state_of = select(exposures.c.state).where(exposures.c.row_id == bindparam("b_row"))
+        self.succeeded = select(steps.c.step).where(steps.c.exposure_row == bindparam("b_row"),
+                                                    steps.c.state == "succeeded")
+        self.lease = update(exposures).where(exposures.c.row_id.in_(bindparam("b_rows", expanding=True)),
+                                             exposures.c.claimed_by == bindparam("b_owner"))
+
+
+def _insert_text(table: Table, tail: str) -> TextClause:
+    columns = [c for c in table.c if c.name != "row_id"]
+    sql = (f"INSERT INTO {table.name} ({', '.join(c.name for c in columns)}) "  # noqa: S608 - names from our schema
+           f"VALUES ({', '.join(':' + c.name for c in columns)}) {tail}")
+    return text(sql).bindparams(*(bindparam(c.name, type_=c.type) for c in columns))
 
 
 class AmbiguousPrefix(LookupError):
