@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import secrets
 from datetime import timedelta
 from typing import Any
@@ -12,10 +13,10 @@ from orchestrator.audit_stream import follow, is_terminal
 from orchestrator.events import Exposure
 from orchestrator.execution import ALREADY_SUCCEEDED
 from orchestrator.settings import Settings
-from orchestrator.store import RunStore, StepRow, content_of
+from orchestrator.store import ClaimOutcome, RunStore, StepRow, content_of
 from orchestrator.store.store import utcnow
 from tests.conftest import Emulator
-from tests.support import Harness, committed_offsets, end_offsets, events_of, exposure, fresh_settings
+from tests.support import Harness, committed_offsets, end_offsets, events_of, exposure, fresh_settings, run_cli
 
 
 def _user(okta: Emulator) -> str:
@@ -101,3 +102,42 @@ async def _wait_for_terminals(settings: Settings, exposure_id: str, count: int) 
             if sum(map(is_terminal, trail)) == count:
                 return trail
     return trail
+
+
+async def test_a_lost_store_is_rebuilt_from_the_audit_topic(bootstrap: str, okta: Emulator) -> None:
+    """`orchestrator db rebuild` after the store file is deleted: status answers again, and the rebuilt store
+    still knows the exposure ended (a redelivery would be a duplicate)."""
+    settings = fresh_settings(bootstrap, okta.url, okta.admin_token)
+    done = exposure("okta.session", credential={"owner": _user(okta)})
+    unmatched = exposure("nobody.knows", credential={"id": "n1"})
+    async with Harness(settings) as harness:
+        await harness.run(done, unmatched)
+        await _store_has_ended(settings, done["id"], unmatched["id"])
+    for leftover in settings.store.data_dir.glob("orchestrator.db*"):
+        leftover.unlink()
+    env = {"KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers, "ORCHESTRATOR_AUDIT_TOPIC": settings.audit_topic,
+           "ORCHESTRATOR_DATA_DIR": str(settings.store.data_dir)}
+    rebuilt = await asyncio.to_thread(run_cli, "db", "rebuild", env=env)
+    assert rebuilt.returncode == 0 and "2 added" in rebuilt.stdout, rebuilt.stderr
+    status = await asyncio.to_thread(run_cli, "status", done["id"], "--json", env=env)
+    document = json.loads(status.stdout)
+    assert status.returncode == 0 and document["terminal_event"] == "run.completed"
+    assert [(s["step"], s["state"]) for s in document["steps"]] == [("clear-owner-sessions", "succeeded")]
+    store = RunStore.open(settings.store, migrate=False)
+    again = await store.claim(content_of(Exposure.model_validate(done)))
+    await store.close()
+    assert again.outcome is ClaimOutcome.DUPLICATE
+
+
+async def _store_has_ended(settings: Settings, *exposure_ids: str) -> None:
+    store = RunStore.open(settings.store, migrate=False)
+    try:
+        async with asyncio.timeout(10):
+            for exposure_id in exposure_ids:
+                while True:
+                    rows = await store.lookup(exposure_id)
+                    if rows and rows[0]["finished_at"] is not None:
+                        break
+                    await asyncio.sleep(0.1)
+    finally:
+        await store.close()
