@@ -47,31 +47,40 @@ def fold(records: Iterable[dict[str, Any]]) -> list[Rebuilt]:
 
 def _new_row(exposure_id: str, content: str, record: dict[str, Any], at: datetime) -> dict[str, Any]:
     return {"id": exposure_id, "content_fingerprint": content, "dedup_key": f"{exposure_id}:{content}",
-            "credential_kind": record.get("credential_kind") or "unknown", "credential_owner": None,
-            "target": record.get("target"), "detector": record.get("detector"), "actor": record.get("actor"),
-            "severity": record.get("severity"), "received_at": at, "state": State.RECEIVED.value,
+            "credential_kind": _str(record, "credential_kind") or "unknown", "credential_owner": None,
+            "target": _str(record, "target"), "detector": _str(record, "detector"), "actor": _str(record, "actor"),
+            "severity": _str(record, "severity"), "received_at": at, "state": State.RECEIVED.value,
             "id_reused": bool(record.get("id_reused")), "claimed_by": None, "lease_expires_at": None}
 
 
 def _apply(row: Rebuilt, event: str, record: dict[str, Any], at: datetime) -> None:
     values = row.values
-    for key in ("target", "severity", "playbook", "run_id"):
-        if record.get(key) and not values.get(key):
-            values[key] = record[key]
-    if record.get("run_id"):
-        values["run_id"] = record["run_id"]
+    for key in ("target", "severity", "playbook"):
+        if _str(record, key) and not values.get(key):
+            values[key] = _str(record, key)
+    run_id = _str(record, "run_id")
+    if run_id:
+        values["run_id"] = run_id
     target = EVENT_STATES.get(AuditEvent(event)) if event in AuditEvent._value2member_map_ else None
     if target is not None and target is not State.RECEIVED and can_move(row.state, target):
         values["state"] = target.value
         if target is State.RUNNING:
             values.setdefault("started_at", at)
         if target.terminal:
-            values.update(finished_at=at, terminal_event=event, error=record.get("error") or record.get("reason"))
-    if event in _STEP_STATES and record.get("run_id") and record.get("step"):
-        step_key = (str(record["run_id"]), str(record["step"]))
-        row.steps[step_key] = StepRow(step=step_key[1], action=record.get("action"), state=_STEP_STATES[event],
-                                 attempts=int(record.get("attempt") or 0), error=record.get("error"),
-                                 finished_at=at)
+            values.update(finished_at=at, terminal_event=event,
+                          error=_str(record, "error") or _str(record, "reason"))
+    step = _str(record, "step")
+    if event in _STEP_STATES and run_id and step:
+        attempt = record.get("attempt")
+        row.steps[(run_id, step)] = StepRow(step=step, action=_str(record, "action"), state=_STEP_STATES[event],
+                                            attempts=attempt if isinstance(attempt, int) else 0,
+                                            error=_str(record, "error"), finished_at=at)
+
+
+def _str(record: dict[str, Any], key: str) -> str | None:
+    """A text field of the record; None when absent or not text (the topic may hold anything)."""
+    value = record.get(key)
+    return value if isinstance(value, str) else None
 
 
 def _time(value: Any) -> datetime | None:
