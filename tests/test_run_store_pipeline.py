@@ -141,3 +141,35 @@ async def _store_has_ended(settings: Settings, *exposure_ids: str) -> None:
                     await asyncio.sleep(0.1)
     finally:
         await store.close()
+
+
+async def test_runs_interrupted_by_shutdown_end_once_resumed_after_the_restart(bootstrap: str,
+                                                                              okta_clean: Emulator) -> None:
+    """A stop while runs are still waiting for a slow Okta: no terminal record for them (they did not end), their
+    claims released; the restart resumes them at once and each ends exactly once."""
+    logins = [_user(okta_clean) for _ in range(3)]
+    settings = fresh_settings(bootstrap, okta_clean.url, okta_clean.admin_token, drain_timeout_s=0.5,
+                              step_timeout_s=30.0)
+    events = [exposure("okta.session", credential={"owner": login}) for login in logins]
+    okta_clean.control("PUT", "latency", {"ms": 5000})
+    try:
+        async with Harness(settings) as harness:
+            await harness.publish(*events)
+            async with asyncio.timeout(30):
+                started = set()
+                async for record in follow(settings.bootstrap_servers, settings.audit_topic):
+                    if record["event"] == "step.started":
+                        started.add(record["exposure_id"])
+                    if len(started) == len(events):
+                        break
+    finally:
+        okta_clean.control("PUT", "latency", {"ms": 0})
+    before = [r for e in events for r in await _trail(settings, e["id"], linger_s=0.5)]
+    assert not any(is_terminal(r) for r in before), "a run ended before the stop"
+    async with Harness(settings) as harness:
+        await harness.collect(*(e["id"] for e in events))
+    for event in events:
+        trail = await _trail(settings, event["id"], linger_s=0.5)
+        assert [r["event"] for r in trail if is_terminal(r)] == ["run.completed"], event["id"]
+        received = [r.get("resumed") for r in trail if r["event"] == "exposure.received"]
+        assert received == [None, True], event["id"]
