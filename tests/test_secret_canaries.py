@@ -132,6 +132,12 @@ async def test_canaries_never_reach_the_audit_or_dead_letter_topic(harness: Harn
         written = repr((record.key, record.value, record.headers)) + (record.value or b"").decode(errors="replace")
         assert not any(c in written for c in [*whole, FRAGMENT, WORD, json.dumps(FRAGMENT)[1:-1]]), written
         assert dict(record.headers)["redaction"] in {b"secrets-dropped", b"body-dropped"}
+    # The run store holds step errors and reasons too: none of them may carry a secret.
+    assert harness.orchestrator.store is not None
+    await harness.orchestrator.store.flush()
+    stored_bytes = b"".join(f.read_bytes() for f in settings.store.data_dir.glob("orchestrator.db*"))
+    assert b"REDACTED hmac-sha256:" in stored_bytes  # the echoed errors are there, redacted
+    assert not any(c.encode() in stored_bytes for c in [*whole, FRAGMENT, WORD])
 
 
 async def test_an_encrypted_dead_letter_round_trips_through_dlq_decrypt(bootstrap: str, okta: Emulator,

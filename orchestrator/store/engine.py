@@ -34,7 +34,8 @@ def database_url(settings: StoreSettings) -> str:
 def open_engine(url: str) -> Engine:
     """An engine for `url`; SQLite gets WAL and write transactions that take the write lock at BEGIN."""
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+        # No pre-ping: a round trip more per transaction; a dropped connection fails one batch, which is retried.
+        return create_engine(url, pool_size=8, max_overflow=8)
     if url in ("sqlite://", "sqlite:///:memory:"):
         engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
     else:

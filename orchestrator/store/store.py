@@ -43,7 +43,7 @@ from orchestrator.settings import StoreSettings
 from orchestrator.store.content import Content
 from orchestrator.store.engine import database_url, open_engine, upgrade
 from orchestrator.store.schema import exposures, steps
-from orchestrator.store.states import InvalidTransition, State, move
+from orchestrator.store.states import InvalidTransition, State, can_move, move
 
 log = structlog.get_logger("orchestrator.store")
 T = TypeVar("T")
@@ -101,8 +101,8 @@ class StepRow:
 class _Write:
     """A queued write and the future its caller may await."""
 
-    apply: Callable[[Connection], None]
-    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    apply: Callable[[Connection], Any]
+    done: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 def default_owner() -> str:
@@ -123,7 +123,7 @@ class RunStore:
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._sql = _Statements(self.is_sqlite)
         # SQLite has one writer at a time: more threads would only queue on its lock.
-        self._threads = ThreadPoolExecutor(1 if self.is_sqlite else 4, thread_name_prefix="store")
+        self._threads = ThreadPoolExecutor(1 if self.is_sqlite else 8, thread_name_prefix="store")
         self._active: set[int] = set()  # rows this process is running now; their leases are renewed
         self._queue: list[_Write] = []
         self._wake: asyncio.Event | None = None
@@ -177,12 +177,22 @@ class RunStore:
     async def claim(self, content: Content, *, source: tuple[str | None, int | None, int | None] = (None, None, None),
                     now: datetime | None = None) -> Claim:
         """Claim the exposure for this process, atomically; see `ClaimOutcome` for the answers."""
-        claim = await self._run(self._claim, content, source, now or utcnow())
-        if claim.outcome in (ClaimOutcome.NEW, ClaimOutcome.RESUMED):
-            self._active.add(claim.row_id)
+        when = now or utcnow()
+        if self.is_sqlite:
+            # One writer at a time anyway: claims join the group commit (one transaction, one commit, for every
+            # claim and transition queued meanwhile). PostgreSQL claims stay one short transaction each, so
+            # two instances' batches never hold each other's row locks.
+            claim: Claim = await self._enqueue(lambda conn: self._claim_in(conn, content, source, when))
+        else:
+            claim = await self._run(self._claim, content, source, when)
         return claim
 
     def _claim(self, content: Content, source: tuple[str | None, int | None, int | None], now: datetime) -> Claim:
+        with self.engine.begin() as conn:
+            return self._claim_in(conn, content, source, now)
+
+    def _claim_in(self, conn: Connection, content: Content, source: tuple[str | None, int | None, int | None],
+                  now: datetime) -> Claim:
         sql = self._sql
         values = {
             "id": content.id, "content_fingerprint": content.fingerprint, "dedup_key": content.dedup_key,
@@ -193,40 +203,41 @@ class RunStore:
             "source_topic": source[0], "source_partition": source[1], "source_offset": source[2],
             "started_at": None, "finished_at": None, "run_id": None, "terminal_event": None, "error": None,
         }
-        with self.engine.begin() as conn:
-            # The common case first: new content is one INSERT.
-            inserted = conn.execute(sql.insert_claim, values).scalar_one_or_none()
-            row = None
-            if inserted is None:
-                row = conn.execute(sql.by_key, {"b_key": content.dedup_key}).one_or_none()
-                if row is not None and State(row.state).terminal and row.received_at < now - self.dedup_window:
-                    # Outside the window the old row is history only: the content may run again.
-                    conn.execute(sql.update_row, {"b_row": row.row_id, "dedup_key": None})
-                    inserted = conn.execute(sql.insert_claim, values).scalar_one_or_none()
-                    row = None
-                if inserted is None and row is None:  # lost a race on PostgreSQL: read the winner
-                    row = conn.execute(sql.by_key, {"b_key": content.dedup_key}).one()
-            if inserted is not None:
-                reused = bool(conn.execute(sql.reused, {"b_id": content.id, "b_fp": content.fingerprint,
-                                                        "b_since": now - self.dedup_window}).scalar_one())
-                if reused:
-                    conn.execute(sql.update_row, {"b_row": inserted, "id_reused": True})
-                return Claim(ClaimOutcome.NEW, inserted, id_reused=reused)
-            assert row is not None
-            state = State(row.state)
-            row_source = (row.source_topic, row.source_partition, row.source_offset)
-            if state.terminal:
-                return Claim(ClaimOutcome.DUPLICATE, row.row_id, id_reused=row.id_reused, state=state,
-                             terminal_event=row.terminal_event, source=row_source)
-            lease_live = row.lease_expires_at is not None and row.lease_expires_at > now
-            if (row.claimed_by != self.owner and lease_live) or row.row_id in self._active:
-                return Claim(ClaimOutcome.BUSY, row.row_id, id_reused=row.id_reused, state=state, source=row_source)
-            conn.execute(sql.update_row, {"b_row": row.row_id, "claimed_by": self.owner,
-                                          "lease_expires_at": now + self.lease, "source_topic": source[0],
-                                          "source_partition": source[1], "source_offset": source[2]})
-            succeeded = conn.execute(sql.succeeded, {"b_row": row.row_id}).scalars()
-            return Claim(ClaimOutcome.RESUMED, row.row_id, id_reused=row.id_reused,
-                         succeeded_steps=frozenset(succeeded), state=state, source=row_source)
+        # The common case first: new content is one INSERT.
+        inserted = conn.execute(sql.insert_claim, values).scalar_one_or_none()
+        row = None
+        if inserted is None:
+            row = conn.execute(sql.by_key, {"b_key": content.dedup_key}).one_or_none()
+            if row is not None and State(row.state).terminal and row.received_at < now - self.dedup_window:
+                # Outside the window the old row is history only: the content may run again.
+                conn.execute(sql.update_row, {"b_row": row.row_id, "dedup_key": None})
+                inserted = conn.execute(sql.insert_claim, values).scalar_one_or_none()
+                row = None
+            if inserted is None and row is None:  # lost a race on PostgreSQL: read the winner
+                row = conn.execute(sql.by_key, {"b_key": content.dedup_key}).one()
+        if inserted is not None:
+            reused = bool(conn.execute(sql.reused, {"b_id": content.id, "b_fp": content.fingerprint,
+                                                    "b_since": now - self.dedup_window}).scalar_one())
+            if reused:
+                conn.execute(sql.update_row, {"b_row": inserted, "id_reused": True})
+            self._active.add(inserted)  # here, not after the commit: a later claim in this batch sees it
+            return Claim(ClaimOutcome.NEW, inserted, id_reused=reused)
+        assert row is not None
+        state = State(row.state)
+        row_source = (row.source_topic, row.source_partition, row.source_offset)
+        if state.terminal:
+            return Claim(ClaimOutcome.DUPLICATE, row.row_id, id_reused=row.id_reused, state=state,
+                         terminal_event=row.terminal_event, source=row_source)
+        lease_live = row.lease_expires_at is not None and row.lease_expires_at > now
+        if (row.claimed_by != self.owner and lease_live) or row.row_id in self._active:
+            return Claim(ClaimOutcome.BUSY, row.row_id, id_reused=row.id_reused, state=state, source=row_source)
+        conn.execute(sql.update_row, {"b_row": row.row_id, "claimed_by": self.owner,
+                                      "lease_expires_at": now + self.lease, "source_topic": source[0],
+                                      "source_partition": source[1], "source_offset": source[2]})
+        succeeded = conn.execute(sql.succeeded, {"b_row": row.row_id}).scalars()
+        self._active.add(row.row_id)
+        return Claim(ClaimOutcome.RESUMED, row.row_id, id_reused=row.id_reused,
+                     succeeded_steps=frozenset(succeeded), state=state, source=row_source)
 
     async def release(self, row_id: int) -> None:
         """Stop working on a claimed row without ending it (shutdown): its lease expires now, so the next
@@ -287,7 +298,7 @@ class RunStore:
             values["playbook"] = playbook
         await self._enqueue(lambda conn: self._transition(conn, row_id, state, **values))
 
-    def _enqueue(self, apply: Callable[[Connection], None]) -> asyncio.Future[None]:
+    def _enqueue(self, apply: Callable[[Connection], Any]) -> asyncio.Future[Any]:
         write = _Write(apply)
         self._queue.append(write)
         if self._wake is None:  # not started: a one-off caller (CLI, tests) writes at once
@@ -305,35 +316,31 @@ class RunStore:
             if not batch:
                 continue
             try:
-                errors = await self._run(self._apply_batch, batch)
+                outcomes = await self._run(self._apply_batch, batch)
             except Exception as exc:  # noqa: BLE001 - told to every waiter; the store stays usable
                 log.error("store.write_failed", error=type(exc).__name__, writes=len(batch))
-                errors = [exc] * len(batch)
-            for write, error in zip(batch, errors, strict=True):
+                outcomes = [(None, exc)] * len(batch)
+            for write, (result, error) in zip(batch, outcomes, strict=True):
                 if write.done.done():
                     continue
                 if error is None:
-                    write.done.set_result(None)
+                    write.done.set_result(result)
                 else:
                     write.done.set_exception(error)
                     write.done.exception()  # fire-and-forget writes are not awaited: mark it retrieved
 
-    def _apply_batch(self, batch: Sequence[_Write]) -> list[Exception | None]:
-        errors: list[Exception | None] = []
+    def _apply_batch(self, batch: Sequence[_Write]) -> list[tuple[Any, Exception | None]]:
+        # No savepoint per write (two more statements each): an invalid transition is refused before it writes,
+        # and any other error fails the whole batch, whose waiters retry or report it.
+        outcomes: list[tuple[Any, Exception | None]] = []
         with self.engine.begin() as conn:
             for write in batch:
                 try:
-                    with conn.begin_nested():  # one bad write must not lose the batch
-                        write.apply(conn)
+                    outcomes.append((write.apply(conn), None))
                 except InvalidTransition as exc:
                     log.warning("store.invalid_transition", error=str(exc))
-                    errors.append(exc)
-                except Exception as exc:  # noqa: BLE001 - this write's waiter gets it
-                    log.error("store.write_failed", error=type(exc).__name__)
-                    errors.append(exc)
-                else:
-                    errors.append(None)
-        return errors
+                    outcomes.append((None, exc))
+        return outcomes
 
     async def flush(self) -> None:
         """Wait until every write queued so far is committed (or failed)."""
@@ -347,9 +354,15 @@ class RunStore:
             await asyncio.gather(*pending, return_exceptions=True)
 
     def _transition(self, conn: Connection, row_id: int, target: State, **values: Any) -> None:
-        current = conn.execute(self._sql.state_of, {"b_row": row_id}).scalar_one()
-        move(State(current), target)
-        conn.execute(self._sql.update_row, {"b_row": row_id, "state": target.value, **values})
+        # One statement: the state machine's predecessors of `target` are the WHERE clause.
+        allowed = [state.value for state in State if can_move(state, target)]
+        changed = conn.execute(self._sql.transition, {"b_row": row_id, "b_from": allowed, "state": target.value,
+                                                      **values}).rowcount
+        if changed == 0:
+            current = conn.execute(self._sql.state_of, {"b_row": row_id}).scalar_one_or_none()
+            if current is None:
+                raise LookupError(f"no exposure row {row_id}")
+            move(State(current), target)  # raises InvalidTransition, naming the move
 
     def _write_step(self, conn: Connection, row_id: int, run_id: str, outcome: StepRow) -> None:
         conn.execute(self._sql.upsert_step, {
@@ -371,8 +384,11 @@ class RunStore:
             rows = conn.execute(select(exposures).where(exposures.c.id == id_or_prefix).order_by(*newest)).all()
             if not rows:
                 escaped = id_or_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                ids = conn.execute(select(exposures.c.id).where(exposures.c.id.like(escaped + "%", escape="\\"))
-                                   .distinct().limit(11)).scalars().all()
+                # The range lets SQLite (whose LIKE ignores case, so skips the index) and PostgreSQL use the id
+                # index; LIKE keeps the answer exact whatever the collation orders.
+                ids = conn.execute(select(exposures.c.id).where(
+                    exposures.c.id >= id_or_prefix, exposures.c.id < id_or_prefix + "\U0010ffff",
+                    exposures.c.id.like(escaped + "%", escape="\\")).distinct().limit(11)).scalars().all()
                 if len(ids) > 1:
                     raise AmbiguousPrefix(id_or_prefix, sorted(ids))
                 if ids:
@@ -468,6 +484,8 @@ class _Statements:
             exposures.c.received_at >= bindparam("b_since")))
         # Executed with the columns to set as parameters beside `b_row`.
         self.update_row = update(exposures).where(exposures.c.row_id == bindparam("b_row"))
+        self.transition = update(exposures).where(exposures.c.row_id == bindparam("b_row"),
+                                                  exposures.c.state.in_(bindparam("b_from", expanding=True)))
         self.state_of = select(exposures.c.state).where(exposures.c.row_id == bindparam("b_row"))
         self.succeeded = select(steps.c.step).where(steps.c.exposure_row == bindparam("b_row"),
                                                     steps.c.state == "succeeded")
