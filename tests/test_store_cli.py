@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 
 import pytest
 
@@ -80,3 +81,12 @@ async def test_db_upgrade_creates_the_store_and_status_says_where_it_is_missing(
     assert created.returncode == 0 and "0 exposures" in created.stdout, created.stderr
     again = await asyncio.to_thread(run_cli, "db", "upgrade", env=env)
     assert again.returncode == 0
+
+
+async def test_an_unreachable_database_is_one_line_without_its_password() -> None:
+    password = "pw-" + uuid.uuid4().hex
+    env = {"ORCHESTRATOR_DATABASE_URL": f"postgresql://orchestrator:{password}@127.0.0.1:1/orchestrator"}
+    for command in (["db", "upgrade"], ["status", "x"]):
+        result = await asyncio.to_thread(run_cli, *command, env=env)
+        assert result.returncode == 1 and "cannot" in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and password not in result.stderr + result.stdout

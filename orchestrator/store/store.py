@@ -38,7 +38,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 
+from orchestrator.errors import OrchestratorError
 from orchestrator.settings import StoreSettings
 from orchestrator.store.content import Content
 from orchestrator.store.engine import database_url, open_engine, upgrade
@@ -136,7 +138,13 @@ class RunStore:
         """Open (and by default migrate) the configured database."""
         engine = open_engine(database_url(settings))
         if migrate:
-            upgrade(engine)
+            try:
+                upgrade(engine)
+            except SQLAlchemyError as exc:  # its text may hold the URL: only the type and the backend
+                engine.dispose()
+                where = "PostgreSQL (ORCHESTRATOR_DATABASE_URL)" if settings.database_url else \
+                    f"SQLite under {settings.data_dir}"
+                raise StoreUnavailable(f"cannot open the run store in {where}: {type(exc).__name__}") from None
         return cls(engine, owner=owner, lease_s=settings.claim_lease_s,
                    dedup_window_days=settings.dedup_window_days, retention_days=settings.retention_days)
 
@@ -498,6 +506,10 @@ def _insert_text(table: Table, tail: str) -> TextClause:
     sql = (f"INSERT INTO {table.name} ({', '.join(c.name for c in columns)}) "  # noqa: S608 - names from our schema
            f"VALUES ({', '.join(':' + c.name for c in columns)}) {tail}")
     return text(sql).bindparams(*(bindparam(c.name, type_=c.type) for c in columns))
+
+
+class StoreUnavailable(OrchestratorError):
+    """The database cannot be reached or migrated."""
 
 
 class AmbiguousPrefix(LookupError):
