@@ -27,10 +27,10 @@ from sqlalchemy import (
     Engine,
     Table,
     TextClause,
+    TextualSelect,
     and_,
     bindparam,
     delete,
-    exists,
     func,
     or_,
     select,
@@ -211,23 +211,22 @@ class RunStore:
             "source_topic": source[0], "source_partition": source[1], "source_offset": source[2],
             "started_at": None, "finished_at": None, "run_id": None, "terminal_event": None, "error": None,
         }
+        values["b_since"] = now - self.dedup_window
         # The common case first: new content is one INSERT.
-        inserted = conn.execute(sql.insert_claim, values).scalar_one_or_none()
+        new = conn.execute(sql.insert_claim, values).one_or_none()
+        inserted, reused = (new.row_id, bool(new.id_reused)) if new is not None else (None, False)
         row = None
         if inserted is None:
             row = conn.execute(sql.by_key, {"b_key": content.dedup_key}).one_or_none()
             if row is not None and State(row.state).terminal and row.received_at < now - self.dedup_window:
                 # Outside the window the old row is history only: the content may run again.
                 conn.execute(sql.update_row, {"b_row": row.row_id, "dedup_key": None})
-                inserted = conn.execute(sql.insert_claim, values).scalar_one_or_none()
+                new = conn.execute(sql.insert_claim, values).one_or_none()
+                inserted, reused = (new.row_id, bool(new.id_reused)) if new is not None else (None, False)
                 row = None
             if inserted is None and row is None:  # lost a race on PostgreSQL: read the winner
                 row = conn.execute(sql.by_key, {"b_key": content.dedup_key}).one()
         if inserted is not None:
-            reused = bool(conn.execute(sql.reused, {"b_id": content.id, "b_fp": content.fingerprint,
-                                                    "b_since": now - self.dedup_window}).scalar_one())
-            if reused:
-                conn.execute(sql.update_row, {"b_row": inserted, "id_reused": True})
             self._active.add(inserted)  # here, not after the commit: a later claim in this batch sees it
             return Claim(ClaimOutcome.NEW, inserted, id_reused=reused)
         assert row is not None
@@ -480,16 +479,17 @@ class _Statements:
     def __init__(self, is_sqlite: bool) -> None:
         # SQLAlchemy cannot cache its dialect `insert … on_conflict` constructs (it compiles them on every
         # call); these two are plain text, with the same syntax in SQLite ≥ 3.35 and PostgreSQL.
-        self.insert_claim = _insert_text(exposures, "ON CONFLICT (dedup_key) DO NOTHING RETURNING row_id")
+        # `id_reused` is worked out inside the INSERT: one round trip for new content, on PostgreSQL too.
+        self.insert_claim = _insert_text(exposures, "ON CONFLICT (dedup_key) DO NOTHING RETURNING row_id, id_reused",
+                                         id_reused="(SELECT EXISTS (SELECT 1 FROM exposures WHERE id = :id AND "
+                                                   "content_fingerprint != :content_fingerprint AND "
+                                                   "received_at >= :b_since))")
         kept = ("state", "attempts", "error", "finished_at")
         self.upsert_step = _insert_text(steps, "ON CONFLICT (exposure_row, run_id, step) DO UPDATE SET "
                                         + ", ".join(f"{c} = excluded.{c}" for c in kept))
         by_key = select(exposures).where(exposures.c.dedup_key == bindparam("b_key"))
         # SQLite: BEGIN IMMEDIATE already holds the database's write lock; PostgreSQL: lock the row.
         self.by_key = by_key if is_sqlite else by_key.with_for_update()
-        self.reused = select(exists().where(
-            exposures.c.id == bindparam("b_id"), exposures.c.content_fingerprint != bindparam("b_fp"),
-            exposures.c.received_at >= bindparam("b_since")))
         # Executed with the columns to set as parameters beside `b_row`.
         self.update_row = update(exposures).where(exposures.c.row_id == bindparam("b_row"))
         self.transition = update(exposures).where(exposures.c.row_id == bindparam("b_row"),
@@ -501,11 +501,17 @@ class _Statements:
                                              exposures.c.claimed_by == bindparam("b_owner"))
 
 
-def _insert_text(table: Table, tail: str) -> TextClause:
+def _insert_text(table: Table, tail: str, **expressions: str) -> TextClause | TextualSelect:
+    """`INSERT INTO table (every column but row_id) VALUES (:column …) tail`; `expressions` replace some values."""
     columns = [c for c in table.c if c.name != "row_id"]
-    sql = (f"INSERT INTO {table.name} ({', '.join(c.name for c in columns)}) "  # noqa: S608 - names from our schema
-           f"VALUES ({', '.join(':' + c.name for c in columns)}) {tail}")
-    return text(sql).bindparams(*(bindparam(c.name, type_=c.type) for c in columns))
+    values = ", ".join(expressions.get(c.name, ":" + c.name) for c in columns)
+    sql = f"INSERT INTO {table.name} ({', '.join(c.name for c in columns)}) VALUES ({values}) {tail}"  # noqa: S608
+    typed = [bindparam(c.name, type_=c.type) for c in columns if c.name not in expressions]
+    if expressions:
+        typed.append(bindparam("b_since", type_=exposures.c.received_at.type))
+    statement = text(sql).bindparams(*typed)
+    # RETURNING's columns typed, so SQLite's 0/1 comes back a bool.
+    return statement.columns(exposures.c.row_id, exposures.c.id_reused) if "RETURNING" in tail else statement
 
 
 class StoreUnavailable(OrchestratorError):
