@@ -27,6 +27,8 @@ log = structlog.get_logger("orchestrator.broker")
 Probe = Callable[[], Awaitable[Collection[str]]]
 #: Create the topics given that do not exist; raises KafkaError.
 Recreate = Callable[[list[str]], Awaitable[object]]
+#: Told which topics were just created again (the broker lost them): whatever was read of them is gone.
+RecreatedListener = Callable[[list[str]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -50,8 +52,13 @@ class BrokerHealth:
         self._timeout_s = timeout_s
         self._clock = clock
         self._remind = Throttle(remind_s, clock=clock)
+        self._listeners: list[RecreatedListener] = []
         #: The outage in progress, or None while the broker answers.
         self.outage: Outage | None = None
+
+    def when_recreated(self, listener: RecreatedListener) -> None:
+        """Call `listener` with the topics re-created, after each re-creation and before `healthy` is True."""
+        self._listeners.append(listener)
 
     @property
     def healthy(self) -> bool:
@@ -78,6 +85,8 @@ class BrokerHealth:
                 missing = [t for t in self._topics if t not in known]
                 if missing:
                     await self._recreate(missing)
+                    for listener in self._listeners:
+                        await listener(missing)
         except (KafkaError, TimeoutError) as exc:
             self._failed(type(exc).__name__ if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}")
             return False
