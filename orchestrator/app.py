@@ -87,7 +87,8 @@ class Orchestrator:
             self.consumer.subscribe()
             self.broker.when_recreated(_rewind_on_recreation(raw_consumer, settings.exposures_topic))
             consumer = self.consumer
-            self.metrics.watch_consumer(in_flight=lambda: consumer.in_flight, lag=consumer.lag)
+            self.metrics.watch_consumer(in_flight=lambda: consumer.in_flight, lag=consumer.lag,
+                                        waiting=consumer.waiting_by_provider)
             if settings.http_listen is not None:
                 services = api.ApiServices(settings=settings, producer=producer, consumer=self.consumer,
                                            playbooks=self.playbooks, metrics=self.metrics, tokens=api_tokens,

@@ -20,6 +20,9 @@ from orchestrator.settings import Settings
 
 log = structlog.get_logger("orchestrator.kafka")
 
+#: How often clients refresh topic metadata, and so notice new partitions or re-created topics.
+METADATA_MAX_AGE_MS = 10_000
+
 
 def make_producer(bootstrap_servers: str) -> AIOKafkaProducer:
     """A producer whose sends resolve only once every in-sync replica has the record.
@@ -28,7 +31,8 @@ def make_producer(bootstrap_servers: str) -> AIOKafkaProducer:
     because one producer sends each key's records in order over one connection per broker.
     """
     return AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=False,
-                            linger_ms=5, max_batch_size=256 * 1024, request_timeout_ms=30_000)
+                            linger_ms=5, max_batch_size=256 * 1024, request_timeout_ms=30_000,
+                            metadata_max_age_ms=METADATA_MAX_AGE_MS)
 
 
 def make_consumer(settings: Settings) -> AIOKafkaConsumer:
@@ -42,6 +46,9 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
         # Far above the session timeout: at or below it, two members were seen owning one partition.
         max_poll_interval_ms=max(300_000, settings.session_timeout_ms * 10),
         max_partition_fetch_bytes=4 * 1024 * 1024,
+        # aiokafka's default, 5 minutes, is how long partitions added to the topic (or a topic re-created with
+        # more of them after a broker came back empty) would go unconsumed.
+        metadata_max_age_ms=METADATA_MAX_AGE_MS,
     )
 
 

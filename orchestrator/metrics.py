@@ -42,10 +42,13 @@ class Metrics:
                                   "exposures topic not fetched yet.", registry=self.registry)
         self._lag: Callable[[], Awaitable[int]] | None = None
 
-    def watch_consumer(self, *, in_flight: Callable[[], int], lag: Callable[[], Awaitable[int]]) -> None:
-        """Read the in-flight gauge from `in_flight` at every scrape, and the lag from `lag`."""
+    def watch_consumer(self, *, in_flight: Callable[[], int], lag: Callable[[], Awaitable[int]],
+                       waiting: Callable[[], dict[str, int]] = dict) -> None:
+        """Read the in-flight gauge from `in_flight` at every scrape, the lag from `lag`, and the runs waiting
+        for a provider's run slots from `waiting`."""
         self.in_flight.set_function(lambda: float(in_flight()))
         self._lag = lag
+        self.registry.register(_WaitingCollector(waiting))
 
     def watch_governors(self, governors: Sequence[Governor]) -> None:
         """Export every governor's state (budget and queue per bucket) at each scrape."""
@@ -73,6 +76,20 @@ class Metrics:
                 async with asyncio.timeout(2):
                     self.consumer_lag.set(await self._lag())
         return generate_latest(self.registry)
+
+
+class _WaitingCollector(Collector):
+    """Runs queued for a slot of their provider (`ORCHESTRATOR_MAX_IN_FLIGHT_PER_PROVIDER`), per provider."""
+
+    def __init__(self, waiting: Callable[[], dict[str, int]]) -> None:
+        self._waiting = waiting
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("orchestrator_runs_waiting", "Exposures fetched and waiting for a run slot of "
+                                   "their provider.", labels=["provider"])
+        for provider, count in sorted(self._waiting().items()):
+            family.add_metric([provider], count)
+        yield family
 
 
 class _GovernorCollector(Collector):

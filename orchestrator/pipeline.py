@@ -123,7 +123,9 @@ class Pipeline:
         except Exception as exc:  # the boundary: a bug in one run must not kill the consumer
             log.exception("run.crashed", exposure_id=exposure.id)
             if trail.terminal is None:
-                await trail.record(AuditEvent.RUN_FAILED, error=f"internal error: {type(exc).__name__}: {exc}")
+                reason = f"internal error: {type(exc).__name__}"  # its message may hold the input: not audited
+                await trail.record(AuditEvent.RUN_FAILED, error=reason,
+                                   dead_letter=await self._dead_letter(admission, reason))
             await trail.flush()
             return AuditEvent.RUN_FAILED
         finally:
@@ -161,7 +163,8 @@ class Pipeline:
         try:
             if admission.exposure is not None:
                 trail = self._auditor.trail(admission.exposure.id)
-                await trail.record(AuditEvent.RUN_FAILED, error=reason)
+                await trail.record(AuditEvent.RUN_FAILED, error=reason,
+                                   dead_letter=await self._dead_letter(admission, reason))
                 await trail.flush()
                 return True
             await self._reject(admission, reason)

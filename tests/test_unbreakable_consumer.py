@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import signal
 import subprocess
@@ -17,10 +18,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from orchestrator.audit_stream import follow, is_terminal
+from orchestrator.embedded import free_port
 from orchestrator.settings import GitHubSettings, Settings
 from tests import raw_batches
 from tests.conftest import Emulator
@@ -199,11 +202,11 @@ def github_spent(github: Emulator) -> Iterator[list[str]]:
 
 
 def _waiting_orchestrator(bootstrap: str, okta: Emulator, github: Emulator, log: Path, *,
-                          drain_timeout_s: int = 3) -> tuple[Settings, Any]:
+                          drain_timeout_s: int = 3, **env: str) -> tuple[Settings, Any]:
     settings = fresh_settings(bootstrap, okta.url, okta.admin_token, github=GitHubSettings(api_url=github.url))
     process = orchestrator_process(
         settings, okta, log, ORCHESTRATOR_GITHUB_API_URL=github.url, ORCHESTRATOR_MAX_IN_FLIGHT="8",
-        ORCHESTRATOR_MAX_IN_FLIGHT_PER_PROVIDER="4", ORCHESTRATOR_DRAIN_TIMEOUT_S=str(drain_timeout_s))
+        ORCHESTRATOR_MAX_IN_FLIGHT_PER_PROVIDER="4", ORCHESTRATOR_DRAIN_TIMEOUT_S=str(drain_timeout_s), **env)
     return settings, process
 
 
@@ -232,9 +235,15 @@ async def test_a_critical_exposure_starts_while_another_provider_waits_its_hour(
     login = f"lane.{secrets.token_hex(4)}@example.com"
     okta_clean.seed({"users": [{"login": login, "sessions": 1}]})
     log = tmp_path / "run.log"
-    settings, running = _waiting_orchestrator(bootstrap, okta_clean, github, log)
+    port = free_port()
+    settings, running = _waiting_orchestrator(bootstrap, okta_clean, github, log,
+                                              ORCHESTRATOR_HTTP_LISTEN=f"127.0.0.1:{port}")
     with roomy_rate_limits(okta_clean), running as process:
         await _until_waiting(settings, github_spent)
+        async with httpx.AsyncClient() as client:
+            exposition = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+        waiting = re.search(r'^orchestrator_runs_waiting\{provider="github"\} (\S+)$', exposition, re.M)
+        assert waiting and float(waiting.group(1)) > 0, exposition
         critical = exposure("okta.session", credential={"owner": login}, severity="critical")
         published = time.monotonic()
         await publish(settings.bootstrap_servers, settings.exposures_topic, [critical])
@@ -275,3 +284,42 @@ async def test_stop_works_with_the_broker_gone(okta_clean: Emulator, github: Emu
             await _exit_within(process, 3 + 20)
     assert "Traceback" not in log.read_text()
 
+
+
+async def test_a_broker_that_comes_back_empty_gets_no_stale_offsets(okta: Emulator) -> None:
+    """Tansu keeps nothing: after a restart the topics are new. Offsets committed before must not be committed
+    onto them (that would skip their first records), and what is published after the restart is processed."""
+    from orchestrator import embedded
+
+    port = embedded.free_port()
+    with embedded.tansu(port) as broker:
+        settings = isolated_settings(broker.url, topic_partitions=1)
+        async with Harness(settings) as running:
+            before = [exposure("nobody.knows", credential={"id": f"old{n}"}) for n in range(20)]
+            await running.run(*before)
+            await _assert_everything_committed(settings)
+            broker.process.kill()
+            broker.process.wait()
+            await asyncio.sleep(3)
+            with embedded.tansu(port):
+                after = [exposure("nobody.knows", credential={"id": f"new{n}"}) for n in range(5)]
+                await running.publish(*after)
+                found = await _terminals_of(settings, {e["id"] for e in after}, timeout_s=60)
+                assert all(found[e["id"]] == ["exposure.unmatched"] for e in after)
+                await _assert_everything_committed(settings)
+                assert max((await committed_offsets(settings)).values()) <= len(after)
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+async def test_librdkafka_batches_in_every_codec(harness: Harness, codec: str) -> None:
+    """What a detector team sends with confluent-kafka (librdkafka) and compression on: all of it is handled."""
+    from confluent_kafka import Producer
+
+    events = [exposure("nobody.knows", credential={"id": f"rd{n}"}) for n in range(20)]
+    producer = Producer({"bootstrap.servers": harness.settings.bootstrap_servers, "compression.type": codec,
+                         "linger.ms": 50})
+    for event in events:
+        producer.produce(harness.settings.exposures_topic, key=event["id"], value=json.dumps(event))
+    assert await asyncio.to_thread(producer.flush, 15) == 0
+    found = await _terminals_of(harness.settings, {e["id"] for e in events})
+    assert all(found[e["id"]] == ["exposure.unmatched"] for e in events)
