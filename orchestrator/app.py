@@ -68,11 +68,11 @@ class Orchestrator:
                 observers.append((await self._stack.enter_async_context(notifier)).observe)
             pipeline = Pipeline(
                 # Audit records are echoed to the console log for people; JSON logs would only duplicate the topic.
-                auditor=Auditor(KafkaAuditSink(producer, settings.audit_topic), echo=settings.log_format == "console",
-                                observers=observers),
+                auditor=Auditor(KafkaAuditSink(producer, settings.audit_topic, health=self.broker),
+                                echo=settings.log_format == "console", observers=observers),
                 executor=Executor(providers, actions, step_timeout_s=settings.step_timeout_s),
                 playbooks=self.playbooks,
-                dead_letters=kafka.KafkaDeadLetters(producer, settings.dlq_topic),
+                dead_letters=kafka.KafkaDeadLetters(producer, settings.dlq_topic, health=self.broker),
                 max_event_bytes=settings.max_event_bytes,
                 dedup_window=settings.dedup_window,
             )

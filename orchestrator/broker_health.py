@@ -53,6 +53,8 @@ class BrokerHealth:
         self._clock = clock
         self._remind = Throttle(remind_s, clock=clock)
         self._listeners: list[RecreatedListener] = []
+        self._up = asyncio.Event()
+        self._up.set()
         #: The outage in progress, or None while the broker answers.
         self.outage: Outage | None = None
 
@@ -64,6 +66,10 @@ class BrokerHealth:
     def healthy(self) -> bool:
         """True while the broker answers and our topics exist."""
         return self.outage is None
+
+    async def wait_healthy(self) -> None:
+        """Return once the broker answers and our topics exist (at once when they do now)."""
+        await self._up.wait()
 
     @property
     def outage_started_at(self) -> float | None:
@@ -94,11 +100,13 @@ class BrokerHealth:
             log.info("broker.recovered", outage_s=round(self._clock() - self.outage.started_at, 1),
                      recreated_topics=missing)
             self.outage = None
+            self._up.set()
         return True
 
     def _failed(self, reason: str) -> None:
         if self.outage is None:
             self.outage = Outage(self._clock(), reason)
+            self._up.clear()
             self._remind("outage")  # the first line is the one below; reminders start a full interval later
             log.warning("broker.unreachable", reason=reason)
         elif self._remind("outage") is not None:

@@ -12,7 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from orchestrator import record_batches
-from orchestrator.delivery import Delivery
+from orchestrator.delivery import Delivery, HealthGate
 from orchestrator.errors import ConfigurationError
 from orchestrator.pipeline import Origin
 from orchestrator.redaction import REDACTOR
@@ -112,10 +112,10 @@ async def _create_missing(admin: AIOKafkaAdminClient, topics: list[str], *, part
 class KafkaDeadLetters:
     """Sends rejected records to the dead-letter topic with `error` and `source.*` headers."""
 
-    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+    def __init__(self, producer: AIOKafkaProducer, topic: str, *, health: HealthGate | None = None) -> None:
         self._producer = producer
         self._topic = topic
-        self._delivery = Delivery(topic)
+        self._delivery = Delivery(topic, health=health)
 
     async def send(self, raw: bytes | None, *, origin: Origin, reason: str) -> Awaitable[Any]:
         """Queue the record; the awaitable resolves once the broker stored it."""

@@ -86,3 +86,29 @@ async def test_a_caller_that_stops_waiting_stops_the_retries() -> None:
     calls = attempts.calls
     await asyncio.sleep(0.1)
     assert sender.retrying == 0 and attempts.calls == calls
+
+
+class Gate:
+    """A broker health that the test turns on and off."""
+
+    def __init__(self) -> None:
+        self.up = asyncio.Event()
+
+    @property
+    def healthy(self) -> bool:
+        return self.up.is_set()
+
+    async def wait_healthy(self) -> None:
+        await self.up.wait()
+
+
+async def test_an_acknowledgement_during_an_outage_is_not_trusted() -> None:
+    """Acknowledged while the broker counts as unreachable (Tansu acks into a lost topic): sent again once the
+    broker is healthy, and only then resolved."""
+    attempts, gate = Attempts(), Gate()
+    sender = Delivery("t", health=gate, backoff_s=0.01)
+    stored = asyncio.ensure_future(await sender.send(attempts))
+    await asyncio.sleep(0.1)
+    assert not stored.done() and attempts.calls == 1
+    gate.up.set()
+    assert await stored == "stored on attempt 2"
