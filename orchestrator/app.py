@@ -16,7 +16,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import IllegalStateError
 
-from orchestrator import api, kafka
+from orchestrator import api, kafka, keys
 from orchestrator.audit import AuditObserver, Auditor, KafkaAuditSink
 from orchestrator.broker_health import BrokerHealth, RecreatedListener
 from orchestrator.consumer import ExposureConsumer
@@ -51,6 +51,8 @@ class Orchestrator:
         # A bad playbook stops start-up before anything connects.
         self.playbooks = load_playbooks(settings.playbooks_dir, actions)
         api_tokens = api.load_access(settings)
+        deployment_keys = keys.from_settings(settings)
+        keys.install(deployment_keys)
         try:
             await kafka.ensure_topics(
                 settings.bootstrap_servers, [settings.exposures_topic, settings.audit_topic, settings.dlq_topic],
@@ -59,7 +61,8 @@ class Orchestrator:
             producer = kafka.make_producer(settings.bootstrap_servers)
             await kafka.start(producer, settings.bootstrap_servers)
             self._stack.push_async_callback(_within(producer.stop, "producer"))
-            self.broker = await self._stack.enter_async_context(_broker_health(settings, producer).running())
+            self.broker = broker = await self._stack.enter_async_context(
+                _broker_health(settings, producer).running())
             providers, governors = await open_providers(settings, self._stack)
             self.metrics.watch_governors(governors)
             observers: list[AuditObserver] = [self.metrics.observe]
@@ -72,7 +75,8 @@ class Orchestrator:
                                 echo=settings.log_format == "console", observers=observers),
                 executor=Executor(providers, actions, step_timeout_s=settings.step_timeout_s),
                 playbooks=self.playbooks,
-                dead_letters=kafka.KafkaDeadLetters(producer, settings.dlq_topic, health=self.broker),
+                dead_letters=kafka.KafkaDeadLetters(producer, settings.dlq_topic, key=deployment_keys.encryption,
+                                                    health=self.broker),
                 max_event_bytes=settings.max_event_bytes,
                 dedup_window=settings.dedup_window,
             )
@@ -83,6 +87,7 @@ class Orchestrator:
                 raw_consumer, pipeline, topic=settings.exposures_topic, max_in_flight=settings.max_in_flight,
                 max_in_flight_per_provider=settings.max_in_flight_per_provider, max_buffered=settings.max_buffered,
                 commit_interval_s=settings.commit_interval_s, drain_timeout_s=settings.drain_timeout_s,
+                broker_outages=lambda: broker.outages,
             )
             self.consumer.subscribe()
             self.broker.when_recreated(_rewind_on_recreation(raw_consumer, settings.exposures_topic))
@@ -167,6 +172,13 @@ def _within(stop: Callable[[], Awaitable[object]], name: str) -> Callable[[], Aw
                 await stop()
         except TimeoutError:
             log.warning("kafka.stop_abandoned", client=name, timeout_s=CLIENT_STOP_TIMEOUT_S)
+        except asyncio.CancelledError:
+            # aiokafka 0.14's Fetcher.close() cancels its pending fetch tasks and awaits them unguarded, so a
+            # consumer stopped while a fetch is retrying raises their CancelledError. Only ours may propagate.
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            log.warning("kafka.stop_interrupted", client=name)
 
     return bounded
 

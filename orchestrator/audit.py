@@ -1,7 +1,7 @@
 """Audit records: the closed set of events, the structlog pipeline that renders them, and their Kafka sink.
 
 Every record is a JSON object keyed by exposure id on the audit topic, rendered by structlog
-(timestamp → redaction → JSON) and echoed to the process log. Fields: `ts`, `event`, `exposure_id`, and
+(timestamp → redaction of values → JSON) and echoed to the process log. Fields: `ts`, `event`, `exposure_id`, and
 where they apply `run_id`, `playbook`, `step`, `action`, `target`, `attempt`, `duration_ms`, `error`,
 `actor`, `credential_kind`, `detector` (plus a few documented extras such as `reason`, `note`, `calls`).
 """
@@ -9,6 +9,7 @@ where they apply `run_id`, `playbook`, `step`, `action`, `target`, `attempt`, `d
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
 from typing import Any, Protocol
@@ -89,15 +90,22 @@ class KafkaAuditSink:
         return future
 
 
-def _jsonable(value: Any) -> str:
-    return MASK if isinstance(value, SecretStr) else str(value)
-
-
 def _render_pipeline(redactor: Redactor) -> Any:
-    """timestamp → JSON (a `SecretStr` renders as its mask) → the rendered text redacted in one pass."""
+    """timestamp → values redacted (identifier fields kept as they are) → JSON (a `SecretStr` as its mask).
+
+    Redaction works on values, never on the rendered text: whatever the secrets are, the record stays
+    valid JSON with the same fields, and its event and ids are never rewritten.
+    """
+
+    def jsonable(value: Any) -> str:  # what orjson cannot render natively: its text, redacted too
+        return MASK if isinstance(value, SecretStr) else redactor.text(str(value))
 
     def render(_logger: Any, _method: str, event_dict: Any) -> bytes:
-        return redactor.json(orjson.dumps(event_dict, default=_jsonable))
+        fields = redactor.fields(event_dict)
+        try:
+            return orjson.dumps(fields, default=jsonable)
+        except TypeError:  # a lone surrogate (from a JSON `\ud800` escape) is not UTF-8: show it as U+FFFD
+            return orjson.dumps(_scrub(fields), default=jsonable)
 
     # bind() turns the lazy proxy into a concrete logger once, instead of on every record.
     return structlog.wrap_logger(
@@ -105,6 +113,19 @@ def _render_pipeline(redactor: Redactor) -> Any:
         processors=[structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"), render],
         wrapper_class=structlog.BoundLogger,
     ).bind()
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return value
 
 
 class Auditor:

@@ -57,6 +57,8 @@ class BrokerHealth:
         self._up.set()
         #: The outage in progress, or None while the broker answers.
         self.outage: Outage | None = None
+        #: Outages begun since start: a change tells the consumer the group's offsets may have been lost.
+        self.outages = 0
 
     def when_recreated(self, listener: RecreatedListener) -> None:
         """Call `listener` with the topics re-created, after each re-creation and before `healthy` is True."""
@@ -107,6 +109,7 @@ class BrokerHealth:
         if self.outage is None:
             self.outage = Outage(self._clock(), reason)
             self._up.clear()
+            self.outages += 1
             self._remind("outage")  # the first line is the one below; reminders start a full interval later
             log.warning("broker.unreachable", reason=reason)
         elif self._remind("outage") is not None:

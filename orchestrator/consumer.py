@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -38,7 +39,8 @@ class ExposureConsumer:
 
     def __init__(self, consumer: AIOKafkaConsumer, pipeline: Pipeline, *, topic: str, max_in_flight: int,
                  max_in_flight_per_provider: int | None = None, max_buffered: int | None = None,
-                 commit_interval_s: float = 1.0, drain_timeout_s: float = 20.0) -> None:
+                 commit_interval_s: float = 1.0, drain_timeout_s: float = 20.0,
+                 broker_outages: Callable[[], int] = lambda: 0) -> None:
         self._consumer = consumer
         self._pipeline = pipeline
         self._topic = topic
@@ -54,8 +56,11 @@ class ExposureConsumer:
         self._tails: dict[str, asyncio.Future[None]] = {}
         self._stopping = asyncio.Event()
         #: Set after anything that may mean the group's committed offsets were lost (commit or fetch failures,
-        #: a rebalance): the next commit first checks that the broker still has what this process committed.
+        #: a broker outage): the next commit first checks that the broker still has what this process committed
+        #: and that the offsets fit the partition as it is now.
         self._suspect = False
+        self._broker_outages = broker_outages
+        self._outages_seen = 0
         self._last_logged: dict[str, float] = {}
         self.assigned = asyncio.Event()
 
@@ -198,8 +203,15 @@ class ExposureConsumer:
     async def commit(self) -> None:
         """Commit every partition's safe offset that still belongs to the topic as the broker knows it."""
         offsets = self._offsets.to_commit()
+        if self._broker_outages() != self._outages_seen:
+            self._outages_seen = self._broker_outages()
+            self._suspect = True
         if offsets and self._suspect:
-            offsets = await self._still_current(offsets)
+            try:
+                async with asyncio.timeout(SHUTDOWN_CALL_TIMEOUT_S):
+                    offsets = await self._still_current(offsets)
+            except TimeoutError:  # e.g. inside a rebalance callback while the coordinator is being rediscovered
+                return
         if not offsets:
             return
         try:
@@ -220,7 +232,10 @@ class ExposureConsumer:
             for partition, offset in offsets.items():
                 ours = self._offsets.last_committed(partition)
                 theirs = await self._consumer.committed(partition)
-                if ours is not None and (theirs is None or theirs < ours):
+                end = (await self._consumer.end_offsets([partition])).get(partition)
+                # Tansu's end offset can be low by up to one batch (FIELD-NOTES), so this errs towards not
+                # committing, which only means redelivery after a crash.
+                if (ours is not None and (theirs is None or theirs < ours)) or (end is not None and offset > end):
                     log.warning("consumer.offsets_lost", partition=f"{partition.topic}/{partition.partition}",
                                 committed_before=ours, broker_has=theirs)
                     self._offsets.forget(partition)
@@ -240,8 +255,6 @@ class ExposureConsumer:
             log.warning(event, **fields)
 
     async def _revoked(self, partitions: set[TopicPartition]) -> None:
-        if partitions:
-            self._suspect = True
         await self._drain(partitions)
         await self.commit()
         for partition in partitions:

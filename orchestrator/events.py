@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -11,6 +10,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from orchestrator.errors import InvalidExposure
+from orchestrator.keys import keyed_fingerprint
 
 
 class Severity(StrEnum):
@@ -101,11 +101,15 @@ SECRET_FIELD_PATHS: frozenset[str] = frozenset({"credential.secret"})
 
 
 def fingerprint(secret: SecretStr | str | None) -> str:
-    """A short, non-reversible tag for a secret so records can say *which* secret without showing it."""
+    """A short tag for a secret so records can say *which* secret without showing it.
+
+    A keyed HMAC (`hmac-sha256:<16 hex>`, key from `orchestrator.keys`): without the key, hashing guesses
+    cannot reverse the fingerprint of a weak secret.
+    """
     if secret is None:
         return "none"
     raw = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
-    return "sha256:" + hashlib.sha256(raw.encode()).hexdigest()[:12]
+    return keyed_fingerprint(raw)
 
 
 def decode(value: bytes | None, *, max_bytes: int) -> Exposure:

@@ -19,6 +19,7 @@ from orchestrator.errors import NotFound, PermanentError, ProviderError, RateLim
 from orchestrator.events import Exposure, Severity
 from orchestrator.governor import deadline
 from orchestrator.playbooks import OnFailure, Playbook, RetryPolicy, Step
+from orchestrator.redaction import REDACTOR
 from orchestrator.routing import resolve_params, step_applies
 
 
@@ -155,12 +156,16 @@ def _context(exposure: Exposure) -> StepContext:
     return StepContext(exposure_id=exposure.id, dry_run=exposure.dry_run, priority=priority_of(exposure))
 
 
+#: Longest provider error kept in an audit record (cut only after redaction).
+ERROR_CHARS = 1000
+
+
 def _describe(error: BaseException | None) -> str | None:
     if error is None:
         return None
     kind = "not found" if isinstance(error, NotFound) else "permanent" if isinstance(error, PermanentError) \
         else "rate limited" if isinstance(error, RateLimited) else "transient"
-    return f"{kind}: {error}"
+    return REDACTOR.clip(f"{kind}: {error}", ERROR_CHARS)
 
 
 def _elapsed_ms(started: float) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable
 from typing import Any
@@ -9,9 +10,16 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    TopicAlreadyExistsError,
+)
+from aiokafka.partitioner import murmur2
 
-from orchestrator import record_batches
+from orchestrator import dead_letters, record_batches
 from orchestrator.delivery import Delivery, HealthGate
 from orchestrator.errors import ConfigurationError
 from orchestrator.pipeline import Origin
@@ -110,21 +118,74 @@ async def _create_missing(admin: AIOKafkaAdminClient, topics: list[str], *, part
 
 
 class KafkaDeadLetters:
-    """Sends rejected records to the dead-letter topic with `error` and `source.*` headers."""
+    """Sends rejected records to the dead-letter topic, sealed (`orchestrator.dead_letters`), with `error`
+    and `source.*` headers, retried through broker outages (`Delivery`). With `key`, originals are stored
+    encrypted; without, their secrets are dropped."""
 
-    def __init__(self, producer: AIOKafkaProducer, topic: str, *, health: HealthGate | None = None) -> None:
+    def __init__(self, producer: AIOKafkaProducer, topic: str, *, key: bytes | None = None,
+                 health: HealthGate | None = None) -> None:
         self._producer = producer
         self._topic = topic
+        self._key = key
         self._delivery = Delivery(topic, health=health)
 
     async def send(self, raw: bytes | None, *, origin: Origin, reason: str) -> Awaitable[Any]:
-        """Queue the record; the awaitable resolves once the broker stored it."""
+        """Queue the record's dead letter(s); the awaitable resolves once the broker stored them.
+
+        Never raises for the record's size or content: what the producer or broker refuses as too large
+        is sent again as headers only, saying so.
+        """
         headers = [
-            ("error", reason.encode()),
+            ("error", REDACTOR.text(reason).encode("utf-8", "replace")),
             ("source.topic", origin.topic.encode()),
             ("source.partition", str(origin.partition).encode()),
             ("source.offset", str(origin.offset).encode()),
         ]
-        key = REDACTOR.text(origin.key.decode(errors="replace")).encode() if origin.key else None
-        return await self._delivery.send(
-            lambda: self._producer.send(self._topic, value=raw, key=key, headers=headers))
+        key = _safe_key(origin.key)
+        size = b"0" if raw is None else str(len(raw)).encode()
+        pieces = dead_letters.seal(raw, key=self._key, redactor=REDACTOR)
+        partition = await self._partition(pieces) if len(pieces) > 1 and key is None else None
+        acks = []
+        for piece in pieces:
+            try:
+                acks.append(await self._queue(piece.value, key, headers + piece.headers, partition))
+            except _TOO_LARGE:  # below even one chunk: keep what the letter was, not its body
+                acks.append(await self._headers_only(key, headers, size))
+                break
+        return asyncio.ensure_future(self._stored(acks, key, headers, size))
+
+    async def _partition(self, pieces: list[dead_letters.Piece]) -> int | None:
+        """One partition for every chunk of a keyless dead letter, so `dlq show` finds them all after the first."""
+        try:
+            partitions = sorted(await self._producer.partitions_for(self._topic))
+        except KafkaError:  # broker away: the chunks go where they go, `dlq list` still joins them
+            return None
+        chunk_id = dict(pieces[0].headers)["chunk.id"]
+        return int(partitions[(murmur2(chunk_id) & 0x7FFFFFFF) % len(partitions)])
+
+    async def _queue(self, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]],
+                     partition: int | None) -> Awaitable[Any]:
+        return await self._delivery.send(lambda: self._producer.send(self._topic, value=value, key=key,
+                                                                     headers=headers, partition=partition))
+
+    async def _stored(self, acks: list[Awaitable[Any]], key: bytes | None, headers: list[tuple[str, bytes]],
+                      size: bytes) -> None:
+        for ack in acks:
+            try:
+                await ack
+            except _TOO_LARGE:  # the broker's own limit is lower than ours
+                log.warning("dead_letter.too_large", topic=self._topic, size=int(size))
+                await (await self._headers_only(key, headers, size))
+
+    async def _headers_only(self, key: bytes | None, headers: list[tuple[str, bytes]], size: bytes) -> Awaitable[Any]:
+        return await self._queue(None, key, [*headers, ("truncated", b"true"), ("original.size", size),
+                                             ("redaction", b"body-dropped")], None)
+
+
+#: The producer's or the broker's "this record is too large".
+_TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
+
+
+def _safe_key(key: bytes | None) -> bytes | None:
+    """The original record's key (usually the exposure id, so dead letters can be found by it), redacted."""
+    return REDACTOR.text(key.decode(errors="replace")).encode("utf-8", "replace") if key else None

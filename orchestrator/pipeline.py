@@ -74,7 +74,7 @@ class DeadLetters(Protocol):
     """Where invalid records go, with the reason and their origin."""
 
     async def send(self, raw: bytes | None, *, origin: Origin, reason: str) -> Awaitable[Any]:
-        """Queue the (already redacted) record; the awaitable resolves once stored."""
+        """Queue the record as received (the sink makes it safe); the awaitable resolves once stored."""
         ...
 
 
@@ -185,7 +185,8 @@ class Pipeline:
     async def _dead_letter(self, admission: Admission, reason: str) -> str | None:
         """Store the record on the dead-letter topic; None when stored, else why it could not be."""
         try:
-            stored = await self._dead_letters.send(REDACTOR.record(admission.raw), origin=admission.origin,
+            # The sink seals the original (encrypted, or its secrets dropped): it needs the bytes as received.
+            stored = await self._dead_letters.send(admission.raw, origin=admission.origin,
                                                    reason=REDACTOR.text(reason))
             await stored
         except Exception as exc:  # noqa: BLE001 - the rejection is still audited, with this failure

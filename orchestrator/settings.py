@@ -16,6 +16,8 @@ N = TypeVar("N", int, float)
 DEFAULT_PLAYBOOKS_DIR = Path(__file__).resolve().parent.parent / "playbooks"
 #: Where `orchestrator run` serves its HTTP API unless ORCHESTRATOR_HTTP_LISTEN says otherwise (`off`: nowhere).
 DEFAULT_HTTP_LISTEN = "127.0.0.1:8080"
+#: Where `from_env` keeps the deployment's generated files (the fingerprint key) unless told otherwise.
+DEFAULT_DATA_DIR = Path(".orchestrator")
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,13 @@ class Settings:
     api_tokens_file: Path | None = None
     oncall_webhook_url: str | None = field(default=None, repr=False)  # a Slack webhook URL is a secret
     oncall_webhook_format: str = "json"
+    #: Dead letters are stored AES-256-GCM encrypted under this key (64 hex digits or base64 of 32 bytes);
+    #: without one, their secret-looking values are dropped. See `orchestrator.keys`.
+    encryption_key: str | None = field(default=None, repr=False)
+    encryption_key_file: Path | None = None
+    #: Where the generated fingerprint key is kept; None (the default when built in code) keeps a
+    #: per-process key. `from_env` defaults it to DEFAULT_DATA_DIR.
+    data_dir: Path | None = None
     okta: OktaSettings | None = None
     aws: AwsSettings = AwsSettings()
     github: GitHubSettings = GitHubSettings()
@@ -120,6 +129,8 @@ class Settings:
                 bucket_share=reader.number("ORCHESTRATOR_OKTA_BUCKET_SHARE", 0.5),
             )
         tokens_file = env.get("ORCHESTRATOR_API_TOKENS_FILE")
+        key_file = env.get("ORCHESTRATOR_ENCRYPTION_KEY_FILE", "").strip()
+        data_dir = env.get("ORCHESTRATOR_DATA_DIR", "").strip()
         return cls(
             bootstrap_servers=bootstrap,
             exposures_topic=env.get("ORCHESTRATOR_EXPOSURES_TOPIC", cls.exposures_topic),
@@ -149,6 +160,9 @@ class Settings:
             oncall_webhook_url=env.get("ORCHESTRATOR_ONCALL_WEBHOOK_URL", "").strip() or None,
             oncall_webhook_format=reader.choice("ORCHESTRATOR_ONCALL_WEBHOOK_FORMAT", cls.oncall_webhook_format,
                                                 ("slack", "json")),
+            encryption_key=env.get("ORCHESTRATOR_ENCRYPTION_KEY", "").strip() or None,
+            encryption_key_file=Path(key_file) if key_file else None,
+            data_dir=Path(data_dir) if data_dir else DEFAULT_DATA_DIR,
             okta=okta,
             aws=AwsSettings(
                 region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",

@@ -53,7 +53,7 @@ def test_unknown_fields_are_ignored() -> None:
 def test_the_credential_key_names_the_credential_without_its_secret() -> None:
     """Exposures of the same credential share a key; a secret-only credential is keyed by a fingerprint."""
     exposure = _decode({"id": "e", "credential": {"kind": "okta.api_token", "secret": CANARY}})
-    assert exposure.credential_key.startswith("okta.api_token:sha256:") and CANARY not in exposure.credential_key
+    assert exposure.credential_key.startswith("okta.api_token:hmac-sha256:") and CANARY not in exposure.credential_key
 
 
 INVALID: dict[str, tuple[bytes | None, str]] = {

@@ -286,28 +286,39 @@ async def test_stop_works_with_the_broker_gone(okta_clean: Emulator, github: Emu
 
 
 
-async def test_a_broker_that_comes_back_empty_gets_no_stale_offsets(okta: Emulator) -> None:
-    """Tansu keeps nothing: after a restart the topics are new. Offsets committed before must not be committed
-    onto them (that would skip their first records), and what is published after the restart is processed."""
+async def test_a_broker_that_comes_back_empty_gets_no_stale_offsets(okta_clean: Emulator) -> None:
+    """Tansu keeps nothing: after a restart the topics are new. Runs that were in flight when it went away finish
+    afterwards, but their offsets belong to the old topic and must not be committed onto the new one (that would
+    skip its first records); what is published after the restart is processed and committed."""
     from orchestrator import embedded
 
+    logins = [f"stale.{secrets.token_hex(4)}@example.com" for _ in range(10)]
+    okta_clean.seed({"users": [{"login": login, "sessions": 1} for login in logins]})
     port = embedded.free_port()
-    with embedded.tansu(port) as broker:
-        settings = isolated_settings(broker.url, topic_partitions=1)
+    with roomy_rate_limits(okta_clean), embedded.tansu(port) as broker:
+        settings = fresh_settings(broker.url, okta_clean.url, okta_clean.admin_token, topic_partitions=1)
         async with Harness(settings) as running:
-            before = [exposure("nobody.knows", credential={"id": f"old{n}"}) for n in range(20)]
-            await running.run(*before)
-            await _assert_everything_committed(settings)
+            okta_clean.control("PUT", "latency", {"ms": 1500})
+            await running.publish(*(exposure("okta.session", credential={"owner": login}) for login in logins))
+            await asyncio.sleep(0.5)  # fetched and in flight at Okta
             broker.process.kill()
             broker.process.wait()
             await asyncio.sleep(3)
+            okta_clean.control("PUT", "latency", {"ms": 0})
             with embedded.tansu(port):
-                after = [exposure("nobody.knows", credential={"id": f"new{n}"}) for n in range(5)]
+                # Publish once the orchestrator has re-created its topics, as /readyz would tell a publisher: a
+                # publisher that auto-creates the topic first races it (see the README's note on Tansu).
+                broker_health = running.orchestrator.broker
+                assert broker_health is not None
+                async with asyncio.timeout(30):
+                    while not broker_health.healthy:  # noqa: ASYNC110 - a property, not an event
+                        await asyncio.sleep(0.2)
+                after = [exposure("nobody.knows", credential={"id": f"new{n}"}) for n in range(3)]
                 await running.publish(*after)
                 found = await _terminals_of(settings, {e["id"] for e in after}, timeout_s=60)
                 assert all(found[e["id"]] == ["exposure.unmatched"] for e in after)
                 await _assert_everything_committed(settings)
-                assert max((await committed_offsets(settings)).values()) <= len(after)
+                assert max((await committed_offsets(settings)).values()) == len(after)
 
 
 @pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
