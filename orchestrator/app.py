@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import os
 import signal
@@ -13,12 +12,11 @@ from contextlib import AsyncExitStack
 from types import TracebackType
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import IllegalStateError
+from aiokafka import AIOKafkaProducer
 
 from orchestrator import api, kafka, keys
 from orchestrator.audit import AuditObserver, Auditor, KafkaAuditSink
-from orchestrator.broker_health import BrokerHealth, RecreatedListener
+from orchestrator.broker_health import BrokerHealth
 from orchestrator.consumer import ExposureConsumer
 from orchestrator.execution import Executor
 from orchestrator.metrics import Metrics
@@ -87,10 +85,10 @@ class Orchestrator:
                 raw_consumer, pipeline, topic=settings.exposures_topic, max_in_flight=settings.max_in_flight,
                 max_in_flight_per_provider=settings.max_in_flight_per_provider, max_buffered=settings.max_buffered,
                 commit_interval_s=settings.commit_interval_s, drain_timeout_s=settings.drain_timeout_s,
-                broker_outages=lambda: broker.outages,
+                broker_outages=lambda: broker.outages, broker_healthy=lambda: broker.healthy,
             )
             self.consumer.subscribe()
-            self.broker.when_recreated(_rewind_on_recreation(raw_consumer, settings.exposures_topic))
+            self.broker.when_recreated(self.consumer.topics_recreated)
             consumer = self.consumer
             self.metrics.watch_consumer(in_flight=lambda: consumer.in_flight, lag=consumer.lag,
                                         waiting=consumer.waiting_by_provider)
@@ -137,24 +135,6 @@ def _broker_health(settings: Settings, producer: AIOKafkaProducer) -> BrokerHeal
                                            replication=settings.topic_replication_factor)
 
     return BrokerHealth(probe, recreate, topics)
-
-
-def _rewind_on_recreation(raw_consumer: AIOKafkaConsumer, topic: str) -> RecreatedListener:
-    """When the exposures topic was created again, read its new incarnation from the start.
-
-    The fetch positions still point into the lost incarnation: Tansu answers a fetch past its end with no
-    records rather than OffsetOutOfRange, so without this the first records published after its return
-    would be skipped. (Committed offsets are the consumer's business: see `ExposureConsumer.commit`.)
-    """
-
-    async def rewind(topics: list[str]) -> None:
-        ours = [p for p in raw_consumer.assignment() if p.topic == topic]
-        if topic in topics and ours:
-            with contextlib.suppress(IllegalStateError):  # revoked meanwhile: a new assignment starts afresh
-                await raw_consumer.seek_to_beginning(*ours)
-            log.info("consumer.rewound", topic=topic, partitions=len(ours))
-
-    return rewind
 
 
 #: How long stopping one Kafka client may take; with the broker gone, aiokafka would wait for it indefinitely.
