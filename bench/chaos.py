@@ -24,7 +24,7 @@ import secrets
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,20 +35,27 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import chaos_poison  # noqa: E402
 from bench.chaos_rig import (  # noqa: E402
     Broker,
+    Canary,
     Names,
     Published,
     Supervised,
     Tally,
+    canary_hits,
     emulator_control,
     ends_of,
     orchestrator_env,
+    producer,
     publish_exposures,
+    python_record_builder,
     read_topic,
+    record_blobs,
     roomy_limits,
     wait_lag_zero,
     wait_terminals,
+    write_tokens_file,
 )
 from orchestrator import embedded  # noqa: E402
 from orchestrator.playbooks import RetryPolicy  # noqa: E402
@@ -147,16 +154,21 @@ def mixed_exposures(stage: Stage, count: int, prefix: str) -> list[dict[str, Any
 
 
 async def _finish(outcome: Outcome, stage: Stage, names: Names, supervised: Supervised,
-                  published: list[Published], tally: Tally, *, ends: dict[int, int] | None = None) -> None:
-    """The invariants every scenario shares: nothing lost, no crash, lag 0, no stale commit, clean stop."""
+                  published: list[Published], tally: Tally, *, read_ends: bool = False) -> None:
+    """The invariants every scenario shares: nothing lost, no crash, lag 0, no stale commit, clean stop.
+
+    The lag is counted against what the suite published, or (`read_ends`, when others published too: the
+    API) against the records read back from the topic.
+    """
     outcome.lost, outcome.duplicated = tally.lost_and_duplicated(published)
     outcome.lag, outcome.stale_commits = await wait_lag_zero(stage.bootstrap, names,
-                                                             ends if ends is not None else ends_of(published))
+                                                             None if read_ends else ends_of(published))
     code, drain_s = await supervised.stop()
     outcome.crashes = supervised.crashes
     outcome.peak_rss_mb = round(supervised.peak_rss_mb, 1)
+    lost = [p.exposure_id or f"partition {p.partition} offset {p.offset}" for p in published if not tally.terminals(p)]
     outcome.details.update(exit_code_on_sigterm=code, stop_s=round(drain_s, 1), audit_records=tally.records,
-                           crash_exit_codes=supervised.exit_codes[:10])
+                           crash_exit_codes=supervised.exit_codes[:10], lost_sample=lost[:8])
     outcome.check(outcome.lost == 0, f"lost == 0 (got {outcome.lost})")
     outcome.check(outcome.crashes == 0, f"no crash (got {outcome.crashes}, exit codes {supervised.exit_codes[:5]})")
     outcome.check(outcome.lag == 0, f"lag back to 0 (got {outcome.lag})")
@@ -302,8 +314,181 @@ def _lines(path: Path) -> int:
     return 0
 
 
+async def poison(stage: Stage, args: argparse.Namespace) -> Outcome:
+    """`--poison` hypothesis-drawn records, plain and in every codec, then valid sentinels that must complete."""
+    outcome = Outcome("poison")
+    names = Names.fresh("poison")
+    supervised = _supervised(stage, names, "poison", **stage.providers())
+    records = chaos_poison.generate(args.poison, seed_value=args.seed, max_huge=max(2, args.poison // 500))
+    await supervised.start()
+    published: list[Published] = []
+    kinds: dict[tuple[int, int], str] = {}
+    for index, codec in enumerate(CODECS):
+        client = await producer(stage.bootstrap, compression=codec)
+        try:
+            batch = records[index::len(CODECS)]
+            for record in batch:
+                raw_keys = any(isinstance(k, chaos_poison.RawKey) for k, _ in record.headers)
+                with python_record_builder() if raw_keys else contextlib.nullcontext():
+                    sent = await client.send(names.exposed, record.value, key=record.key,
+                                             headers=list(record.headers))
+                    if raw_keys:  # the builder swap must cover the batch's whole life: flush it now
+                        await client.flush()
+                metadata = await sent
+                published.append(Published(metadata.partition, metadata.offset))
+                kinds[(metadata.partition, metadata.offset)] = f"{record.kind}/{codec or 'none'}"
+        finally:
+            await client.stop()
+    sentinels = await publish_exposures(stage.bootstrap, names.exposed, mixed_exposures(stage, 20, "sentinel"))
+    outcome.exposures = len(published) + len(sentinels)
+    tally = await wait_terminals(stage.bootstrap, names.audit, published + sentinels,
+                                 timeout_s=90 + len(published) / 50, supervised=supervised)
+    by_origin = {(r.get("source_partition"), r.get("source_offset")): r for r in tally.terminal_records
+                 if r["event"] == "exposure.rejected"}
+    unexplained = [kinds[(p.partition, p.offset)] for p in published
+                   if tally.terminals(p) and not str(by_origin.get((p.partition, p.offset), {}).get("reason") or "")]
+    lost_kinds: dict[str, int] = {}
+    for p in published:
+        if not tally.terminals(p):
+            lost_kinds[kinds[(p.partition, p.offset)]] = lost_kinds.get(kinds[(p.partition, p.offset)], 0) + 1
+    sentinel_lost, _ = tally.lost_and_duplicated(sentinels)
+    dead_letters = len(await read_topic(stage.bootstrap, names.dlq))
+    outcome.details.update(kinds=_count(r.kind for r in records), lost_by_kind=dict(sorted(lost_kinds.items())),
+                           not_rejected_with_reason=len(unexplained), dead_letters=dead_letters,
+                           sentinels_lost=sentinel_lost)
+    outcome.check(not unexplained, f"each poison record rejected with a reason ({len(unexplained)} not)")
+    outcome.check(sentinel_lost == 0, f"valid exposures after the poison still run ({sentinel_lost} lost)")
+    outcome.check(dead_letters >= len(published) - len(unexplained) - sum(lost_kinds.values()),
+                  f"each rejected record dead-lettered ({dead_letters} dead letters)")
+    await _finish(outcome, stage, names, supervised, published + sentinels, tally)
+    outcome.check(outcome.peak_rss_mb <= args.rss_limit_mb,
+                  f"RSS bounded by {args.rss_limit_mb:.0f} MB (peak {outcome.peak_rss_mb} MB)")
+    return outcome
+
+
+def _count(items: Iterable[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item] = counts.get(item, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+_WORDS = ("marmoset", "pinecone", "quagmire", "tapestry", "zeppelin", "bungalow", "lanterns", "hedgehog")
+
+
+def make_canaries(rng: random.Random) -> list[Canary]:
+    """Secrets of every awkward shape, made now: tokens (ASCII and not), JSON fragments, 8-letter words.
+
+    `complete` and the bare fragment `"event":"run.completed"` are what the orchestrator itself writes in
+    every terminal record: they are planted to prove redaction never changes other records (every record
+    parses, every event is known), and are grepped for only in their escaped forms.
+    """
+    tag = secrets.token_hex(6)
+    return [
+        Canary.of("xoxb-" + secrets.token_hex(20)),
+        Canary.of("00" + secrets.token_urlsafe(30)[:40]),
+        Canary.of("xoxp-ключ-" + secrets.token_hex(8) + "-密钥"),
+        Canary.of(f"pässwörd-{tag}-€"),
+        Canary.of(f'{{"event":"run.completed","exposure_id":"{tag}"}}'),
+        Canary.of('"event":"run.completed"', raw_is_evidence=False),
+        Canary("complete", ()),
+        *(Canary.of(word) for word in rng.sample(_WORDS, 3)),
+    ]
+
+
+def _dead_letter_shapes(canary: str, tag: str) -> list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]:
+    """Invalid records carrying the canary where a textual mask would miss it: (value, key, headers)."""
+    # `s\u0065cret` is `secret` once decoded: a mask keyed on the raw text misses it.
+    escaped_key = '{"credential": {"kind": "slack.token", "s\\u0065cret": ' + json.dumps(canary) + "}}"
+    return [
+        (json.dumps({"credential": {"kind": "slack.token", "secret": canary}}).encode(), None, []),
+        (json.dumps({"id": f"dl-{tag}-1", "credential": [canary]}).encode(), None, []),
+        (json.dumps({"id": f"dl-{tag}-2", "credential": {"kind": 5, "secret": canary},
+                     "source": {"location": canary}}).encode(), None, []),
+        (escaped_key.encode(), None, []),
+        (json.dumps({"id": f"dl-{tag}-3", "credential": {"kind": "slack.token", "secret": canary}}).encode("utf-16"),
+         None, []),
+        (json.dumps({"id": f"dl-{tag}-4", "credential": {"kind": "slack.token", "secret": canary},
+                     "padding": "x" * 70_000}).encode(), None, []),
+        (b"not json " + canary.encode(), canary.encode(), [("note", canary.encode())]),
+    ]
+
+
+async def canaries(stage: Stage, args: argparse.Namespace) -> Outcome:
+    """Canary secrets through events, triggers, the API, failures, retries, echoing providers and dead letters."""
+    outcome = Outcome("canaries")
+    names = Names.fresh("canaries")
+    tokens_file = stage.log_dir / f"api-tokens-{names.group}.json"
+    api_token = write_tokens_file(tokens_file)
+    supervised = _supervised(stage, names, "canaries", ORCHESTRATOR_API_TOKENS_FILE=str(tokens_file),
+                             **stage.providers(faulty=True))
+    # Slack: half the calls 503 with the token echoed (retries, some runs fail); Okta: half 400 echoing it.
+    emulator_control(stage.urls["slack-proxy"], "PUT", "chaos", {"error_rate": 0.5, "echo": True, "seed": 1})
+    emulator_control(stage.urls["okta-proxy"], "PUT", "chaos", {"error_rate": 0.5, "error_status": 400,
+                                                                "echo": True, "seed": 2})
+    planted = make_canaries(stage.rng)
+    tag = secrets.token_hex(4)
+    events = []
+    for n, canary in enumerate(planted):
+        for kind in ("slack.token", "okta.api_token"):
+            events.append({"id": f"canary-{tag}-{n}-{kind}", "credential": {"kind": kind, "secret": canary.value},
+                           "source": {"detector": "chaos"}})
+    await supervised.start()
+    published = await publish_exposures(stage.bootstrap, names.exposed, events)
+    client = await producer(stage.bootstrap)
+    try:
+        for n, canary in enumerate(planted):
+            for value, key, headers in _dead_letter_shapes(canary.value, f"{tag}-{n}"):
+                metadata = await (await client.send(names.exposed, value, key=key, headers=headers))
+                published.append(Published(metadata.partition, metadata.offset))
+    finally:
+        await client.stop()
+    bodies, api_ids = await _through_the_api(supervised.http, api_token, planted, tag)
+    published += [Published(-1, -1, i) for i in api_ids]
+    outcome.exposures = len(published)
+    tally = await wait_terminals(stage.bootstrap, names.audit, published, timeout_s=120, supervised=supervised)
+    async with httpx.AsyncClient(timeout=10, headers={"Authorization": f"Bearer {api_token}"}) as http:
+        for exposure_id in [e["id"] for e in events[:6]] + api_ids[:4]:
+            bodies.append((await http.get(f"{supervised.http}/v1/exposures/{exposure_id}")).content)
+        metrics = (await http.get(f"{supervised.http}/metrics")).content
+    audit = await read_topic(stage.bootstrap, names.audit)
+    dlq = await read_topic(stage.bootstrap, names.dlq)
+    await _finish(outcome, stage, names, supervised, published, tally, read_ends=True)
+    logs = supervised.log_path.read_bytes()
+    hits = {"audit": canary_hits(planted, record_blobs(audit)), "dead_letters": canary_hits(planted, record_blobs(dlq)),
+            "logs": canary_hits(planted, [logs]), "metrics": canary_hits(planted, [metrics]),
+            "http": canary_hits(planted, bodies)}
+    outcome.canary_hits = sum(hits.values())
+    outcome.faults = stage.injected()
+    outcome.details.update(hits=hits, canaries=[c.label for c in planted], dead_letters=len(dlq),
+                           http_bodies=len(bodies))
+    outcome.check(outcome.canary_hits == 0, f"canary hits == 0 (got {hits})")
+    return outcome
+
+
+async def _through_the_api(http: str, token: str, planted: list[Canary], tag: str) -> tuple[list[bytes], list[str]]:
+    """POST every canary as an exposure, as a trigger and in invalid bodies; every response body, new ids."""
+    bodies: list[bytes] = []
+    ids: list[str] = []
+    async with httpx.AsyncClient(timeout=10, headers={"Authorization": f"Bearer {token}"}) as client:
+        for n, canary in enumerate(planted):
+            requests = [
+                ("/v1/exposures", {"id": f"api-{tag}-{n}", "credential": {"kind": "slack.token",
+                                                                          "secret": canary.value}}),
+                ("/v1/triggers", {"kind": "slack.token", "secret": canary.value, "reason": "chaos canary"}),
+                ("/v1/exposures", {"id": 5, "credential": {"kind": "slack.token", "secret": canary.value}}),
+                ("/v1/triggers", {"kind": "slack.token", "secret": [canary.value], "severity": canary.value}),
+            ]
+            for path, body in requests:
+                response = await client.post(http + path, json=body)
+                bodies.append(response.content)
+                if response.status_code == 202:
+                    ids.append(str(response.json()["id"]))
+    return bodies, ids
+
+
 SCENARIO_FUNCTIONS: dict[str, Callable[[Stage, argparse.Namespace], Coroutine[Any, Any, Outcome]]] = {
-    "kills": kills, "faults": faults, "outage": outage,
+    "kills": kills, "faults": faults, "outage": outage, "poison": poison, "canaries": canaries,
 }
 
 

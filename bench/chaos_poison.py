@@ -87,10 +87,12 @@ def _value(draw: st.DrawFn, kind: str) -> bytes | None:
         surrogate = draw(st.sampled_from(["\\ud800", "\\udfff", "\\udbff"]))
         where = draw(st.sampled_from(["id", "owner", "secret"]))
         if where == "secret":
-            return ('{"id":"x%s","credential":{"kind":"slack.token","secret":"xoxb-%s"}}'
-                    % (draw(st.integers(0, 10**6)), surrogate * 8)).encode()
-        return ('{"id":"%s","credential":{"kind":"okta.user","owner":"%s"}}'
-                % (surrogate if where == "id" else "s-1", surrogate if where == "owner" else "x@example.com")).encode()
+            number = draw(st.integers(0, 10**6))
+            secret = "xoxb-" + surrogate * 8
+            return f'{{"id":"x{number}","credential":{{"kind":"slack.token","secret":"{secret}"}}}}'.encode()
+        identity = surrogate if where == "id" else "s-1"
+        owner = surrogate if where == "owner" else "x@example.com"
+        return f'{{"id":"{identity}","credential":{{"kind":"okta.user","owner":"{owner}"}}}}'.encode()
     if kind == "deep-nesting":
         depth = draw(st.integers(1_000, _MAX_DEPTH))
         opener, closer = draw(st.sampled_from([("[", "]"), ('{"a":', "}")]))
@@ -101,9 +103,9 @@ def _value(draw: st.DrawFn, kind: str) -> bytes | None:
         where = draw(st.sampled_from(["top", "id", "nested"]))
         number = "9" * digits
         if where == "id":
-            return ('{"id":%s,"credential":{"kind":"okta.user"}}' % number).encode()
-        return ('{"id":"n-1","credential":{"kind":"okta.user","owner":"a@b.c","n":%s},"x":%s}'
-                % (number if where == "nested" else "1", number)).encode()
+            return f'{{"id":{number},"credential":{{"kind":"okta.user"}}}}'.encode()
+        nested = number if where == "nested" else "1"
+        return f'{{"id":"n-1","credential":{{"kind":"okta.user","owner":"a@b.c","n":{nested}}},"x":{number}}}'.encode()
     if kind == "wrong-types":
         return draw(_wrong_types())
     if kind == "utf16":
@@ -139,7 +141,10 @@ def poison(draw: st.DrawFn) -> Poison:
     kind = draw(st.sampled_from(KINDS))
     key = draw(st.one_of(st.none(), st.binary(max_size=64), st.text(max_size=20).map(str.encode)))
     headers = tuple(draw(st.lists(st.tuples(_HEADER_KEY, st.binary(max_size=32)), max_size=3)))
-    return Poison(kind, draw(_value(kind)), key, headers)
+    value = draw(_value(kind))
+    if value is None and key is None:  # a tombstone needs a key (the producer refuses a record with neither)
+        key = b"tombstone"
+    return Poison(kind, value, key, headers)
 
 
 def generate(count: int, *, seed_value: int, max_huge: int) -> list[Poison]:
