@@ -178,6 +178,10 @@ async def _finish(outcome: Outcome, stage: Stage, names: Names, supervised: Supe
     outcome.check(code == 0, f"SIGTERM exits 0 (got {code} after {drain_s:.1f}s)")
 
 
+def _wait(args: argparse.Namespace, default_s: float) -> float:
+    return float(args.wait_s) if args.wait_s is not None else default_s
+
+
 def _supervised(stage: Stage, names: Names, scenario: str, **env: str) -> Supervised:
     port = embedded.free_port()
     return Supervised(orchestrator_env(stage.bootstrap, names, port, **env), stage.log_dir / f"{scenario}.log")
@@ -198,7 +202,8 @@ async def kills(stage: Stage, args: argparse.Namespace) -> Outcome:
         await supervised.kill()
         published += await publish_exposures(stage.bootstrap, names.exposed, chunk)
     outcome.exposures, outcome.kills = len(published), supervised.kills
-    tally = await wait_terminals(stage.bootstrap, names.audit, published, timeout_s=60 + len(published) / 20,
+    tally = await wait_terminals(stage.bootstrap, names.audit, published,
+                                 timeout_s=_wait(args, 60 + len(published) / 20),
                                  supervised=supervised)
     await _finish(outcome, stage, names, supervised, published, tally)
     return outcome
@@ -232,7 +237,7 @@ async def faults(stage: Stage, args: argparse.Namespace) -> Outcome:
     """Providers answering 30 % 503, 10 % timeouts, bursts of 429 and 5-second responses."""
     outcome = Outcome("faults")
     names = Names.fresh("faults")
-    supervised = _supervised(stage, names, "faults", ORCHESTRATOR_STEP_TIMEOUT_S="8", **stage.providers(faulty=True))
+    supervised = _supervised(stage, names, "faults", ORCHESTRATOR_STEP_TIMEOUT_S="6", **stage.providers(faulty=True))
     chaos = {"error_rate": 0.3, "timeout_rate": 0.1, "timeout_s": 30, "slow_rate": 0.05, "slow_s": 5,
              "burst_every": 40, "burst_length": 5, "retry_after_s": 1}
     for proxy in ("okta-proxy", "slack-proxy"):
@@ -241,7 +246,8 @@ async def faults(stage: Stage, args: argparse.Namespace) -> Outcome:
     await supervised.start()
     published = await publish_exposures(stage.bootstrap, names.exposed, events)
     outcome.exposures = len(published)
-    tally = await wait_terminals(stage.bootstrap, names.audit, published, timeout_s=240, supervised=supervised)
+    tally = await wait_terminals(stage.bootstrap, names.audit, published, timeout_s=_wait(args, 240),
+                                 supervised=supervised)
     outcome.faults = stage.injected()
     audit = [json.loads(r.value) for r in await read_topic(stage.bootstrap, names.audit)]
     ends = {r["event"] for r in tally.terminal_records}
@@ -269,12 +275,13 @@ async def outage(stage: Stage, args: argparse.Namespace) -> Outcome:
     after = mixed_exposures(stage, args.outage_exposures - len(before), "post")
     await supervised.start()
     published = await publish_exposures(stage.bootstrap, names.exposed, before)
-    tally = await wait_terminals(stage.bootstrap, names.audit, published, timeout_s=60, supervised=supervised)
+    tally = await wait_terminals(stage.bootstrap, names.audit, published, timeout_s=_wait(args, 60),
+                                 supervised=supervised)
     lost_before, _ = tally.lost_and_duplicated(published)
     await _broker_down(stage, supervised, outcome, args.outage_s)
     await asyncio.sleep(1.0)
     published_after = await publish_exposures(stage.bootstrap, names.exposed, after)
-    tally_after = await wait_terminals(stage.bootstrap, names.audit, published_after, timeout_s=90,
+    tally_after = await wait_terminals(stage.bootstrap, names.audit, published_after, timeout_s=_wait(args, 90),
                                        supervised=supervised)
     outcome.exposures = len(published) + len(published_after)
     outcome.details.update(lost_before_outage=lost_before)
@@ -342,7 +349,7 @@ async def poison(stage: Stage, args: argparse.Namespace) -> Outcome:
     sentinels = await publish_exposures(stage.bootstrap, names.exposed, mixed_exposures(stage, 20, "sentinel"))
     outcome.exposures = len(published) + len(sentinels)
     tally = await wait_terminals(stage.bootstrap, names.audit, published + sentinels,
-                                 timeout_s=90 + len(published) / 50, supervised=supervised)
+                                 timeout_s=_wait(args, 90 + len(published) / 50), supervised=supervised)
     by_origin = {(r.get("source_partition"), r.get("source_offset")): r for r in tally.terminal_records
                  if r["event"] == "exposure.rejected"}
     unexplained = [kinds[(p.partition, p.offset)] for p in published
@@ -446,7 +453,8 @@ async def canaries(stage: Stage, args: argparse.Namespace) -> Outcome:
     bodies, api_ids = await _through_the_api(supervised.http, api_token, planted, tag)
     published += [Published(-1, -1, i) for i in api_ids]
     outcome.exposures = len(published)
-    tally = await wait_terminals(stage.bootstrap, names.audit, published, timeout_s=120, supervised=supervised)
+    tally = await wait_terminals(stage.bootstrap, names.audit, published, timeout_s=_wait(args, 120),
+                                 supervised=supervised)
     async with httpx.AsyncClient(timeout=10, headers={"Authorization": f"Bearer {api_token}"}) as http:
         for exposure_id in [e["id"] for e in events[:6]] + api_ids[:4]:
             bodies.append((await http.get(f"{supervised.http}/v1/exposures/{exposure_id}")).content)
@@ -536,6 +544,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--outage-exposures", type=int, default=200, help="outage: exposures, half after")
     parser.add_argument("--poison", type=int, default=10_000, help="poison: records published")
     parser.add_argument("--rss-limit-mb", type=float, default=768.0, help="poison: peak RSS bound")
+    parser.add_argument("--wait-s", type=float, default=None,
+                        help="longest wait for terminal records (default: scaled to each scenario's size)")
     parser.add_argument("--seed", type=int, default=None, help="default: random (printed)")
     parser.add_argument("--log-dir", type=Path, default=None, help="where the orchestrator's logs go")
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON summary here")
