@@ -8,12 +8,16 @@ crash, lag back to 0, no stale commit, no canary anywhere, every audit record pa
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bench import chaos
 from bench.chaos_poison import KINDS, generate
+from orchestrator import embedded
+from tests.conftest import Emulator
 
 pytestmark = pytest.mark.integration
 
@@ -67,3 +71,20 @@ def test_poison_generator_draws_every_kind() -> None:
     assert {r.kind for r in records} == set(KINDS)
     assert sum(len(r.value or b"") > 1024 * 1024 for r in records) == 2
     assert generate(50, seed_value=9, max_huge=1) == generate(50, seed_value=9, max_huge=1)
+
+
+def test_fault_proxy_injects_seeded_random_faults(slack: Emulator) -> None:
+    """The fault proxy's chaos mode: seeded 503s, a burst of two 429s every tenth request, echoed credentials."""
+    token = "xoxb-" + secrets.token_hex(12)
+    with embedded.emulator("faultproxy", "--upstream", slack.url) as proxy:
+        settings = {"error_rate": 0.5, "burst_every": 10, "burst_length": 2, "echo": True, "seed": 3}
+        httpx.put(f"{proxy.url}/_emulator/chaos", json=settings, timeout=10).raise_for_status()
+        statuses = [httpx.post(f"{proxy.url}/api/auth.revoke", headers={"Authorization": f"Bearer {token}"},
+                               timeout=10) for _ in range(40)]
+        injected = httpx.get(f"{proxy.url}/_emulator/chaos", timeout=10).json()["injected"]
+    assert injected["429"] == 7 and 8 < injected["error"] < 28
+    assert sum(r.status_code == 503 for r in statuses) == injected["error"]
+    throttled = [r for r in statuses if r.status_code == 429]
+    assert len(throttled) == 7 and all(r.headers["Retry-After"] == "1" for r in throttled)
+    assert all(token in r.text for r in statuses if r.status_code == 503)
+    assert all(r.json()["ok"] in (True, False) for r in statuses if r.status_code == 200)
