@@ -100,6 +100,7 @@ class Stage:
     log_dir: Path
     rng: random.Random
     stack: contextlib.ExitStack
+    checkout: Path = ROOT
     admin_token: str = ""
     urls: dict[str, str] = field(default_factory=dict)
 
@@ -184,7 +185,9 @@ def _wait(args: argparse.Namespace, default_s: float) -> float:
 
 def _supervised(stage: Stage, names: Names, scenario: str, **env: str) -> Supervised:
     port = embedded.free_port()
-    return Supervised(orchestrator_env(stage.bootstrap, names, port, **env), stage.log_dir / f"{scenario}.log")
+    checkout = stage.checkout
+    return Supervised(orchestrator_env(stage.bootstrap, names, port, checkout=checkout, **env),
+                      stage.log_dir / f"{scenario}.log")
 
 
 async def kills(stage: Stage, args: argparse.Namespace) -> Outcome:
@@ -548,6 +551,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="longest wait for terminal records (default: scaled to each scenario's size)")
     parser.add_argument("--seed", type=int, default=None, help="default: random (printed)")
     parser.add_argument("--log-dir", type=Path, default=None, help="where the orchestrator's logs go")
+    parser.add_argument("--checkout", type=Path, default=ROOT,
+                        help="run the orchestrator package of this source tree (default: this one)")
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON summary here")
     args = parser.parse_args(argv)
     if "all" in args.scenarios:

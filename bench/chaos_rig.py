@@ -59,13 +59,15 @@ class Names:
                 "ORCHESTRATOR_DLQ_TOPIC": self.dlq, "ORCHESTRATOR_GROUP_ID": self.group}
 
 
-def orchestrator_env(bootstrap: str, names: Names, http_port: int, **extra: str) -> dict[str, str]:
-    """The environment of `python -m orchestrator run`: this checkout, fast group joins, JSON logs, no real AWS."""
+def orchestrator_env(bootstrap: str, names: Names, http_port: int, *, checkout: Path = ROOT,
+                     **extra: str) -> dict[str, str]:
+    """The environment of `python -m orchestrator run`: the `orchestrator` package of `checkout` (default:
+    this one), fast group joins, JSON logs, no real AWS."""
     base = {k: v for k, v in os.environ.items()
             if not k.startswith(("ORCHESTRATOR_", "KAFKA_", "OKTA_", "AWS_"))}
     closed = f"http://127.0.0.1:{embedded.free_port()}"  # providers a scenario does not use: nothing listens
     return {
-        **base, **names.env(), "PYTHONPATH": str(ROOT), "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        **base, **names.env(), "PYTHONPATH": str(checkout), "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "ORCHESTRATOR_LOG_FORMAT": "json", "ORCHESTRATOR_HTTP_LISTEN": f"127.0.0.1:{http_port}",
         "ORCHESTRATOR_KAFKA_SESSION_TIMEOUT_MS": "6000", "ORCHESTRATOR_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
         "ORCHESTRATOR_TOPIC_PARTITIONS": "6", "ORCHESTRATOR_DRAIN_TIMEOUT_S": "5",
@@ -122,7 +124,8 @@ class Supervised:
     def _spawn(self) -> None:
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen([sys.executable, "-m", "orchestrator", "run"], env=self.env,
-                                             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+                                             stdout=log, stderr=subprocess.STDOUT,
+                                             cwd=self.env["PYTHONPATH"])
         self._expected_exit = False
 
     async def start(self, *, ready_timeout_s: float = 60.0) -> None:
