@@ -337,14 +337,16 @@ async def poison(stage: Stage, args: argparse.Namespace) -> Outcome:
         client = await producer(stage.bootstrap, compression=codec)
         try:
             batch = records[index::len(CODECS)]
+            sent = []
             for record in batch:
                 raw_keys = any(isinstance(k, chaos_poison.RawKey) for k, _ in record.headers)
                 with python_record_builder() if raw_keys else contextlib.nullcontext():
-                    sent = await client.send(names.exposed, record.value, key=record.key,
-                                             headers=list(record.headers))
+                    sent.append(await client.send(names.exposed, record.value, key=record.key,
+                                                  headers=list(record.headers)))
                     if raw_keys:  # the builder swap must cover the batch's whole life: flush it now
                         await client.flush()
-                metadata = await sent
+            for record, future in zip(batch, sent, strict=True):
+                metadata = await future
                 published.append(Published(metadata.partition, metadata.offset))
                 kinds[(metadata.partition, metadata.offset)] = f"{record.kind}/{codec or 'none'}"
         finally:
