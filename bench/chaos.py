@@ -473,10 +473,21 @@ async def canaries(stage: Stage, args: argparse.Namespace) -> Outcome:
             "http": canary_hits(planted, bodies)}
     outcome.canary_hits = sum(hits.values())
     outcome.faults = stage.injected()
+    leaking = [_describe_leak(r, planted) for r in dlq if canary_hits(planted, record_blobs([r]))]
     outcome.details.update(hits=hits, canaries=[c.label for c in planted], dead_letters=len(dlq),
-                           http_bodies=len(bodies))
+                           http_bodies=len(bodies), leaking_dead_letters=leaking[:10])
     outcome.check(outcome.canary_hits == 0, f"canary hits == 0 (got {hits})")
     return outcome
+
+
+def _describe_leak(record: Any, planted: list[Canary]) -> str:
+    """Which part of a dead letter holds a canary, and what the record was (its shape, never the canary)."""
+    where = [part for part, blob in (("value", record.value or b""), ("key", record.key or b""),
+                                     ("headers", b"".join(v or b"" for _, v in record.headers)))
+             if canary_hits(planted, [blob])]
+    error = dict(record.headers).get("error", b"").decode(errors="replace")[:80]
+    head = (record.value or b"")[:10]
+    return f"in {'+'.join(where)}; value starts {head!r}; error header: {error}"
 
 
 async def _through_the_api(http: str, token: str, planted: list[Canary], tag: str) -> tuple[list[bytes], list[str]]:
@@ -530,7 +541,7 @@ def table(outcomes: list[Outcome]) -> str:
     """The results as a Markdown table."""
     head = ("scenario", "exposures", "kills", "faults", "lost", "duplicated", "canary hits", "crashes", "lag",
             "stale commits", "peak RSS MB", "seconds", "invariants")
-    rows = [head, tuple("---" for _ in head)]
+    rows: list[tuple[object, ...]] = [head, tuple("---" for _ in head)]
     for o in outcomes:
         verdict = "pass" if not o.failures else "FAIL: " + "; ".join(o.failures)
         rows.append((o.scenario, o.exposures, o.kills, o.faults, o.lost, o.duplicated, o.canary_hits, o.crashes,

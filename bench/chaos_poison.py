@@ -100,11 +100,11 @@ def _value(draw: st.DrawFn, kind: str) -> bytes | None:
         return (opener * depth + inner + closer * depth).encode()
     if kind == "huge-number":
         digits = draw(st.integers(4_301, 50_000))
-        where = draw(st.sampled_from(["top", "id", "nested"]))
+        place = draw(st.sampled_from(["top", "id", "nested"]))
         number = "9" * digits
-        if where == "id":
+        if place == "id":
             return f'{{"id":{number},"credential":{{"kind":"okta.user"}}}}'.encode()
-        nested = number if where == "nested" else "1"
+        nested = number if place == "nested" else "1"
         return f'{{"id":"n-1","credential":{{"kind":"okta.user","owner":"a@b.c","n":{nested}}},"x":{number}}}'.encode()
     if kind == "wrong-types":
         return draw(_wrong_types())

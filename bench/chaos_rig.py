@@ -236,8 +236,8 @@ def python_record_builder() -> Iterator[None]:
     from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
 
     saved = message_accumulator.DefaultRecordBatchBuilder, producer_module.DefaultRecordBatchBuilder
-    message_accumulator.DefaultRecordBatchBuilder = _DefaultRecordBatchBuilderPy  # type: ignore[misc]
-    producer_module.DefaultRecordBatchBuilder = _DefaultRecordBatchBuilderPy  # type: ignore[misc]
+    message_accumulator.DefaultRecordBatchBuilder = _DefaultRecordBatchBuilderPy
+    producer_module.DefaultRecordBatchBuilder = _DefaultRecordBatchBuilderPy
     try:
         yield
     finally:
