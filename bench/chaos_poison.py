@@ -87,9 +87,9 @@ def _value(draw: st.DrawFn, kind: str) -> bytes | None:
         surrogate = draw(st.sampled_from(["\\ud800", "\\udfff", "\\udbff"]))
         where = draw(st.sampled_from(["id", "owner", "secret"]))
         if where == "secret":
-            number = draw(st.integers(0, 10**6))
+            serial = draw(st.integers(0, 10**6))
             secret = "xoxb-" + surrogate * 8
-            return f'{{"id":"x{number}","credential":{{"kind":"slack.token","secret":"{secret}"}}}}'.encode()
+            return f'{{"id":"x{serial}","credential":{{"kind":"slack.token","secret":"{secret}"}}}}'.encode()
         identity = surrogate if where == "id" else "s-1"
         owner = surrogate if where == "owner" else "x@example.com"
         return f'{{"id":"{identity}","credential":{{"kind":"okta.user","owner":"{owner}"}}}}'.encode()
