@@ -340,6 +340,8 @@ async def poison(stage: Stage, args: argparse.Namespace) -> Outcome:
             sent = []
             for record in batch:
                 raw_keys = any(isinstance(k, chaos_poison.RawKey) for k, _ in record.headers)
+                if raw_keys:  # close the batch the Cython builder holds open: the next one is built in Python
+                    await client.flush()
                 with python_record_builder() if raw_keys else contextlib.nullcontext():
                     sent.append(await client.send(names.exposed, record.value, key=record.key,
                                                   headers=list(record.headers)))
@@ -522,7 +524,8 @@ def _stage(args: argparse.Namespace, scenario: str, seed: int) -> Iterator[Stage
         broker = Broker()
         stack.callback(broker.stop)
         broker.start()
-        yield Stage(broker, args.log_dir, random.Random(seed), stack)
+        rng = random.Random(seed)
+        yield Stage(broker, args.log_dir, rng, stack, checkout=args.checkout.resolve())
 
 
 async def run_scenario(name: str, args: argparse.Namespace) -> Outcome:
