@@ -54,22 +54,24 @@ _JSON = st.recursive(_JSON_SCALARS, lambda inner: st.one_of(st.lists(inner, max_
                      max_leaves=8)
 
 
+_CONTAINERS = st.one_of(st.lists(_JSON, max_size=3), st.dictionaries(st.text(max_size=4), _JSON, max_size=3))
+_NOT_TEXT = st.one_of(st.integers(), st.floats(allow_nan=False), st.booleans(), _CONTAINERS)
+
+
 @st.composite
 def _wrong_types(draw: st.DrawFn) -> bytes:
-    """A plausible exposure with at least one field of the wrong type (and so never a valid one)."""
-    doc: dict[str, object] = {"id": draw(st.text(min_size=1, max_size=30)),
+    """A plausible exposure with one field of a type no lax parser coerces (so never a valid one)."""
+    doc: dict[str, object] = {"id": "wrong-" + draw(st.uuids()).hex,
                               "credential": {"kind": "okta.user", "owner": "someone@example.com"}}
     wrong = draw(st.sampled_from(["id", "credential", "kind", "owner", "severity", "dry_run", "source"]))
-    value = draw(_JSON.filter(lambda v: not isinstance(v, str)))
+    value = draw({"severity": st.one_of(st.integers(), st.text(alphabet="0123456789!?", min_size=1)),
+                  "dry_run": _CONTAINERS, "source": st.one_of(st.integers(), st.booleans(), st.lists(_JSON)),
+                  "credential": st.one_of(st.integers(), st.booleans(), st.text(), st.lists(_JSON))}
+                 .get(wrong, _NOT_TEXT))
     if wrong in ("kind", "owner"):
-        doc["credential"] = {"kind": "okta.user", wrong: value} if wrong == "owner" else {"kind": value}
+        doc["credential"] = {"kind": "okta.user", "owner": value} if wrong == "owner" else {"kind": value}
     else:
-        doc[wrong] = value if wrong not in ("severity",) else draw(st.one_of(st.integers(), st.text(max_size=5)
-                                                                            .filter(lambda s: s not in
-                                                                                    ("low", "high", "medium",
-                                                                                     "critical"))))
-    if wrong == "id" and isinstance(doc["id"], str):  # a text id would be valid: make it empty instead
-        doc["id"] = ""
+        doc[wrong] = value
     return json.dumps(doc).encode()
 
 
