@@ -13,10 +13,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bench import chaos
 from bench.chaos_poison import KINDS, generate
 from orchestrator import embedded
+from orchestrator.emulators.faultproxy import Chaos
 from tests.conftest import Emulator
 
 pytestmark = pytest.mark.integration
@@ -88,3 +91,20 @@ def test_fault_proxy_injects_seeded_random_faults(slack: Emulator) -> None:
     assert len(throttled) == 7 and all(r.headers["Retry-After"] == "1" for r in throttled)
     assert all(token in r.text for r in statuses if r.status_code == 503)
     assert all(r.json()["ok"] in (True, False) for r in statuses if r.status_code == 200)
+
+
+@given(error=st.floats(0, 1), timeout=st.floats(0, 1), slow=st.floats(0, 1), every=st.integers(0, 20),
+       length=st.integers(0, 5), seed_value=st.integers(0, 2**31))
+def test_fault_proxy_draws_only_known_faults_and_counts_each(error: float, timeout: float, slow: float, every: int,
+                                                             length: int, seed_value: int) -> None:
+    """Whatever the settings, each request draws one known fault or none, and every drawn fault is counted."""
+    chaos_mode = Chaos()
+    chaos_mode.configure({"error_rate": error, "timeout_rate": timeout, "slow_rate": slow, "burst_every": every,
+                          "burst_length": length, "seed": seed_value})
+    drawn = [chaos_mode.draw() for _ in range(200)]
+    assert set(drawn) <= {None, "429", "error", "timeout", "slow"}
+    assert chaos_mode.injected == {k: drawn.count(k) for k in set(drawn) if k is not None}
+    if every == 0 or length == 0:
+        assert "429" not in drawn
+    if error + timeout + slow == 0:
+        assert set(drawn) <= {None, "429"}
