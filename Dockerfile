@@ -27,9 +27,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     ORCHESTRATOR_PLAYBOOKS_DIR=/app/playbooks
 
+# /var/lib/orchestrator holds the generated fingerprint key; a named volume mounted there starts with this owner.
 RUN groupadd --system --gid 10001 orchestrator \
  && useradd --system --uid 10001 --gid orchestrator --no-create-home --home-dir /nonexistent \
-        --shell /usr/sbin/nologin orchestrator
+        --shell /usr/sbin/nologin orchestrator \
+ && install -d -o 10001 -g 10001 -m 0700 /var/lib/orchestrator
 
 COPY --from=build /opt/venv /opt/venv
 COPY playbooks/ /app/playbooks/

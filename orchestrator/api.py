@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from orchestrator import triggers
 from orchestrator.auth import Principal, Role, TokenTable, load_tokens
+from orchestrator.broker_health import BrokerHealth
 from orchestrator.consumer import ExposureConsumer
 from orchestrator.errors import ConfigurationError
 from orchestrator.events import Exposure, describe_validation_error
@@ -46,6 +47,8 @@ class ApiServices:
     playbooks: Sequence[Playbook]
     metrics: Metrics
     tokens: TokenTable | None
+    #: The broker's reachability as probed in the background; None: ask the broker on each request.
+    broker: BrokerHealth | None = None
 
 
 def load_access(settings: Settings) -> TokenTable | None:
@@ -146,8 +149,12 @@ def create_app(services: ApiServices) -> FastAPI:
 
 
 async def _readiness_problem(services: ApiServices) -> str | None:
+    if services.broker is not None and (problem := services.broker.problem()) is not None:
+        return problem
     if not services.consumer.assigned.is_set():
         return "no partitions of the exposures topic assigned yet"
+    if services.broker is not None:
+        return None
     try:
         async with asyncio.timeout(2):
             await services.producer.client.fetch_all_metadata()

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import os
 import signal
+import sys
+from collections.abc import Awaitable, Callable, Collection
 from contextlib import AsyncExitStack
 from types import TracebackType
 
 import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import IllegalStateError
 
-from orchestrator import api, kafka
+from orchestrator import api, kafka, keys
 from orchestrator.audit import AuditObserver, Auditor, KafkaAuditSink
+from orchestrator.broker_health import BrokerHealth, RecreatedListener
 from orchestrator.consumer import ExposureConsumer
 from orchestrator.execution import Executor
 from orchestrator.metrics import Metrics
@@ -33,6 +40,8 @@ class Orchestrator:
         self.playbooks: tuple[Playbook, ...] = ()
         self.consumer: ExposureConsumer | None = None
         self.metrics = Metrics()
+        #: The broker's reachability, probed in the background once entered.
+        self.broker: BrokerHealth | None = None
         #: Base URL of the HTTP API once serving (None when `settings.http_listen` is None).
         self.api_url: str | None = None
 
@@ -42,6 +51,8 @@ class Orchestrator:
         # A bad playbook stops start-up before anything connects.
         self.playbooks = load_playbooks(settings.playbooks_dir, actions)
         api_tokens = api.load_access(settings)
+        deployment_keys = keys.from_settings(settings)
+        keys.install(deployment_keys)
         try:
             await kafka.ensure_topics(
                 settings.bootstrap_servers, [settings.exposures_topic, settings.audit_topic, settings.dlq_topic],
@@ -49,7 +60,9 @@ class Orchestrator:
             )
             producer = kafka.make_producer(settings.bootstrap_servers)
             await kafka.start(producer, settings.bootstrap_servers)
-            self._stack.push_async_callback(producer.stop)
+            self._stack.push_async_callback(_within(producer.stop, "producer"))
+            self.broker = broker = await self._stack.enter_async_context(
+                _broker_health(settings, producer).running())
             providers, governors = await open_providers(settings, self._stack)
             self.metrics.watch_governors(governors)
             observers: list[AuditObserver] = [self.metrics.observe]
@@ -58,27 +71,33 @@ class Orchestrator:
                 observers.append((await self._stack.enter_async_context(notifier)).observe)
             pipeline = Pipeline(
                 # Audit records are echoed to the console log for people; JSON logs would only duplicate the topic.
-                auditor=Auditor(KafkaAuditSink(producer, settings.audit_topic), echo=settings.log_format == "console",
-                                observers=observers),
+                auditor=Auditor(KafkaAuditSink(producer, settings.audit_topic, health=self.broker),
+                                echo=settings.log_format == "console", observers=observers),
                 executor=Executor(providers, actions, step_timeout_s=settings.step_timeout_s),
                 playbooks=self.playbooks,
-                dead_letters=kafka.KafkaDeadLetters(producer, settings.dlq_topic),
+                dead_letters=kafka.KafkaDeadLetters(producer, settings.dlq_topic, key=deployment_keys.encryption,
+                                                    health=self.broker),
                 max_event_bytes=settings.max_event_bytes,
                 dedup_window=settings.dedup_window,
             )
             raw_consumer = kafka.make_consumer(settings)
             await kafka.start(raw_consumer, settings.bootstrap_servers)
-            self._stack.push_async_callback(raw_consumer.stop)
+            self._stack.push_async_callback(_within(raw_consumer.stop, "consumer"))
             self.consumer = ExposureConsumer(
                 raw_consumer, pipeline, topic=settings.exposures_topic, max_in_flight=settings.max_in_flight,
+                max_in_flight_per_provider=settings.max_in_flight_per_provider, max_buffered=settings.max_buffered,
                 commit_interval_s=settings.commit_interval_s, drain_timeout_s=settings.drain_timeout_s,
+                broker_outages=lambda: broker.outages,
             )
             self.consumer.subscribe()
+            self.broker.when_recreated(_rewind_on_recreation(raw_consumer, settings.exposures_topic))
             consumer = self.consumer
-            self.metrics.watch_consumer(in_flight=lambda: consumer.in_flight, lag=consumer.lag)
+            self.metrics.watch_consumer(in_flight=lambda: consumer.in_flight, lag=consumer.lag,
+                                        waiting=consumer.waiting_by_provider)
             if settings.http_listen is not None:
                 services = api.ApiServices(settings=settings, producer=producer, consumer=self.consumer,
-                                           playbooks=self.playbooks, metrics=self.metrics, tokens=api_tokens)
+                                           playbooks=self.playbooks, metrics=self.metrics, tokens=api_tokens,
+                                           broker=self.broker)
                 self.api_url = await self._stack.enter_async_context(api.serving(services))
         except BaseException:
             await self._stack.aclose()
@@ -105,6 +124,65 @@ class Orchestrator:
             self.consumer.stop()
 
 
+def _broker_health(settings: Settings, producer: AIOKafkaProducer) -> BrokerHealth:
+    """Probes through the producer's own client; re-creates the three topics with the configured layout."""
+    topics = [settings.exposures_topic, settings.audit_topic, settings.dlq_topic]
+
+    async def probe() -> Collection[str]:
+        metadata = await producer.client.fetch_all_metadata()
+        return metadata.topics()  # type: ignore[no-any-return]
+
+    async def recreate(missing: list[str]) -> list[str]:
+        return await kafka.recreate_topics(settings.bootstrap_servers, missing, partitions=settings.topic_partitions,
+                                           replication=settings.topic_replication_factor)
+
+    return BrokerHealth(probe, recreate, topics)
+
+
+def _rewind_on_recreation(raw_consumer: AIOKafkaConsumer, topic: str) -> RecreatedListener:
+    """When the exposures topic was created again, read its new incarnation from the start.
+
+    The fetch positions still point into the lost incarnation: Tansu answers a fetch past its end with no
+    records rather than OffsetOutOfRange, so without this the first records published after its return
+    would be skipped. (Committed offsets are the consumer's business: see `ExposureConsumer.commit`.)
+    """
+
+    async def rewind(topics: list[str]) -> None:
+        ours = [p for p in raw_consumer.assignment() if p.topic == topic]
+        if topic in topics and ours:
+            with contextlib.suppress(IllegalStateError):  # revoked meanwhile: a new assignment starts afresh
+                await raw_consumer.seek_to_beginning(*ours)
+            log.info("consumer.rewound", topic=topic, partitions=len(ours))
+
+    return rewind
+
+
+#: How long stopping one Kafka client may take; with the broker gone, aiokafka would wait for it indefinitely.
+CLIENT_STOP_TIMEOUT_S = 5.0
+#: Beyond the drain timeout, how long stopping may take before the process exits anyway.
+STOP_GRACE_S = 15.0
+
+
+def _within(stop: Callable[[], Awaitable[object]], name: str) -> Callable[[], Awaitable[None]]:
+    """`stop`, given up after CLIENT_STOP_TIMEOUT_S."""
+
+    async def bounded() -> None:
+        try:
+            async with asyncio.timeout(CLIENT_STOP_TIMEOUT_S):
+                await stop()
+        except TimeoutError:
+            log.warning("kafka.stop_abandoned", client=name, timeout_s=CLIENT_STOP_TIMEOUT_S)
+        except asyncio.CancelledError:
+            # aiokafka 0.14's Fetcher.close() cancels its pending fetch tasks and awaits them unguarded, so a
+            # consumer stopped while a fetch is retrying raises their CancelledError. Only ours may propagate.
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            log.warning("kafka.stop_interrupted", client=name)
+
+    return bounded
+
+
 #: Young-generation collection threshold for the service (CPython's default is 700 allocations).
 GC_THRESHOLD = 50_000
 
@@ -121,16 +199,41 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
 
 
+class _Signals:
+    """First SIGTERM/SIGINT: stop gracefully, and exit anyway once the drain timeout plus a grace has passed.
+    A second signal: exit at once."""
+
+    def __init__(self, orchestrator: Orchestrator, deadline_s: float) -> None:
+        self._orchestrator = orchestrator
+        self._deadline_s = deadline_s
+        self._received = False
+
+    def __call__(self, signum: int) -> None:
+        if self._received:
+            _exit_now(f"second {signal.Signals(signum).name}", 128 + signum)
+        self._received = True
+        self._orchestrator.stop()
+        asyncio.get_running_loop().call_later(self._deadline_s, _exit_now, "stop deadline passed", 1)
+
+
+def _exit_now(why: str, code: int) -> None:
+    log.warning("orchestrator.exiting_now", reason=why)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # at once: no further draining, no waiting on a broker that is gone
+
+
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then drain, commit and return."""
     loop = asyncio.get_running_loop()
-    async with Orchestrator(settings) as orchestrator:
-        tune_garbage_collector()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, orchestrator.stop)
-        try:
-            await orchestrator.run()
-        finally:
+    try:
+        async with Orchestrator(settings) as orchestrator:
+            tune_garbage_collector()
+            on_signal = _Signals(orchestrator, settings.drain_timeout_s + STOP_GRACE_S)
             for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
+                loop.add_signal_handler(sig, on_signal, sig)
+            await orchestrator.run()
+    finally:  # only now: a second signal while the clients close must still exit at once
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
     log.info("orchestrator.stopped")

@@ -1,7 +1,7 @@
 """Audit records: the closed set of events, the structlog pipeline that renders them, and their Kafka sink.
 
 Every record is a JSON object keyed by exposure id on the audit topic, rendered by structlog
-(timestamp → redaction → JSON) and echoed to the process log. Fields: `ts`, `event`, `exposure_id`, and
+(timestamp → redaction of values → JSON) and echoed to the process log. Fields: `ts`, `event`, `exposure_id`, and
 where they apply `run_id`, `playbook`, `step`, `action`, `target`, `attempt`, `duration_ms`, `error`,
 `actor`, `credential_kind`, `detector` (plus a few documented extras such as `reason`, `note`, `calls`).
 """
@@ -9,6 +9,7 @@ where they apply `run_id`, `playbook`, `step`, `action`, `target`, `attempt`, `d
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
 from typing import Any, Protocol
@@ -18,6 +19,7 @@ import structlog
 from aiokafka.partitioner import murmur2
 from pydantic import SecretStr
 
+from orchestrator.delivery import Delivery, HealthGate
 from orchestrator.redaction import MASK, REDACTOR, Redactor
 
 
@@ -63,18 +65,23 @@ class AuditSink(Protocol):
 
 
 class KafkaAuditSink:
-    """Writes audit records to a Kafka topic through a shared producer (acks=all)."""
+    """Writes audit records to a Kafka topic through a shared producer (acks=all), through broker outages."""
 
-    def __init__(self, producer: Any, topic: str) -> None:
+    def __init__(self, producer: Any, topic: str, *, health: HealthGate | None = None) -> None:
         self._producer = producer
         self._topic = topic
         self._partitions: list[int] = []
+        # A failed send may mean the topic came back with another partition count: look it up again.
+        self._delivery = Delivery(topic, on_failure=self._partitions.clear, health=health)
 
     async def write(self, key: str, record: bytes) -> Awaitable[Any]:
-        """Queue the record; the returned future resolves on the broker's acknowledgement."""
+        """Queue the record; the returned awaitable resolves once the broker stored it (retried until then)."""
         raw_key = key.encode()
+        return await self._delivery.send(lambda: self._send(raw_key, record))
+
+    async def _send(self, raw_key: bytes, record: bytes) -> Awaitable[Any]:
         if not self._partitions:
-            self._partitions = sorted(await self._producer.partitions_for(self._topic))
+            self._partitions[:] = sorted(await self._producer.partitions_for(self._topic))
         # The Java client's key hash, as aiokafka's default partitioner computes it; passing the partition
         # spares the producer rebuilding the topic's available-partition set on every send.
         partition = self._partitions[(murmur2(raw_key) & 0x7FFFFFFF) % len(self._partitions)]
@@ -83,15 +90,22 @@ class KafkaAuditSink:
         return future
 
 
-def _jsonable(value: Any) -> str:
-    return MASK if isinstance(value, SecretStr) else str(value)
-
-
 def _render_pipeline(redactor: Redactor) -> Any:
-    """timestamp → JSON (a `SecretStr` renders as its mask) → the rendered text redacted in one pass."""
+    """timestamp → values redacted (identifier fields kept as they are) → JSON (a `SecretStr` as its mask).
+
+    Redaction works on values, never on the rendered text: whatever the secrets are, the record stays
+    valid JSON with the same fields, and its event and ids are never rewritten.
+    """
+
+    def jsonable(value: Any) -> str:  # what orjson cannot render natively: its text, redacted too
+        return MASK if isinstance(value, SecretStr) else redactor.text(str(value))
 
     def render(_logger: Any, _method: str, event_dict: Any) -> bytes:
-        return redactor.json(orjson.dumps(event_dict, default=_jsonable))
+        fields = redactor.fields(event_dict)
+        try:
+            return orjson.dumps(fields, default=jsonable)
+        except TypeError:  # a lone surrogate (from a JSON `\ud800` escape) is not UTF-8: show it as U+FFFD
+            return orjson.dumps(_scrub(fields), default=jsonable)
 
     # bind() turns the lazy proxy into a concrete logger once, instead of on every record.
     return structlog.wrap_logger(
@@ -99,6 +113,19 @@ def _render_pipeline(redactor: Redactor) -> Any:
         processors=[structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"), render],
         wrapper_class=structlog.BoundLogger,
     ).bind()
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return value
 
 
 class Auditor:

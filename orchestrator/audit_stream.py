@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Collection
 from typing import Any
@@ -28,10 +29,9 @@ async def follow(bootstrap: str, topic: str, *, exposure_ids: Collection[str] | 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
     try:
         await kafka.start(consumer, bootstrap)  # inside: a consumer that failed to start is still stopped
-        partitions = consumer.partitions_for_topic(topic) or set()
+        partitions = await _partitions(consumer, topic, idle_timeout_s)
         if not partitions:
-            await consumer.topics()  # refreshes metadata
-            partitions = consumer.partitions_for_topic(topic) or set()
+            return
         assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(assigned)
         if from_beginning:
@@ -53,6 +53,19 @@ async def follow(bootstrap: str, topic: str, *, exposure_ids: Collection[str] | 
                         continue
     finally:
         await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout_s: float | None) -> set[int]:
+    """The topic's partitions, waiting for the topic to exist (a broker that came back empty has none yet)."""
+    waited = 0.0
+    while not (partitions := consumer.partitions_for_topic(topic) or set()):
+        if timeout_s is not None and waited >= timeout_s:
+            break
+        await consumer.topics()  # refreshes metadata
+        if not (partitions := consumer.partitions_for_topic(topic) or set()):
+            await asyncio.sleep(0.5)
+            waited += 0.5
+    return set(partitions)
 
 
 _SHOWN = ("playbook", "step", "action", "target", "attempt", "duration_ms", "note", "reason", "error",

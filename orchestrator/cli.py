@@ -149,5 +149,6 @@ def main() -> None:
     sys.exit(result if isinstance(result, int) else EXIT_OK)
 
 
-# Responder commands (trigger, status, audit tail, playbooks list|show, api-token) register themselves on `app`.
-from orchestrator import responder  # noqa: E402, F401
+# Responder commands (trigger, status, audit tail, playbooks list|show, api-token) and `dlq list|show|decrypt`
+# register themselves on `app`.
+from orchestrator import dlq, responder  # noqa: E402, F401

@@ -55,6 +55,8 @@ def _wait_for_port(host: str, port: int, process: subprocess.Popen[bytes], name:
     raise ConfigurationError(f"{name} did not accept connections on {host}:{port} within {_READY_TIMEOUT_S}s")
 
 
+# Children run in sessions of their own: a Ctrl-C at the terminal reaches only the orchestrator, which drains its
+# runs against them and then stops them itself, instead of draining against a broker that died with the keypress.
 def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.terminate()
@@ -76,7 +78,7 @@ def tansu(port: int | None = None) -> Iterator[ChildProcess]:
     process = subprocess.Popen(
         [tansu_binary(), "broker", "--listener-url", listener, "--advertised-listener-url", listener,
          "--storage-engine", "memory://tansu/"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
         _wait_for_port("127.0.0.1", port, process, "tansu")
@@ -99,7 +101,7 @@ def moto(port: int | None = None) -> Iterator[ChildProcess]:
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         env={**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
         _wait_for_port("127.0.0.1", port, process, "moto_server")
@@ -113,7 +115,7 @@ def emulator(name: str, *args: str) -> Iterator[ChildProcess]:
     """Run `python -m orchestrator.emulators.NAME`; yields its base URL once it prints READY."""
     process = subprocess.Popen(
         [sys.executable, "-m", f"orchestrator.emulators.{name}", "--port", "0", *args],
-        stdout=subprocess.PIPE, stderr=None,
+        stdout=subprocess.PIPE, stderr=None, start_new_session=True,
     )
     try:
         assert process.stdout is not None

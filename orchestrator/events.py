@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from orchestrator.errors import InvalidExposure
+from orchestrator.keys import keyed_fingerprint
 
 
 class Severity(StrEnum):
@@ -101,11 +101,15 @@ SECRET_FIELD_PATHS: frozenset[str] = frozenset({"credential.secret"})
 
 
 def fingerprint(secret: SecretStr | str | None) -> str:
-    """A short, non-reversible tag for a secret so records can say *which* secret without showing it."""
+    """A short tag for a secret so records can say *which* secret without showing it.
+
+    A keyed HMAC (`hmac-sha256:<16 hex>`, key from `orchestrator.keys`): without the key, hashing guesses
+    cannot reverse the fingerprint of a weak secret.
+    """
     if secret is None:
         return "none"
     raw = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
-    return "sha256:" + hashlib.sha256(raw.encode()).hexdigest()[:12]
+    return keyed_fingerprint(raw)
 
 
 def decode(value: bytes | None, *, max_bytes: int) -> Exposure:
@@ -115,11 +119,12 @@ def decode(value: bytes | None, *, max_bytes: int) -> Exposure:
     if len(value) > max_bytes:
         raise InvalidExposure(f"record is {len(value)} bytes, above the {max_bytes}-byte limit")
     try:
-        document = json.loads(value)
-    except UnicodeDecodeError:
-        raise InvalidExposure("record is not UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidExposure(f"record is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        # orjson, not json: it refuses lone surrogates, NaN and invalid UTF-8, limits nesting without recursion,
+        # and has no digit limit to trip over; its messages name a position, never the input.
+        document = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        what = "UTF-8" if "UTF-8" in exc.msg else "JSON"
+        raise InvalidExposure(f"record is not {what}: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     if not isinstance(document, dict):
         raise InvalidExposure(f"record is JSON {type(document).__name__}, expected an object")
     try:

@@ -19,6 +19,7 @@ from orchestrator.errors import NotFound, PermanentError, ProviderError, RateLim
 from orchestrator.events import Exposure, Severity
 from orchestrator.governor import deadline
 from orchestrator.playbooks import OnFailure, Playbook, RetryPolicy, Step
+from orchestrator.redaction import REDACTOR
 from orchestrator.routing import resolve_params, step_applies
 
 
@@ -142,14 +143,21 @@ class _Attempts:
         return float(self._backoff(state))
 
 
-def _context(exposure: Exposure) -> StepContext:
+def priority_of(exposure: Exposure) -> Priority:
+    """Who goes first when a provider is short of budget or run slots."""
     if exposure.actor is not None or exposure.severity is Severity.CRITICAL:
-        priority = Priority.URGENT
-    elif exposure.severity is Severity.LOW:
-        priority = Priority.LOW
-    else:
-        priority = Priority.NORMAL
-    return StepContext(exposure_id=exposure.id, dry_run=exposure.dry_run, priority=priority)
+        return Priority.URGENT
+    if exposure.severity is Severity.LOW:
+        return Priority.LOW
+    return Priority.NORMAL
+
+
+def _context(exposure: Exposure) -> StepContext:
+    return StepContext(exposure_id=exposure.id, dry_run=exposure.dry_run, priority=priority_of(exposure))
+
+
+#: Longest provider error kept in an audit record (cut only after redaction).
+ERROR_CHARS = 1000
 
 
 def _describe(error: BaseException | None) -> str | None:
@@ -157,7 +165,7 @@ def _describe(error: BaseException | None) -> str | None:
         return None
     kind = "not found" if isinstance(error, NotFound) else "permanent" if isinstance(error, PermanentError) \
         else "rate limited" if isinstance(error, RateLimited) else "transient"
-    return f"{kind}: {error}"
+    return REDACTOR.clip(f"{kind}: {error}", ERROR_CHARS)
 
 
 def _elapsed_ms(started: float) -> int:

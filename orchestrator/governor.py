@@ -13,6 +13,10 @@ about the bucket's budget (`governor.observe(bucket, headers, status=...)`).
 - At most `concurrency` requests of the provider are in flight; waiting requests are served by
   `Priority`, first come first served within a priority.
 - Time spent queued here does not count against a step's `deadline`.
+- A circuit breaker covers the whole provider: `circuit_failures` consecutive failures (a 5xx, a timeout, a
+  refused connection: no answer at all) open it, and then no request starts for `circuit_cooldown_s`; they
+  wait in the queue (a run is not failed for it, and its deadline does not run). Then one probe goes
+  through (half-open): a response that is not a 5xx closes the circuit, a failure opens it again.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from dataclasses import dataclass, field
 import structlog
 
 from orchestrator.actions import Priority
+from orchestrator.circuit import Circuit, CircuitState
+from orchestrator.errors import TransientError
 
 log = structlog.get_logger("orchestrator.governor")
 
@@ -79,6 +85,7 @@ class Snapshot:
     in_flight: int
     queued: int
     buckets: Mapping[str, BucketSnapshot]
+    circuit: CircuitState = CircuitState.CLOSED
 
 
 _Waiter = tuple[int, int, "asyncio.Future[None]"]
@@ -194,6 +201,7 @@ class Governor:
     """One provider's shared request scheduler: per-bucket budgets, a concurrency cap, priorities."""
 
     def __init__(self, provider: str, *, concurrency: int, bucket_share: float = 1.0, initial_burst: int = 4,
+                 circuit_failures: int = 5, circuit_cooldown_s: float = 30.0,
                  clock: Callable[[], float] = time.time, log_interval_s: float = 10.0) -> None:
         self.provider = provider
         self.concurrency = concurrency
@@ -202,6 +210,8 @@ class Governor:
         self._clock = clock
         self._log_interval_s = log_interval_s
         self._buckets: dict[str, BucketBudget] = {}
+        self._circuit = Circuit(circuit_failures, circuit_cooldown_s)
+        self._probe: asyncio.Future[None] | None = None
         self._in_flight = 0
         self._order = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
@@ -221,7 +231,7 @@ class Governor:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
-                self._release(budget)
+                self._release(budget, waiter)
             else:
                 waiter.cancel()
                 self._pump()
@@ -230,8 +240,16 @@ class Governor:
             paused()
         try:
             yield
+        except TransientError as exc:
+            if exc.status is None:  # no response at all: refused, reset or timed out
+                self._failed(f"{type(exc).__name__}: {exc}")
+            raise
+        except asyncio.CancelledError:
+            if (timeout := _DEADLINE.get()) is not None and timeout.expired():
+                self._failed("the step deadline expired during the request")
+            raise
         finally:
-            self._release(budget)
+            self._release(budget, waiter)
 
     def observe(self, bucket: str, headers: Mapping[str, str], *, status: int | None = None) -> None:
         """Learn the bucket's budget from a response's rate-limit headers (and its status: 429 blocks it)."""
@@ -240,13 +258,23 @@ class Governor:
         if blocked is not None:
             log.warning("governor.throttled", provider=self.provider, bucket=bucket, status=status,
                         blocked_for_s=round(blocked - self._clock(), 3))
+        if status is not None and status >= 500:
+            self._failed(f"HTTP {status}")
+        elif self._circuit.succeeded():
+            log.info("governor.circuit_closed", provider=self.provider)
+        self._pump()
+
+    def _failed(self, reason: str) -> None:
+        if self._circuit.failed(self._clock()):
+            log.warning("governor.circuit_opened", provider=self.provider, reason=reason,
+                        consecutive_failures=self._circuit.failures, cooldown_s=self._circuit.cooldown_s)
         self._pump()
 
     def snapshot(self) -> Snapshot:
         """Every bucket's learned budget, use and queue, and the provider's concurrency in use."""
         buckets = {name: b.snapshot() for name, b in self._buckets.items()}
         queued = sum(b.queued for b in buckets.values())
-        return Snapshot(self.provider, self.concurrency, self._in_flight, queued, buckets)
+        return Snapshot(self.provider, self.concurrency, self._in_flight, queued, buckets, self._circuit.state)
 
     def _bucket(self, name: str) -> BucketBudget:
         budget = self._buckets.get(name)
@@ -254,7 +282,11 @@ class Governor:
             budget = self._buckets[name] = BucketBudget(self.bucket_share, self.initial_burst)
         return budget
 
-    def _release(self, budget: BucketBudget) -> None:
+    def _release(self, budget: BucketBudget, waiter: asyncio.Future[None]) -> None:
+        if waiter is self._probe:
+            self._probe = None
+            if self._circuit.probing:
+                self._circuit.abandoned()
         budget.finish()
         self._in_flight -= 1
         self._pump()
@@ -264,6 +296,9 @@ class Governor:
         now = self._clock()
         wake = math.inf
         while self._in_flight < self.concurrency:
+            if (gate := self._circuit.ready_at(now)) > now:
+                wake = gate  # inf while the half-open probe is out: its verdict pumps again
+                break
             wake, best = math.inf, None
             for budget in self._buckets.values():
                 while budget.queue and budget.queue[0][2].done():
@@ -279,6 +314,8 @@ class Governor:
                 break
             waiter = heapq.heappop(best.queue)[2]
             best.start(now)
+            if self._circuit.start(now):
+                self._probe = waiter
             self._in_flight += 1
             waiter.set_result(None)
         if wake == math.inf and self._in_flight < self.concurrency and any(b.queue for b in self._buckets.values()):
@@ -306,6 +343,7 @@ class Governor:
         if not state.in_flight and not state.queued:
             return
         log.info("governor.state", provider=self.provider, in_flight=state.in_flight, queued=state.queued,
+                 circuit=state.circuit.value,
                  buckets={name: {"limit": b.limit, "remaining": b.remaining, "reset": b.reset,
                                  "queued": b.queued, "in_flight": b.in_flight}
                           for name, b in state.buckets.items()})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable
 from typing import Any
@@ -9,14 +10,26 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    TopicAlreadyExistsError,
+)
+from aiokafka.partitioner import murmur2
 
+from orchestrator import dead_letters, record_batches
+from orchestrator.delivery import Delivery, HealthGate
 from orchestrator.errors import ConfigurationError
 from orchestrator.pipeline import Origin
 from orchestrator.redaction import REDACTOR
 from orchestrator.settings import Settings
 
 log = structlog.get_logger("orchestrator.kafka")
+
+#: How often clients refresh topic metadata, and so notice new partitions or re-created topics.
+METADATA_MAX_AGE_MS = 10_000
 
 
 def make_producer(bootstrap_servers: str) -> AIOKafkaProducer:
@@ -26,11 +39,14 @@ def make_producer(bootstrap_servers: str) -> AIOKafkaProducer:
     because one producer sends each key's records in order over one connection per broker.
     """
     return AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=False,
-                            linger_ms=5, max_batch_size=256 * 1024, request_timeout_ms=30_000)
+                            linger_ms=5, max_batch_size=256 * 1024, request_timeout_ms=30_000,
+                            metadata_max_age_ms=METADATA_MAX_AGE_MS)
 
 
 def make_consumer(settings: Settings) -> AIOKafkaConsumer:
-    """A group consumer that never commits on its own: `ExposureConsumer` commits finished work."""
+    """A group consumer that never commits on its own (`ExposureConsumer` commits finished work) and that no
+    batch can make raise (see `record_batches`)."""
+    record_batches.install()
     return AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers, group_id=settings.group_id,
         enable_auto_commit=False, auto_offset_reset="earliest",
@@ -38,6 +54,9 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
         # Far above the session timeout: at or below it, two members were seen owning one partition.
         max_poll_interval_ms=max(300_000, settings.session_timeout_ms * 10),
         max_partition_fetch_bytes=4 * 1024 * 1024,
+        # aiokafka's default, 5 minutes, is how long partitions added to the topic (or a topic re-created with
+        # more of them after a broker came back empty) would go unconsumed.
+        metadata_max_age_ms=METADATA_MAX_AGE_MS,
     )
 
 
@@ -61,40 +80,112 @@ async def start(client: AIOKafkaProducer | AIOKafkaConsumer | AIOKafkaAdminClien
 
 
 async def ensure_topics(bootstrap: str, topics: list[str], *, partitions: int = 6, replication: int = 1) -> None:
-    """Create the topics that do not exist yet."""
+    """Create the topics that do not exist yet; at start-up, where failing to is fatal (ConfigurationError)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await start(admin, bootstrap)
     try:
-        existing = set(await admin.list_topics())
-        missing = [t for t in topics if t not in existing]
-        if missing:
-            try:
-                await admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=replication)
-                                           for t in missing])
-            except TopicAlreadyExistsError:
-                pass
-            log.info("topics.created", topics=missing, partitions=partitions)
+        await _create_missing(admin, topics, partitions=partitions, replication=replication)
     except KafkaError as exc:
         raise ConfigurationError(f"cannot create topics {topics} on {bootstrap}: {exc}") from None
     finally:
         await admin.close()
 
 
-class KafkaDeadLetters:
-    """Sends rejected records to the dead-letter topic with `error` and `source.*` headers."""
+async def recreate_topics(bootstrap: str, topics: list[str], *, partitions: int = 6,
+                          replication: int = 1) -> list[str]:
+    """Create the topics that do not exist (any more) and return them; raises KafkaError, for the caller to
+    try again later: a broker that came back empty (Tansu keeps nothing) lost every topic."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000)
+    await admin.start()
+    try:
+        return await _create_missing(admin, topics, partitions=partitions, replication=replication)
+    finally:
+        await admin.close()
 
-    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+
+async def _create_missing(admin: AIOKafkaAdminClient, topics: list[str], *, partitions: int,
+                          replication: int) -> list[str]:
+    existing = set(await admin.list_topics())
+    missing = [t for t in topics if t not in existing]
+    if missing:
+        try:
+            await admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=replication)
+                                       for t in missing])
+        except TopicAlreadyExistsError:
+            pass
+        log.info("topics.created", topics=missing, partitions=partitions)
+    return missing
+
+
+class KafkaDeadLetters:
+    """Sends rejected records to the dead-letter topic, sealed (`orchestrator.dead_letters`), with `error`
+    and `source.*` headers, retried through broker outages (`Delivery`). With `key`, originals are stored
+    encrypted; without, their secrets are dropped."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str, *, key: bytes | None = None,
+                 health: HealthGate | None = None) -> None:
         self._producer = producer
         self._topic = topic
+        self._key = key
+        self._delivery = Delivery(topic, health=health)
 
     async def send(self, raw: bytes | None, *, origin: Origin, reason: str) -> Awaitable[Any]:
-        """Queue the record; the awaitable resolves once the broker stored it."""
+        """Queue the record's dead letter(s); the awaitable resolves once the broker stored them.
+
+        Never raises for the record's size or content: what the producer or broker refuses as too large
+        is sent again as headers only, saying so.
+        """
         headers = [
-            ("error", reason.encode()),
+            ("error", REDACTOR.text(reason).encode("utf-8", "replace")),
             ("source.topic", origin.topic.encode()),
             ("source.partition", str(origin.partition).encode()),
             ("source.offset", str(origin.offset).encode()),
         ]
-        key = REDACTOR.text(origin.key.decode(errors="replace")).encode() if origin.key else None
-        future: Awaitable[Any] = await self._producer.send(self._topic, value=raw, key=key, headers=headers)
-        return future
+        key = _safe_key(origin.key)
+        size = b"0" if raw is None else str(len(raw)).encode()
+        pieces = dead_letters.seal(raw, key=self._key, redactor=REDACTOR)
+        partition = await self._partition(pieces) if len(pieces) > 1 and key is None else None
+        acks = []
+        for piece in pieces:
+            try:
+                acks.append(await self._queue(piece.value, key, headers + piece.headers, partition))
+            except _TOO_LARGE:  # below even one chunk: keep what the letter was, not its body
+                acks.append(await self._headers_only(key, headers, size))
+                break
+        return asyncio.ensure_future(self._stored(acks, key, headers, size))
+
+    async def _partition(self, pieces: list[dead_letters.Piece]) -> int | None:
+        """One partition for every chunk of a keyless dead letter, so `dlq show` finds them all after the first."""
+        try:
+            partitions = sorted(await self._producer.partitions_for(self._topic))
+        except KafkaError:  # broker away: the chunks go where they go, `dlq list` still joins them
+            return None
+        chunk_id = dict(pieces[0].headers)["chunk.id"]
+        return int(partitions[(murmur2(chunk_id) & 0x7FFFFFFF) % len(partitions)])
+
+    async def _queue(self, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]],
+                     partition: int | None) -> Awaitable[Any]:
+        return await self._delivery.send(lambda: self._producer.send(self._topic, value=value, key=key,
+                                                                     headers=headers, partition=partition))
+
+    async def _stored(self, acks: list[Awaitable[Any]], key: bytes | None, headers: list[tuple[str, bytes]],
+                      size: bytes) -> None:
+        for ack in acks:
+            try:
+                await ack
+            except _TOO_LARGE:  # the broker's own limit is lower than ours
+                log.warning("dead_letter.too_large", topic=self._topic, size=int(size))
+                await (await self._headers_only(key, headers, size))
+
+    async def _headers_only(self, key: bytes | None, headers: list[tuple[str, bytes]], size: bytes) -> Awaitable[Any]:
+        return await self._queue(None, key, [*headers, ("truncated", b"true"), ("original.size", size),
+                                             ("redaction", b"body-dropped")], None)
+
+
+#: The producer's or the broker's "this record is too large".
+_TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
+
+
+def _safe_key(key: bytes | None) -> bytes | None:
+    """The original record's key (usually the exposure id, so dead letters can be found by it), redacted."""
+    return REDACTOR.text(key.decode(errors="replace")).encode("utf-8", "replace") if key else None

@@ -16,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from orchestrator.audit_stream import is_terminal
+from orchestrator.circuit import CircuitState
 from orchestrator.governor import Governor
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -41,10 +42,13 @@ class Metrics:
                                   "exposures topic not fetched yet.", registry=self.registry)
         self._lag: Callable[[], Awaitable[int]] | None = None
 
-    def watch_consumer(self, *, in_flight: Callable[[], int], lag: Callable[[], Awaitable[int]]) -> None:
-        """Read the in-flight gauge from `in_flight` at every scrape, and the lag from `lag`."""
+    def watch_consumer(self, *, in_flight: Callable[[], int], lag: Callable[[], Awaitable[int]],
+                       waiting: Callable[[], dict[str, int]] = dict) -> None:
+        """Read the in-flight gauge from `in_flight` at every scrape, the lag from `lag`, and the runs waiting
+        for a provider's run slots from `waiting`."""
         self.in_flight.set_function(lambda: float(in_flight()))
         self._lag = lag
+        self.registry.register(_WaitingCollector(waiting))
 
     def watch_governors(self, governors: Sequence[Governor]) -> None:
         """Export every governor's state (budget and queue per bucket) at each scrape."""
@@ -74,6 +78,20 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+class _WaitingCollector(Collector):
+    """Runs queued for a slot of their provider (`ORCHESTRATOR_MAX_IN_FLIGHT_PER_PROVIDER`), per provider."""
+
+    def __init__(self, waiting: Callable[[], dict[str, int]]) -> None:
+        self._waiting = waiting
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("orchestrator_runs_waiting", "Exposures fetched and waiting for a run slot of "
+                                   "their provider.", labels=["provider"])
+        for provider, count in sorted(self._waiting().items()):
+            family.add_metric([provider], count)
+        yield family
+
+
 class _GovernorCollector(Collector):
     """Reads `Governor.snapshot()` at scrape time: in-flight per provider; limit, remaining, queue per bucket."""
 
@@ -89,13 +107,16 @@ class _GovernorCollector(Collector):
                                   labels=["provider", "bucket"])
         remaining = GaugeMetricFamily("orchestrator_governor_remaining", "A bucket's remaining budget, as learned.",
                                       labels=["provider", "bucket"])
+        circuit = GaugeMetricFamily("orchestrator_provider_circuit_open", "1 while a provider's circuit breaker "
+                                    "holds its requests back (open or half-open), else 0.", labels=["provider"])
         for governor in self._governors:
             state = governor.snapshot()
             in_flight.add_metric([state.provider], state.in_flight)
+            circuit.add_metric([state.provider], 0 if state.circuit is CircuitState.CLOSED else 1)
             for name, bucket in state.buckets.items():
                 queued.add_metric([state.provider, name], bucket.queued)
                 if bucket.limit is not None:
                     limit.add_metric([state.provider, name], bucket.limit)
                 if bucket.remaining is not None:
                     remaining.add_metric([state.provider, name], bucket.remaining)
-        yield from (in_flight, queued, limit, remaining)
+        yield from (in_flight, queued, limit, remaining, circuit)

@@ -8,18 +8,18 @@ the consumer hands in where the record came from, and dead letters go through a 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import OrderedDict
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
 import structlog
 
 from orchestrator.audit import AuditEvent, Auditor, AuditTrail
 from orchestrator.errors import InvalidExposure
 from orchestrator.events import Exposure, decode
-from orchestrator.execution import Executor
+from orchestrator.execution import Executor, priority_of
 from orchestrator.playbooks import Playbook
 from orchestrator.redaction import REDACTOR
 from orchestrator.routing import UnknownPlaybook, route
@@ -35,11 +35,14 @@ class Origin:
     partition: int
     offset: int
     key: bytes | None = None
+    #: Set for a batch that could not be decoded: the last offset of the range it covers.
+    last_offset: int | None = None
 
     @property
     def label(self) -> str:
-        """`topic/partition/offset`, the id of a record that has no usable exposure id."""
-        return f"{self.topic}/{self.partition}/{self.offset}"
+        """`topic/partition/offset` (or `…/first-last`), the id of a record that has no usable exposure id."""
+        offsets = f"{self.offset}-{self.last_offset}" if self.last_offset is not None else str(self.offset)
+        return f"{self.topic}/{self.partition}/{offsets}"
 
 
 @dataclass(frozen=True)
@@ -56,12 +59,22 @@ class Admission:
         """Records with the same key are processed one after the other."""
         return self.exposure.credential_key if self.exposure else self.origin.label
 
+    @property
+    def lane(self) -> str:
+        """The provider family the run acts on (`okta` for `okta.user`): runs wait for that provider's slots."""
+        return self.exposure.credential.kind.partition(".")[0] if self.exposure else "invalid"
+
+    @property
+    def priority(self) -> int:
+        """Lower runs first when a provider's run slots are short."""
+        return priority_of(self.exposure) if self.exposure else 0
+
 
 class DeadLetters(Protocol):
     """Where invalid records go, with the reason and their origin."""
 
     async def send(self, raw: bytes | None, *, origin: Origin, reason: str) -> Awaitable[Any]:
-        """Queue the (already redacted) record; the awaitable resolves once stored."""
+        """Queue the record as received (the sink makes it safe); the awaitable resolves once stored."""
         ...
 
 
@@ -84,6 +97,13 @@ class Pipeline:
             return Admission(origin, raw, exposure=decode(raw, max_bytes=self._max_event_bytes))
         except InvalidExposure as exc:
             return Admission(origin, raw, rejection=str(exc))
+        except Exception as exc:  # noqa: BLE001 - a decoder bug rejects this record, it must not stop the loop
+            return Admission(origin, raw, rejection=f"internal error while decoding: {type(exc).__name__}")
+
+    def admit_undecodable(self, raw: bytes, origin: Origin, reason: str) -> Admission:
+        """A batch the Kafka client could not decode, covering `origin.offset`..`origin.last_offset`."""
+        return Admission(origin, raw, rejection=f"undecodable batch at offsets {origin.offset}-{origin.last_offset} "
+                                                f"of partition {origin.partition}: {reason}")
 
     async def process(self, admission: Admission) -> AuditEvent:
         """Take the record to its terminal audit record, acknowledged by the broker."""
@@ -103,7 +123,9 @@ class Pipeline:
         except Exception as exc:  # the boundary: a bug in one run must not kill the consumer
             log.exception("run.crashed", exposure_id=exposure.id)
             if trail.terminal is None:
-                await trail.record(AuditEvent.RUN_FAILED, error=f"internal error: {type(exc).__name__}: {exc}")
+                reason = f"internal error: {type(exc).__name__}"  # its message may hold the input: not audited
+                await trail.record(AuditEvent.RUN_FAILED, error=reason,
+                                   dead_letter=await self._dead_letter(admission, reason))
             await trail.flush()
             return AuditEvent.RUN_FAILED
         finally:
@@ -133,17 +155,44 @@ class Pipeline:
         await trail.flush()
         return event
 
-    async def _reject(self, admission: Admission, reason: str) -> AuditEvent:
-        await self._dead_letter(admission, reason)
-        trail = self._auditor.trail(_claimed_id(admission.raw) or admission.origin.label)
-        return await self._end(trail, AuditEvent.EXPOSURE_REJECTED, reason=reason,
-                               source_topic=admission.origin.topic, source_partition=admission.origin.partition,
-                               source_offset=admission.origin.offset)
+    async def fail_safe(self, admission: Admission, error: BaseException) -> bool:
+        """End a record whose handling raised: one terminal record naming the error's type (its text may hold
+        input), and a dead letter. True once the terminal record is stored; False if even that failed."""
+        reason = f"internal error: {type(error).__name__}"
+        log.error("record.crashed", record=admission.origin.label, error=type(error).__name__)
+        try:
+            if admission.exposure is not None:
+                trail = self._auditor.trail(admission.exposure.id)
+                await trail.record(AuditEvent.RUN_FAILED, error=reason,
+                                   dead_letter=await self._dead_letter(admission, reason))
+                await trail.flush()
+                return True
+            await self._reject(admission, reason)
+            return True
+        except Exception as exc:  # noqa: BLE001 - reported, and the record stays uncommitted
+            log.error("record.unrecorded", record=admission.origin.label, error=type(exc).__name__)
+            return False
 
-    async def _dead_letter(self, admission: Admission, reason: str) -> None:
-        stored = await self._dead_letters.send(REDACTOR.record(admission.raw), origin=admission.origin,
-                                               reason=REDACTOR.text(reason))
-        await stored
+    async def _reject(self, admission: Admission, reason: str) -> AuditEvent:
+        dead_letter = await self._dead_letter(admission, reason)
+        origin = admission.origin
+        claimed = _claimed_id(admission.raw) if origin.last_offset is None else None
+        trail = self._auditor.trail(claimed or origin.label)
+        return await self._end(trail, AuditEvent.EXPOSURE_REJECTED, reason=reason, dead_letter=dead_letter,
+                               source_topic=origin.topic, source_partition=origin.partition,
+                               source_offset=origin.offset, source_last_offset=origin.last_offset)
+
+    async def _dead_letter(self, admission: Admission, reason: str) -> str | None:
+        """Store the record on the dead-letter topic; None when stored, else why it could not be."""
+        try:
+            # The sink seals the original (encrypted, or its secrets dropped): it needs the bytes as received.
+            stored = await self._dead_letters.send(admission.raw, origin=admission.origin,
+                                                   reason=REDACTOR.text(reason))
+            await stored
+        except Exception as exc:  # noqa: BLE001 - the rejection is still audited, with this failure
+            log.error("dead_letter.failed", record=admission.origin.label, error=type(exc).__name__)
+            return f"not stored: {type(exc).__name__}"
+        return None
 
     async def _interrupted(self, trail: AuditTrail) -> None:
         """Shutdown cut the run short: say so; the record stays uncommitted and will be delivered again."""
@@ -169,8 +218,8 @@ class Pipeline:
 def _claimed_id(raw: bytes | None) -> str | None:
     """The `id` an invalid record claims, if it is a usable one, so its rejection is findable by that id."""
     try:
-        document = json.loads(raw or b"")
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        document = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError:
         return None
     claimed = document.get("id") if isinstance(document, dict) else None
     if isinstance(claimed, str) and 0 < len(claimed.strip()) <= 200:

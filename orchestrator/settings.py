@@ -16,6 +16,8 @@ N = TypeVar("N", int, float)
 DEFAULT_PLAYBOOKS_DIR = Path(__file__).resolve().parent.parent / "playbooks"
 #: Where `orchestrator run` serves its HTTP API unless ORCHESTRATOR_HTTP_LISTEN says otherwise (`off`: nowhere).
 DEFAULT_HTTP_LISTEN = "127.0.0.1:8080"
+#: Where `from_env` keeps the deployment's generated files (the fingerprint key) unless told otherwise.
+DEFAULT_DATA_DIR = Path(".orchestrator")
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ class Settings:
     topic_partitions: int = 6
     topic_replication_factor: int = 1
     max_in_flight: int = 256
+    max_in_flight_per_provider: int = 64
+    max_buffered: int = 10_000
     max_event_bytes: int = 64 * 1024
     commit_interval_s: float = 1.0
     session_timeout_ms: int = 10_000
@@ -81,6 +85,10 @@ class Settings:
     step_timeout_s: float = 30.0
     drain_timeout_s: float = 20.0
     dedup_window: int = 100_000
+    #: Consecutive failures (5xx, timeouts, refused connections) that open a provider's circuit breaker.
+    circuit_failures: int = 5
+    #: How long an open circuit holds the provider's requests before one probe goes through.
+    circuit_cooldown_s: float = 30.0
     log_format: str = "console"
     #: Where `orchestrator run` serves its HTTP API; None serves none (the default when built in code, so
     #: tests and embedded uses never fight over a port). `from_env` defaults it to DEFAULT_HTTP_LISTEN.
@@ -88,6 +96,13 @@ class Settings:
     api_tokens_file: Path | None = None
     oncall_webhook_url: str | None = field(default=None, repr=False)  # a Slack webhook URL is a secret
     oncall_webhook_format: str = "json"
+    #: Dead letters are stored AES-256-GCM encrypted under this key (64 hex digits or base64 of 32 bytes);
+    #: without one, their secret-looking values are dropped. See `orchestrator.keys`.
+    encryption_key: str | None = field(default=None, repr=False)
+    encryption_key_file: Path | None = None
+    #: Where the generated fingerprint key is kept; None (the default when built in code) keeps a
+    #: per-process key. `from_env` defaults it to DEFAULT_DATA_DIR.
+    data_dir: Path | None = None
     okta: OktaSettings | None = None
     aws: AwsSettings = AwsSettings()
     github: GitHubSettings = GitHubSettings()
@@ -114,6 +129,8 @@ class Settings:
                 bucket_share=reader.number("ORCHESTRATOR_OKTA_BUCKET_SHARE", 0.5),
             )
         tokens_file = env.get("ORCHESTRATOR_API_TOKENS_FILE")
+        key_file = env.get("ORCHESTRATOR_ENCRYPTION_KEY_FILE", "").strip()
+        data_dir = env.get("ORCHESTRATOR_DATA_DIR", "").strip()
         return cls(
             bootstrap_servers=bootstrap,
             exposures_topic=env.get("ORCHESTRATOR_EXPOSURES_TOPIC", cls.exposures_topic),
@@ -125,6 +142,9 @@ class Settings:
             topic_replication_factor=reader.integer("ORCHESTRATOR_TOPIC_REPLICATION_FACTOR",
                                                     cls.topic_replication_factor),
             max_in_flight=reader.integer("ORCHESTRATOR_MAX_IN_FLIGHT", cls.max_in_flight),
+            max_in_flight_per_provider=reader.integer("ORCHESTRATOR_MAX_IN_FLIGHT_PER_PROVIDER",
+                                                      cls.max_in_flight_per_provider),
+            max_buffered=reader.integer("ORCHESTRATOR_MAX_BUFFERED", cls.max_buffered),
             max_event_bytes=reader.integer("ORCHESTRATOR_MAX_EVENT_BYTES", cls.max_event_bytes),
             session_timeout_ms=reader.integer("ORCHESTRATOR_KAFKA_SESSION_TIMEOUT_MS", cls.session_timeout_ms),
             heartbeat_interval_ms=reader.integer(
@@ -132,12 +152,17 @@ class Settings:
             ),
             step_timeout_s=reader.number("ORCHESTRATOR_STEP_TIMEOUT_S", cls.step_timeout_s),
             drain_timeout_s=reader.number("ORCHESTRATOR_DRAIN_TIMEOUT_S", cls.drain_timeout_s),
+            circuit_failures=reader.integer("ORCHESTRATOR_CIRCUIT_FAILURES", cls.circuit_failures),
+            circuit_cooldown_s=reader.number("ORCHESTRATOR_CIRCUIT_COOLDOWN_S", cls.circuit_cooldown_s),
             log_format=reader.choice("ORCHESTRATOR_LOG_FORMAT", cls.log_format, ("console", "json")),
             http_listen=_http_listen(env.get("ORCHESTRATOR_HTTP_LISTEN", DEFAULT_HTTP_LISTEN)),
             api_tokens_file=Path(tokens_file) if tokens_file else None,
             oncall_webhook_url=env.get("ORCHESTRATOR_ONCALL_WEBHOOK_URL", "").strip() or None,
             oncall_webhook_format=reader.choice("ORCHESTRATOR_ONCALL_WEBHOOK_FORMAT", cls.oncall_webhook_format,
                                                 ("slack", "json")),
+            encryption_key=env.get("ORCHESTRATOR_ENCRYPTION_KEY", "").strip() or None,
+            encryption_key_file=Path(key_file) if key_file else None,
+            data_dir=Path(data_dir) if data_dir else DEFAULT_DATA_DIR,
             okta=okta,
             aws=AwsSettings(
                 region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from orchestrator.audit_stream import follow, is_terminal
 from orchestrator.settings import DEFAULT_PLAYBOOKS_DIR, OktaSettings, Settings
 
 JOIN_TIMEOUT_S = 30.0
+READY_TIMEOUT_S = 40.0
 
 
 def exposure(kind: str, **fields: Any) -> dict[str, Any]:
@@ -126,7 +128,8 @@ async def end_offsets(settings: Settings) -> dict[int, int]:
     """
     ends: dict[int, int] = {}
     for record in await read_all(settings.bootstrap_servers, settings.exposures_topic, idle_timeout_s=0.5):
-        ends[record.partition] = max(ends.get(record.partition, 0), record.offset + 1)
+        last = getattr(record, "last_offset", record.offset)  # an undecodable batch covers a range
+        ends[record.partition] = max(ends.get(record.partition, 0), last + 1)
     return ends
 
 
@@ -144,6 +147,33 @@ def isolated_settings(bootstrap: str, **overrides: Any) -> Settings:
 def fresh_settings(bootstrap: str, okta_url: str, okta_token: str, **overrides: Any) -> Settings:
     """`isolated_settings` acting on an Okta org (the emulator's URL and admin token)."""
     return isolated_settings(bootstrap, okta=OktaSettings(org_url=okta_url, token=okta_token), **overrides)
+
+
+@contextmanager
+def orchestrator_process(settings: Settings, okta: Any, log: Path,
+                         **env_extra: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`orchestrator run` configured by environment variables (`env_extra` added), started and joined to its group;
+    `okta` is the Okta emulator it acts on."""
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+           "ORCHESTRATOR_EXPOSURES_TOPIC": settings.exposures_topic, "ORCHESTRATOR_AUDIT_TOPIC": settings.audit_topic,
+           "ORCHESTRATOR_DLQ_TOPIC": settings.dlq_topic, "ORCHESTRATOR_GROUP_ID": settings.group_id,
+           "ORCHESTRATOR_TOPIC_PARTITIONS": "3", "ORCHESTRATOR_KAFKA_SESSION_TIMEOUT_MS": "6000",
+           "ORCHESTRATOR_KAFKA_HEARTBEAT_INTERVAL_MS": "500", "ORCHESTRATOR_DRAIN_TIMEOUT_S": "30",
+           "ORCHESTRATOR_LOG_FORMAT": "json", "ORCHESTRATOR_HTTP_LISTEN": "off",
+           "OKTA_CLIENT_ORGURL": okta.url, "OKTA_CLIENT_TOKEN": okta.admin_token, **env_extra}
+    with log.open("ab") as sink:
+        process = subprocess.Popen([*orchestrator_command(), "run"], env=env, stdout=sink, stderr=sink)
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while "consumer.assigned" not in log.read_text(errors="replace"):
+            assert process.poll() is None, f"orchestrator exited early:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"orchestrator not ready:\n{log.read_text()}"
+            time.sleep(0.1)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 class _Controlled(Protocol):

@@ -53,7 +53,7 @@ def test_unknown_fields_are_ignored() -> None:
 def test_the_credential_key_names_the_credential_without_its_secret() -> None:
     """Exposures of the same credential share a key; a secret-only credential is keyed by a fingerprint."""
     exposure = _decode({"id": "e", "credential": {"kind": "okta.api_token", "secret": CANARY}})
-    assert exposure.credential_key.startswith("okta.api_token:sha256:") and CANARY not in exposure.credential_key
+    assert exposure.credential_key.startswith("okta.api_token:hmac-sha256:") and CANARY not in exposure.credential_key
 
 
 INVALID: dict[str, tuple[bytes | None, str]] = {
@@ -77,6 +77,13 @@ INVALID: dict[str, tuple[bytes | None, str]] = {
                       "detected_at"),
     "bad dry_run": (json.dumps({"id": "e", "credential": {"kind": "k", "id": "i"}, "dry_run": CANARY}).encode(),
                     "dry_run"),
+    # Records that used to raise out of the decoder (RecursionError, ValueError) or slip through it.
+    "deep nesting": (b"[" * 5000 + b"]" * 5000, "depth"),
+    "4301-digit integer": (b'{"id": "e", "n": ' + b"9" * 4301 + b"}", "not JSON"),
+    "lone surrogate": (b'{"id": "\\ud800", "credential": {"kind": "k", "secret": "' + CANARY.encode() + b'"}}',
+                       "surrogate"),
+    "NaN": (b'{"id": "e", "credential": {"kind": "k", "id": "i"}, "x": NaN}', "not JSON"),
+    "UTF-16": (json.dumps({"id": "e", "credential": {"kind": "k", "id": CANARY}}).encode("utf-16"), "not UTF-8"),
 }
 
 

@@ -143,7 +143,7 @@ async def test_canary_token_never_reaches_audit_or_logs(harness: Harness, gh: Em
     assert records and all(canary.encode() not in (r.value or b"") for r in records)
     out, err = capfd.readouterr()
     assert canary not in out + err
-    assert any(r.get("target", "").startswith("github-token:ghp_sha256:") for r in trail)
+    assert any(r.get("target", "").startswith("github-token:ghp_hmac-sha256:") for r in trail)
 
 
 @pytest.fixture

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from orchestrator.offsets import OffsetTracker
 
 
@@ -64,3 +67,41 @@ def test_forget_drops_a_revoked_partition() -> None:
     tracker.forget(0)
     tracker.finished(0, 1)
     assert tracker.to_commit() == {} and tracker.in_flight(0) == 0
+
+
+def test_offsets_going_backwards_start_a_new_epoch() -> None:
+    """A topic deleted and created again restarts at 0: nothing of the old incarnation is committed onto it, and
+    old records finishing late move nothing."""
+    tracker: OffsetTracker[int] = OffsetTracker()
+    old = tracker.started(0, 500)
+    tracker.started(0, 501)
+    tracker.finished(0, 500, old)
+    tracker.committed(tracker.to_commit())
+    new = tracker.started(0, 0)
+    assert new != old and tracker.to_commit() == {} and tracker.last_committed(0) is None
+    tracker.finished(0, 501, old)
+    assert tracker.to_commit() == {}
+    tracker.finished(0, 0, new)
+    assert tracker.to_commit() == {0: 1}
+
+
+@settings(max_examples=300)
+@given(st.data())
+def test_never_commits_past_an_unfinished_record(data: st.DataObject) -> None:
+    """Property: for any order of starts and finishes, the committable offset of a partition is always at or
+    below its earliest unfinished record, and reaches the end once everything finished."""
+    count = data.draw(st.integers(min_value=1, max_value=40))
+    offsets = sorted(data.draw(st.sets(st.integers(min_value=0, max_value=1000), min_size=count, max_size=count)))
+    tracker: OffsetTracker[int] = OffsetTracker()
+    epoch = 0
+    for offset in offsets:
+        epoch = tracker.started(0, offset)
+    unfinished = set(offsets)
+    for offset in data.draw(st.permutations(offsets)):
+        tracker.finished(0, offset, epoch)
+        unfinished.discard(offset)
+        committable = tracker.to_commit().get(0)
+        if committable is not None:
+            assert not unfinished or committable <= min(unfinished)
+            tracker.committed({0: committable})
+    assert tracker.last_committed(0) == offsets[-1] + 1

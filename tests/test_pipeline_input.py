@@ -104,10 +104,15 @@ async def test_poison_records_are_rejected_dead_lettered_and_do_not_block(harnes
         headers = _headers(copies[0])
         assert headers["error"] == trail[0]["reason"], name
         assert headers["source.topic"] == settings.exposures_topic, name
-        if isinstance(record, dict):
+        if isinstance(record, dict):  # without an encryption key: the record, minus anything secret-looking
             assert json.loads(copies[0].value) == record, name
+        elif record is None:
+            assert copies[0].value is None, name
+        elif name == "not JSON":  # its secrets cannot be located: only a description is kept
+            assert json.loads(copies[0].value) == {"dropped": json.loads(copies[0].value)["dropped"],
+                                                   "size": len(record)}, name
         else:
-            assert copies[0].value == record, name
+            assert json.loads(copies[0].value) == json.loads(record), name
     assert "bytes, above the" in trails[audit_ids["oversize"]][0]["reason"]
     assert "tombstone" in trails[audit_ids["tombstone"]][0]["reason"]
 

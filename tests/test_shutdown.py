@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,37 +20,10 @@ from tests.support import (
     events_of,
     exposure,
     fresh_settings,
-    orchestrator_command,
+    orchestrator_process,
     publish,
     roomy_rate_limits,
 )
-
-READY_TIMEOUT_S = 40.0
-
-
-@contextmanager
-def _orchestrator(settings: Settings, okta: Emulator, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`orchestrator run` configured by environment variables, started and joined to its group."""
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-           "ORCHESTRATOR_EXPOSURES_TOPIC": settings.exposures_topic, "ORCHESTRATOR_AUDIT_TOPIC": settings.audit_topic,
-           "ORCHESTRATOR_DLQ_TOPIC": settings.dlq_topic, "ORCHESTRATOR_GROUP_ID": settings.group_id,
-           "ORCHESTRATOR_TOPIC_PARTITIONS": "3", "ORCHESTRATOR_KAFKA_SESSION_TIMEOUT_MS": "6000",
-           "ORCHESTRATOR_KAFKA_HEARTBEAT_INTERVAL_MS": "500", "ORCHESTRATOR_DRAIN_TIMEOUT_S": "30",
-           "ORCHESTRATOR_LOG_FORMAT": "json", "ORCHESTRATOR_HTTP_LISTEN": "off",
-           "OKTA_CLIENT_ORGURL": okta.url, "OKTA_CLIENT_TOKEN": okta.admin_token}
-    with log.open("ab") as sink:
-        process = subprocess.Popen([*orchestrator_command(), "run"], env=env, stdout=sink, stderr=sink)
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while "consumer.assigned" not in log.read_text(errors="replace"):
-            assert process.poll() is None, f"orchestrator exited early:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"orchestrator not ready:\n{log.read_text()}"
-            time.sleep(0.1)
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 async def _wait_for_all(settings: Settings, ids: list[str], event: str, timeout_s: float = 30.0) -> None:
@@ -93,7 +63,7 @@ async def test_sigterm_drains_in_flight_runs_commits_and_exits_0(bootstrap: str,
     settings = fresh_settings(bootstrap, okta_clean.url, okta_clean.admin_token)
     events = _batch(okta_clean, 20)
     ids = [e["id"] for e in events]
-    with roomy_rate_limits(okta_clean), _orchestrator(settings, okta_clean, tmp_path / "run.log") as process:
+    with roomy_rate_limits(okta_clean), orchestrator_process(settings, okta_clean, tmp_path / "run.log") as process:
         okta_clean.control("PUT", "latency", {"ms": 1000})
         await publish(bootstrap, settings.exposures_topic, events)
         await _wait_for_all(settings, ids, "step.started")
@@ -112,7 +82,7 @@ async def test_a_crash_before_commit_is_redelivered_and_completes(bootstrap: str
     events = _batch(okta_clean, 20)
     ids = [e["id"] for e in events]
     with roomy_rate_limits(okta_clean):
-        with _orchestrator(settings, okta_clean, tmp_path / "first.log") as first:
+        with orchestrator_process(settings, okta_clean, tmp_path / "first.log") as first:
             okta_clean.control("PUT", "latency", {"ms": 1500})
             await publish(bootstrap, settings.exposures_topic, events)
             await _wait_for_all(settings, ids, "step.started")
@@ -120,7 +90,7 @@ async def test_a_crash_before_commit_is_redelivered_and_completes(bootstrap: str
             first.wait()
         assert sum(max(0, o) for o in (await committed_offsets(settings)).values()) < len(events)  # work was lost
         okta_clean.control("PUT", "latency", {"ms": 0})
-        with _orchestrator(settings, okta_clean, tmp_path / "second.log") as second:
+        with orchestrator_process(settings, okta_clean, tmp_path / "second.log") as second:
             trails = await collect(bootstrap, settings.audit_topic, ids, timeout_s=60, linger_s=1.0)
             await asyncio.sleep(1.5)  # past one commit interval
             second.send_signal(signal.SIGTERM)

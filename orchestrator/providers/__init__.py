@@ -45,7 +45,8 @@ async def open_providers(settings: Settings, stack: AsyncExitStack) -> tuple[dic
     governors: list[Governor] = []
 
     def governor(name: str, concurrency: int, **options: Any) -> Governor:
-        governors.append(Governor(name, concurrency=concurrency, **options))
+        governors.append(Governor(name, concurrency=concurrency, circuit_failures=settings.circuit_failures,
+                                  circuit_cooldown_s=settings.circuit_cooldown_s, **options))
         return governors[-1]
 
     def capped(name: str, concurrency: int) -> Governor:

@@ -17,6 +17,7 @@ from orchestrator.actions import ActionSpec, Params, ParamSpec, StepContext, Ste
 from orchestrator.errors import NotFound, PermanentError, ProviderError, TransientError
 from orchestrator.governor import Governor
 from orchestrator.providers._http import HttpProvider, by_status, json_object
+from orchestrator.redaction import REDACTOR
 from orchestrator.settings import GcpSettings
 
 _KEY_PARAMS = {
@@ -105,8 +106,8 @@ def _translate(response: httpx.Response) -> ProviderError:
     """
     error = json_object(response).get("error")
     details = error if isinstance(error, dict) else {}
-    status_name = str(details.get("status", ""))[:60] or None
-    detail = f"{status_name or ''} {str(details.get('message', ''))[:200]}"
+    status_name = REDACTOR.clip(str(details.get("status", "")), 60) or None
+    detail = f"{status_name or ''} {REDACTOR.clip(str(details.get('message', '')), 200)}"
     return by_status("gcp", response.status_code, detail, response.headers, code=status_name,
                      rate_limit_wait=_DEFAULT_WAIT_S)
 

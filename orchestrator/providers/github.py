@@ -23,6 +23,7 @@ from orchestrator.errors import PermanentError, ProviderError, RateLimited, Tran
 from orchestrator.events import fingerprint
 from orchestrator.governor import Governor
 from orchestrator.providers._http import HttpProvider, by_status, json_object, retry_after, send
+from orchestrator.redaction import REDACTOR
 from orchestrator.settings import GitHubSettings
 
 ACTIONS: tuple[ActionSpec, ...] = (
@@ -126,7 +127,7 @@ def _translate(response: httpx.Response, *, now: float | None = None) -> Provide
     """A GitHub error response as ours: primary and secondary rate limits become `RateLimited`."""
     headers = response.headers
     status = response.status_code
-    message = str(json_object(response).get("message", ""))[:200]
+    message = REDACTOR.clip(str(json_object(response).get("message", "")), 200)
     limited = status in (403, 429) and (headers.get("x-ratelimit-remaining") == "0" or "retry-after" in headers)
     if limited or status == 429:
         wait = retry_after(headers, default=_until_reset(headers, now=now) or _SECONDARY_WAIT_S)

@@ -257,14 +257,15 @@ class OktaProvider:
         """Call the SDK in a governor slot; return the data (and response) on success, raise ours on failure."""
         async with self._governor.slot(bucket, ctx.priority):
             result = await method(*args, **kwargs)
-        error = result[-1]
-        response = result[1] if len(result) == 3 else result[0]
-        headers = headers_of(error if error is not None else response)
-        status = getattr(response, "status_code", None)
-        if error is None and isinstance(status, int) and status >= 300:
-            # The SDK returns an error response with an empty body (a bare 503, say) as a success.
-            error = BareError(status)
-        self._governor.observe(bucket, headers, status=getattr(error, "status", None) if error else None)
+            error = result[-1]
+            response = result[1] if len(result) == 3 else result[0]
+            headers = headers_of(error if error is not None else response)
+            status = getattr(response, "status_code", None)
+            if error is None and isinstance(status, int) and status >= 300:
+                # The SDK returns an error response with an empty body (a bare 503, say) as a success.
+                error = BareError(status)
+            # Inside the slot, so the governor's circuit breaker hears the verdict of its probe.
+            self._governor.observe(bucket, headers, status=getattr(error, "status", None) if error else None)
         if error is not None:
             raise translate(error, headers)
         data = result[0] if len(result) == 3 else None

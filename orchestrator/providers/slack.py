@@ -12,6 +12,7 @@ from orchestrator.errors import PermanentError, RateLimited, TransientError
 from orchestrator.events import fingerprint
 from orchestrator.governor import Governor
 from orchestrator.providers._http import HttpProvider, by_status, json_object, retry_after
+from orchestrator.redaction import REDACTOR
 from orchestrator.settings import SlackSettings
 
 ACTIONS: tuple[ActionSpec, ...] = (
@@ -57,7 +58,7 @@ class SlackProvider(HttpProvider):
         body = json_object(response)
         if body.get("ok") is True:
             return StepResult(target, (_CALL,))
-        error = str(body.get("error", ""))[:100]
+        error = REDACTOR.clip(str(body.get("error", "")), 100)
         if not error:
             raise TransientError("slack auth.revoke: HTTP 200 without a Slack response body", status=200)
         if error in _ALREADY_DEAD:
