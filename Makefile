@@ -27,7 +27,7 @@ test: lint                           ## the whole suite: lint, types, unit and i
 bench: $(BIN)/orchestrator
 	$(BIN)/python bench/throughput.py
 
-chaos: $(BIN)/orchestrator           ## the chaos suite at the issue's sizes (~15 min); exits 1 if an invariant fails
+chaos: $(BIN)/orchestrator           ## the chaos suite at the issue's sizes (~12 min); exits 1 if an invariant fails
 	$(BIN)/python bench/chaos.py all
 
 clean:
