@@ -45,7 +45,7 @@ async def test_sigkilled_orchestrator_loses_no_exposure(tmp_path: Path) -> None:
 async def test_failing_providers_end_every_run_with_a_reason(tmp_path: Path) -> None:
     """503s, timeouts, 429 bursts and slow answers: every run completes or fails with its reason, in budget."""
     # A run may retry two steps five times each through timeouts: give it the time before calling it lost.
-    outcome = await _scenario("faults", tmp_path, "--faults-exposures", "50", wait_s=70)
+    outcome = await _scenario("faults", tmp_path, "--faults-exposures", "50", wait_s=60)
     assert outcome.faults > 0
     assert not outcome.failures, _verdict(outcome)
 
