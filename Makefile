@@ -3,7 +3,7 @@ VENV   ?= .venv
 PYTHON ?= python3
 BIN    := $(VENV)/bin
 
-.PHONY: demo dev test lint unit bench clean
+.PHONY: demo dev test lint unit bench chaos clean
 
 $(BIN)/orchestrator: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ test: lint                           ## the whole suite: lint, types, unit and i
 
 bench: $(BIN)/orchestrator
 	$(BIN)/python bench/throughput.py
+
+chaos: $(BIN)/orchestrator           ## the chaos suite at the issue's sizes (~12 min); exits 1 if an invariant fails
+	$(BIN)/python bench/chaos.py all
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

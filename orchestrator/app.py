@@ -77,11 +77,12 @@ class Orchestrator:
                 observers.append((await self._stack.enter_async_context(notifier)).observe)
             pipeline = Pipeline(
                 # Audit records are echoed to the console log for people; JSON logs would only duplicate the topic.
-                auditor=Auditor(KafkaAuditSink(producer, settings.audit_topic), echo=settings.log_format == "console",
-                                observers=observers),
+                auditor=Auditor(KafkaAuditSink(producer, settings.audit_topic, health=self.broker),
+                                echo=settings.log_format == "console", observers=observers),
                 executor=Executor(providers, actions, step_timeout_s=settings.step_timeout_s),
                 playbooks=self.playbooks,
-                dead_letters=kafka.KafkaDeadLetters(producer, settings.dlq_topic, key=deployment_keys.encryption),
+                dead_letters=kafka.KafkaDeadLetters(producer, settings.dlq_topic, key=deployment_keys.encryption,
+                                                    health=self.broker),
                 max_event_bytes=settings.max_event_bytes,
                 store=store,
             )
@@ -92,9 +93,10 @@ class Orchestrator:
                 raw_consumer, pipeline, topic=settings.exposures_topic, max_in_flight=settings.max_in_flight,
                 max_in_flight_per_provider=settings.max_in_flight_per_provider, max_buffered=settings.max_buffered,
                 commit_interval_s=settings.commit_interval_s, drain_timeout_s=settings.drain_timeout_s,
-                broker_outages=lambda: broker.outages,
+                broker_outages=lambda: broker.outages, broker_healthy=lambda: broker.healthy,
             )
             self.consumer.subscribe()
+            self.broker.when_recreated(self.consumer.topics_recreated)
             consumer = self.consumer
             self.metrics.watch_consumer(in_flight=lambda: consumer.in_flight, lag=consumer.lag,
                                         waiting=consumer.waiting_by_provider)

@@ -19,7 +19,7 @@ import structlog
 from aiokafka.partitioner import murmur2
 from pydantic import SecretStr
 
-from orchestrator.delivery import Delivery
+from orchestrator.delivery import Delivery, HealthGate
 from orchestrator.redaction import MASK, REDACTOR, Redactor
 
 
@@ -67,12 +67,12 @@ class AuditSink(Protocol):
 class KafkaAuditSink:
     """Writes audit records to a Kafka topic through a shared producer (acks=all), through broker outages."""
 
-    def __init__(self, producer: Any, topic: str) -> None:
+    def __init__(self, producer: Any, topic: str, *, health: HealthGate | None = None) -> None:
         self._producer = producer
         self._topic = topic
         self._partitions: list[int] = []
         # A failed send may mean the topic came back with another partition count: look it up again.
-        self._delivery = Delivery(topic, on_failure=self._partitions.clear)
+        self._delivery = Delivery(topic, on_failure=self._partitions.clear, health=health)
 
     async def write(self, key: str, record: bytes) -> Awaitable[Any]:
         """Queue the record; the returned awaitable resolves once the broker stored it (retried until then)."""

@@ -27,6 +27,8 @@ log = structlog.get_logger("orchestrator.broker")
 Probe = Callable[[], Awaitable[Collection[str]]]
 #: Create the topics given that do not exist; raises KafkaError.
 Recreate = Callable[[list[str]], Awaitable[object]]
+#: Told which topics were just created again (the broker lost them): whatever was read of them is gone.
+RecreatedListener = Callable[[list[str]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -50,15 +52,26 @@ class BrokerHealth:
         self._timeout_s = timeout_s
         self._clock = clock
         self._remind = Throttle(remind_s, clock=clock)
+        self._listeners: list[RecreatedListener] = []
+        self._up = asyncio.Event()
+        self._up.set()
         #: The outage in progress, or None while the broker answers.
         self.outage: Outage | None = None
         #: Outages begun since start: a change tells the consumer the group's offsets may have been lost.
         self.outages = 0
 
+    def when_recreated(self, listener: RecreatedListener) -> None:
+        """Call `listener` with the topics re-created, after each re-creation and before `healthy` is True."""
+        self._listeners.append(listener)
+
     @property
     def healthy(self) -> bool:
         """True while the broker answers and our topics exist."""
         return self.outage is None
+
+    async def wait_healthy(self) -> None:
+        """Return once the broker answers and our topics exist (at once when they do now)."""
+        await self._up.wait()
 
     @property
     def outage_started_at(self) -> float | None:
@@ -80,6 +93,8 @@ class BrokerHealth:
                 missing = [t for t in self._topics if t not in known]
                 if missing:
                     await self._recreate(missing)
+                    for listener in self._listeners:
+                        await listener(missing)
         except (KafkaError, TimeoutError) as exc:
             self._failed(type(exc).__name__ if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}")
             return False
@@ -87,11 +102,13 @@ class BrokerHealth:
             log.info("broker.recovered", outage_s=round(self._clock() - self.outage.started_at, 1),
                      recreated_topics=missing)
             self.outage = None
+            self._up.set()
         return True
 
     def _failed(self, reason: str) -> None:
         if self.outage is None:
             self.outage = Outage(self._clock(), reason)
+            self._up.clear()
             self.outages += 1
             self._remind("outage")  # the first line is the one below; reminders start a full interval later
             log.warning("broker.unreachable", reason=reason)

@@ -11,6 +11,7 @@ Stopping drains in-flight work first, within the drain timeout, whatever state t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,7 +41,8 @@ class ExposureConsumer:
     def __init__(self, consumer: AIOKafkaConsumer, pipeline: Pipeline, *, topic: str, max_in_flight: int,
                  max_in_flight_per_provider: int | None = None, max_buffered: int | None = None,
                  commit_interval_s: float = 1.0, drain_timeout_s: float = 20.0,
-                 broker_outages: Callable[[], int] = lambda: 0) -> None:
+                 broker_outages: Callable[[], int] = lambda: 0,
+                 broker_healthy: Callable[[], bool] = lambda: True) -> None:
         self._consumer = consumer
         self._pipeline = pipeline
         self._topic = topic
@@ -60,6 +62,7 @@ class ExposureConsumer:
         #: and that the offsets fit the partition as it is now.
         self._suspect = False
         self._broker_outages = broker_outages
+        self._broker_healthy = broker_healthy
         self._outages_seen = 0
         self._last_logged: dict[str, float] = {}
         self.assigned = asyncio.Event()
@@ -202,6 +205,10 @@ class ExposureConsumer:
 
     async def commit(self) -> None:
         """Commit every partition's safe offset that still belongs to the topic as the broker knows it."""
+        if not self._broker_healthy():
+            # Until the broker is back and its topics re-created (`topics_recreated` voids what was tracked of a
+            # lost topic), a commit could land offsets of the old topic on the new one.
+            return
         offsets = self._offsets.to_commit()
         if self._broker_outages() != self._outages_seen:
             self._outages_seen = self._broker_outages()
@@ -232,10 +239,7 @@ class ExposureConsumer:
             for partition, offset in offsets.items():
                 ours = self._offsets.last_committed(partition)
                 theirs = await self._consumer.committed(partition)
-                end = (await self._consumer.end_offsets([partition])).get(partition)
-                # Tansu's end offset can be low by up to one batch (FIELD-NOTES), so this errs towards not
-                # committing, which only means redelivery after a crash.
-                if (ours is not None and (theirs is None or theirs < ours)) or (end is not None and offset > end):
+                if ours is not None and (theirs is None or theirs < ours):
                     log.warning("consumer.offsets_lost", partition=f"{partition.topic}/{partition.partition}",
                                 committed_before=ours, broker_has=theirs)
                     self._offsets.forget(partition)
@@ -246,6 +250,19 @@ class ExposureConsumer:
             return {}
         self._suspect = False
         return current
+
+    async def topics_recreated(self, topics: list[str]) -> None:
+        """The broker lost topics and they were created again: if the exposures topic is one, what was tracked
+        of it is void and the new incarnation is read from its start (Tansu answers a fetch past a partition's
+        end with nothing, not OffsetOutOfRange, so the old positions would skip its first records)."""
+        ours = [p for p in self._consumer.assignment() if p.topic == self._topic]
+        if self._topic not in topics or not ours:
+            return
+        for partition in ours:
+            self._offsets.forget(partition)
+        with contextlib.suppress(IllegalStateError):  # revoked meanwhile: a new assignment starts afresh
+            await self._consumer.seek_to_beginning(*ours)
+        log.info("consumer.rewound", topic=self._topic, partitions=len(ours))
 
     def _log_rarely(self, event: str, **fields: Any) -> None:
         """Log a recurring problem once per `_REPEAT_LOG_S`, not once per attempt."""

@@ -8,6 +8,12 @@ sent again, with backoff, until stored, and the acknowledgement the caller holds
 errors no later attempt can fix (a refused record, a closed producer) reach the caller. A caller that stops
 waiting (the drain deadline cancels its run) cancels the retries too.
 
+With a `health` gate (the `BrokerHealth` probe) retries wait until the broker is back and its topics exist,
+and an acknowledgement that arrives while the broker counts as unreachable is not trusted: that record is sent
+again once the broker is healthy. Tansu acknowledges a produce to a topic that does not exist (what a client
+with metadata from before the restart sends) and keeps nothing of it; with Kafka this costs a duplicate at
+worst. A broker that restarts faster than the probe notices can still swallow such a record.
+
 Records are retried independently: a record of one key may be stored after a later record of the same key
 that happened to succeed first. Within an outage both fail and are retried in turn, so in practice each
 key's records stay in order.
@@ -17,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from aiokafka.errors import (
@@ -49,12 +55,30 @@ def retriable(exc: BaseException) -> bool:
     return isinstance(exc, KafkaError) and not isinstance(exc, FATAL)
 
 
+class HealthGate(Protocol):
+    """What delivery needs of `BrokerHealth`."""
+
+    @property
+    def healthy(self) -> bool:
+        """True while the broker answers and the topics exist."""
+        ...
+
+    async def wait_healthy(self) -> None:
+        """Return once `healthy`."""
+        ...
+
+
+class _Untrusted(Exception):
+    """Acknowledged while the broker counted as unreachable: possibly by a broker that kept nothing."""
+
+
 class Delivery:
     """Sends to one topic, retrying every retriable failure with capped exponential backoff until stored."""
 
-    def __init__(self, topic: str, *, on_failure: Callable[[], None] | None = None,
+    def __init__(self, topic: str, *, on_failure: Callable[[], None] | None = None, health: HealthGate | None = None,
                  backoff_s: float = 0.25, max_backoff_s: float = 5.0, throttle: Throttle | None = None) -> None:
         self.topic = topic
+        self.health = health
         self._on_failure = on_failure
         self._backoff_s = backoff_s
         self._max_backoff_s = max_backoff_s
@@ -83,7 +107,10 @@ class Delivery:
             if done.cancelled():
                 stored.cancel()
             elif (exc := done.exception()) is None:
-                stored.set_result(done.result())
+                if self._trusted():
+                    stored.set_result(done.result())
+                else:
+                    _chain(self._spawn(attempt, _Untrusted()), stored)
             elif retriable(exc):
                 _chain(self._spawn(attempt, exc), stored)
             else:
@@ -108,12 +135,21 @@ class Delivery:
                 self._on_failure()
             await asyncio.sleep(delay)
             delay = min(self._max_backoff_s, delay * 2)
+            if self.health is not None:
+                await self.health.wait_healthy()
             try:
-                return await (await attempt())
+                result = await (await attempt())
+                if self._trusted():
+                    return result
+                error = _Untrusted()
             except KafkaError as exc:
                 if not retriable(exc):
                     raise
                 error = exc
+
+
+    def _trusted(self) -> bool:
+        return self.health is None or self.health.healthy
 
 
 def _chain(source: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:

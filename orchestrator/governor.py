@@ -85,7 +85,7 @@ class Snapshot:
     in_flight: int
     queued: int
     buckets: Mapping[str, BucketSnapshot]
-    circuit: CircuitState = field(default_factory=lambda: CircuitState.CLOSED)
+    circuit: CircuitState = CircuitState.CLOSED
 
 
 _Waiter = tuple[int, int, "asyncio.Future[None]"]

@@ -20,7 +20,7 @@ from aiokafka.errors import (
 from aiokafka.partitioner import murmur2
 
 from orchestrator import dead_letters, record_batches
-from orchestrator.delivery import Delivery
+from orchestrator.delivery import Delivery, HealthGate
 from orchestrator.errors import ConfigurationError
 from orchestrator.pipeline import Origin
 from orchestrator.redaction import REDACTOR
@@ -122,11 +122,12 @@ class KafkaDeadLetters:
     and `source.*` headers, retried through broker outages (`Delivery`). With `key`, originals are stored
     encrypted; without, their secrets are dropped."""
 
-    def __init__(self, producer: AIOKafkaProducer, topic: str, *, key: bytes | None = None) -> None:
+    def __init__(self, producer: AIOKafkaProducer, topic: str, *, key: bytes | None = None,
+                 health: HealthGate | None = None) -> None:
         self._producer = producer
         self._topic = topic
         self._key = key
-        self._delivery = Delivery(topic)
+        self._delivery = Delivery(topic, health=health)
 
     async def send(self, raw: bytes | None, *, origin: Origin, reason: str) -> Awaitable[Any]:
         """Queue the record's dead letter(s); the awaitable resolves once the broker stored them.

@@ -16,6 +16,14 @@ Control (besides `_base`, whose `/_emulator/faults` still answers raw, path-matc
   (SigV4 credential scope) and action (`Action=` form field or `X-Amz-Target`) get the error; `service`,
   `action`, `status` (default: 400 for throttling codes, else 500), `count` (1) and `message` are optional.
 - `GET /_emulator/aws-faults` lists the faults still queued; `DELETE /_emulator/aws-faults` clears them.
+- `PUT /_emulator/chaos` `{"error_rate": 0.3, "error_status": 503, "timeout_rate": 0.1, "timeout_s": 30,
+  "slow_rate": 0.05, "slow_s": 5, "burst_every": 50, "burst_length": 5, "retry_after_s": 1, "echo": true,
+  "seed": 7}` — random faults for any upstream (every field optional, rates are per request): an error status,
+  a response held for `timeout_s` (longer than the client waits), a correct answer after `slow_s`, and after
+  every `burst_every` requests a burst of `burst_length` 429s (`Retry-After`, Okta's `X-Rate-Limit-*`). With
+  `echo`, error bodies repeat the caller's credentials (raw, URL-encoded, JSON-escaped) as careless providers
+  do, to prove they never leak further. `GET /_emulator/chaos` returns the settings and what was injected;
+  `DELETE /_emulator/chaos` turns it off.
 
 Run: `python -m orchestrator.emulators.faultproxy --upstream http://127.0.0.1:5000 --port 0`.
 """
@@ -23,12 +31,16 @@ Run: `python -m orchestrator.emulators.faultproxy --upstream http://127.0.0.1:50
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import random
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
-from urllib.parse import parse_qs
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, quote
 from xml.sax.saxutils import escape
 
 import aiohttp
@@ -59,7 +71,88 @@ class AwsFault:
         return (self.service is None or self.service == service) and (self.action is None or self.action == action)
 
 
+@dataclass
+class Chaos:
+    """Random faults for every proxied request (all off by default) and the count of each one injected."""
+
+    error_rate: float = 0.0
+    error_status: int = 503
+    timeout_rate: float = 0.0
+    timeout_s: float = 30.0
+    slow_rate: float = 0.0
+    slow_s: float = 5.0
+    burst_every: int = 0
+    burst_length: int = 0
+    retry_after_s: int = 1
+    echo: bool = False
+    seed: int | None = None
+    injected: dict[str, int] = field(default_factory=dict)
+    _requests: int = 0
+    _burst_left: int = 0
+    _random: random.Random = field(default_factory=random.Random, repr=False)
+
+    def configure(self, body: dict[str, Any]) -> None:
+        """Apply the settings given (the rest keep their values), reseed, and zero the counters."""
+        for name in ("error_rate", "timeout_rate", "timeout_s", "slow_rate", "slow_s"):
+            if name in body:
+                setattr(self, name, float(body[name]))
+        for name in ("error_status", "burst_every", "burst_length", "retry_after_s"):
+            if name in body:
+                setattr(self, name, int(body[name]))
+        self.echo = bool(body.get("echo", self.echo))
+        self.seed = None if body.get("seed") is None else int(body["seed"])
+        self._random = random.Random(self.seed)  # noqa: S311 - fault injection, not cryptography
+        self.injected = {}
+        self._requests = self._burst_left = 0
+
+    def settings(self) -> dict[str, Any]:
+        """The settings in force and the faults injected so far."""
+        shown = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        return {**shown, "requests": self._requests}
+
+    def draw(self) -> str | None:
+        """The fault for the next request: `429`, `error`, `timeout`, `slow` or None (forward it as it is)."""
+        self._requests += 1
+        if self.burst_every and self._requests % self.burst_every == 0:
+            self._burst_left = self.burst_length
+        if self._burst_left > 0:
+            self._burst_left -= 1
+            return self._count("429")
+        roll = self._random.random()
+        for name, rate in (("error", self.error_rate), ("timeout", self.timeout_rate), ("slow", self.slow_rate)):
+            if roll < rate:
+                return self._count(name)
+            roll -= rate
+        return None
+
+    def _count(self, name: str) -> str:
+        self.injected[name] = self.injected.get(name, 0) + 1
+        return name
+
+
+def _echoed(request: web.Request) -> str:
+    """The caller's credentials as a careless provider repeats them: raw, URL-encoded and JSON-escaped."""
+    credentials = request.headers.get("Authorization", "").partition(" ")[2]
+    return f"{credentials} {quote(credentials, safe='')} {json.dumps(credentials)}" if credentials else ""
+
+
+def _chaos_response(chaos: Chaos, fault: str, request: web.Request) -> web.Response:
+    echo = _echoed(request) if chaos.echo else ""
+    if fault == "429":
+        reset = str(int(time.time()) + chaos.retry_after_s)
+        headers = {"Retry-After": str(chaos.retry_after_s), "X-Rate-Limit-Limit": "600",
+                   "X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": reset}
+        body = {"errorCode": "E0000047", "errorSummary": f"API call exceeded rate limit due to too many requests."
+                f" {echo}".rstrip(), "ok": False, "error": "ratelimited"}
+        return web.json_response(body, status=429, headers=headers)
+    summary = f"Service unavailable {echo}".rstrip()
+    body = {"errorCode": "E0000009", "errorSummary": summary, "ok": False, "error": "service_unavailable",
+            "message": summary}
+    return web.json_response(body, status=chaos.error_status if fault == "error" else 504)
+
+
 FAULTS_KEY = web.AppKey("aws_faults", list[AwsFault])
+CHAOS_KEY = web.AppKey("chaos", Chaos)
 SESSION_KEY = web.AppKey("session", aiohttp.ClientSession)
 UPSTREAM_KEY = web.AppKey("upstream", str)
 
@@ -102,6 +195,14 @@ async def _forward(request: web.Request) -> web.StreamResponse:
     service, action = _service_and_action(request, body)
     if fault := _take(request.app[FAULTS_KEY], service, action):
         return _error_response(fault, json_protocol="X-Amz-Target" in request.headers)
+    chaos = request.app[CHAOS_KEY]
+    drawn = chaos.draw()
+    if drawn == "timeout":  # held past the client's patience; answered only if it still waits
+        await asyncio.sleep(chaos.timeout_s)
+    elif drawn == "slow":
+        await asyncio.sleep(chaos.slow_s)
+    if drawn in ("429", "error", "timeout"):
+        return _chaos_response(chaos, drawn, request)
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP}
     url = request.app[UPSTREAM_KEY] + request.rel_url.raw_path_qs
     async with request.app[SESSION_KEY].request(request.method, url, headers=headers, data=body,
@@ -135,15 +236,40 @@ async def _clear_faults(request: web.Request) -> web.Response:
     return web.json_response({"cleared": True})
 
 
+async def _set_chaos(request: web.Request) -> web.Response:
+    chaos = request.app[CHAOS_KEY]
+    try:
+        body = await request.json()
+        if not isinstance(body, dict):
+            raise TypeError("the body must be a JSON object")
+        chaos.configure(body)
+    except (json.JSONDecodeError, TypeError, ValueError) as exc:
+        return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=400)
+    return web.json_response(chaos.settings())
+
+
+async def _show_chaos(request: web.Request) -> web.Response:
+    return web.json_response(request.app[CHAOS_KEY].settings())
+
+
+async def _stop_chaos(request: web.Request) -> web.Response:
+    request.app[CHAOS_KEY].configure(Chaos().settings())  # every setting back to its default (off)
+    return web.json_response({"cleared": True})
+
+
 def build(upstream: str) -> web.Application:
     """The proxy application forwarding to `upstream` (e.g. `http://127.0.0.1:5000`)."""
     app = make_app([
         web.post(CONTROL_PREFIX + "aws-faults", _add_faults),
         web.get(CONTROL_PREFIX + "aws-faults", _list_faults),
         web.delete(CONTROL_PREFIX + "aws-faults", _clear_faults),
+        web.put(CONTROL_PREFIX + "chaos", _set_chaos),
+        web.get(CONTROL_PREFIX + "chaos", _show_chaos),
+        web.delete(CONTROL_PREFIX + "chaos", _stop_chaos),
         web.route("*", "/{tail:.*}", _forward),
     ])
     app[FAULTS_KEY] = []
+    app[CHAOS_KEY] = Chaos()
     app[UPSTREAM_KEY] = upstream.rstrip("/")
 
     async def session(app: web.Application) -> AsyncIterator[None]:
