@@ -178,13 +178,13 @@ _TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
 
 
 def _safe_key(origin: Origin, raw: bytes | None) -> bytes:
-    """The dead letter's key: the original record's (usually the exposure id, so a dead letter can be found by
-    it) unless it may be a secret and is not the id the record claims (ids are audited as they are), then its
-    keyed fingerprint; a record with no key is keyed by where it was read (a tombstone needs a key)."""
+    """The dead letter's key: the original record's when it is the exposure id the record claims (ids are audited
+    as they are, and a dead letter is found by it), else the key's keyed fingerprint, since a publisher may put
+    anything there; a record with no key is keyed by where it was read (a tombstone needs a key)."""
     if not origin.key:
         return origin.label.encode()
     text = origin.key.decode(errors="replace")
-    if dead_letters.looks_secret(text, REDACTOR) and text != _claimed_id(raw):
+    if text != _claimed_id(raw):
         return f"key {fingerprint(origin.key.decode(errors='surrogateescape'))}".encode()
     return text.encode("utf-8", "replace")
 
