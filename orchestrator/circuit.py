@@ -22,8 +22,8 @@ class CircuitState(StrEnum):
 class Circuit:
     """The pure circuit-breaker policy of one provider; methods that need it take the current time."""
 
-    failures_to_open: int = 5
-    cooldown_s: float = 30.0
+    failures_to_open: int = 20
+    cooldown_s: float = 10.0
     state: CircuitState = CircuitState.CLOSED
     failures: int = 0
     opened_at: float = 0.0

@@ -25,7 +25,7 @@ import re
 import unicodedata
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,6 +123,8 @@ _SECRET_KEY = re.compile(r"secret|token|passw|pwd|passphrase|credential|private|
                          r"session|signature|bearer|cert|key$|^key|pin$|otp$|salt$")
 #: Keys of `credential` that are handles, not secrets.
 _CREDENTIAL_HANDLES = frozenset({"kind", "id", "owner"})
+#: Shorter values at a secret's place are not searched for elsewhere (they would match everywhere).
+_OWN_SECRET_MIN = 6
 _WORD = re.compile(r"[A-Za-z0-9+/=_\-.~%:]{16,}")
 _ASSIGNMENT = re.compile(r"(?i)(?:secret|token|passw|pwd|key|auth|sig|session|cookie)[\w.-]*\s*[=:]")
 _USERINFO = re.compile(r"://[^/@\s]+:[^/@\s]*@")
@@ -138,7 +140,7 @@ def sanitise(raw: bytes, redactor: Redactor) -> tuple[bytes, Headers]:
         document = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         return _description(f"not JSON ({encoding}): {str(exc).split(':', 1)[0]}", len(raw))
-    cleaned = _Cleaner(redactor).clean(document, parents=(), depth=0)
+    cleaned = _Cleaner(redactor, document).clean(document, parents=(), depth=0)
     return orjson.dumps(cleaned), [("redaction", b"secrets-dropped"), ("original.encoding", encoding.encode())]
 
 
@@ -191,9 +193,11 @@ def _high_entropy(word: str) -> bool:
 
 
 class _Cleaner:
-    def __init__(self, redactor: Redactor) -> None:
+    def __init__(self, redactor: Redactor, document: Any) -> None:
         self._redactor = redactor
         self._renamed = 0
+        #: The record's own secrets (strings where a secret goes): dropped wherever else it repeats them.
+        self._own = {v for v in _strings_at_secret_places(document, (), 0) if len(v) >= _OWN_SECRET_MIN}
 
     def clean(self, value: Any, *, parents: tuple[str, ...], depth: int) -> Any:
         if depth > _MAX_DEPTH:
@@ -203,28 +207,44 @@ class _Cleaner:
                     for k, v in value.items()}
         if isinstance(value, list):
             return [self.clean(v, parents=(*parents, "[]"), depth=depth + 1) for v in value]
-        if self._secret_place(parents):
+        if _secret_place(parents):
             return DROPPED if value is not None else None
         if isinstance(value, str):
-            return DROPPED if looks_secret(value, self._redactor) else value
+            repeats_own = any(secret in value for secret in self._own)
+            return DROPPED if repeats_own or looks_secret(value, self._redactor) else value
         if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) >= 10 ** 15:
             return DROPPED  # a long number may be a PIN or an account secret
         return value
 
     def _key(self, key: str) -> str:
-        if looks_secret(key, self._redactor):
+        if looks_secret(key, self._redactor) or any(secret in key for secret in self._own):
             self._renamed += 1
             return f"{DROPPED} {self._renamed}"
         return key
 
-    @staticmethod
-    def _secret_place(parents: tuple[str, ...]) -> bool:
-        for i, name in enumerate(parents):
-            if name == "credential":
-                # Only `credential.kind|id|owner` directly under a credential object are handles.
-                if parents[i + 1:] and len(parents) == i + 2 and parents[i + 1] in _CREDENTIAL_HANDLES:
-                    continue
-                return True
-            if _SECRET_KEY.search(name):
-                return True
-        return False
+
+
+def _strings_at_secret_places(value: Any, parents: tuple[str, ...], depth: int) -> Iterator[str]:
+    if depth > _MAX_DEPTH:
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings_at_secret_places(v, (*parents, _fold(k)), depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings_at_secret_places(v, (*parents, "[]"), depth + 1)
+    elif isinstance(value, str) and _secret_place(parents):
+        yield value
+
+
+def _secret_place(parents: tuple[str, ...]) -> bool:
+    """True where a value is a secret by its place: under `credential` (but its handles), or a secret-ish key."""
+    for i, name in enumerate(parents):
+        if name == "credential":
+            # Only `credential.kind|id|owner` directly under a credential object are handles.
+            if parents[i + 1:] and len(parents) == i + 2 and parents[i + 1] in _CREDENTIAL_HANDLES:
+                continue
+            return True
+        if _SECRET_KEY.search(name):
+            return True
+    return False

@@ -201,7 +201,7 @@ class Governor:
     """One provider's shared request scheduler: per-bucket budgets, a concurrency cap, priorities."""
 
     def __init__(self, provider: str, *, concurrency: int, bucket_share: float = 1.0, initial_burst: int = 4,
-                 circuit_failures: int = 5, circuit_cooldown_s: float = 30.0,
+                 circuit_failures: int = 20, circuit_cooldown_s: float = 10.0,
                  clock: Callable[[], float] = time.time, log_interval_s: float = 10.0) -> None:
         self.provider = provider
         self.concurrency = concurrency

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
+import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -17,11 +18,11 @@ from aiokafka.errors import (
     RecordTooLargeError,
     TopicAlreadyExistsError,
 )
-from aiokafka.partitioner import murmur2
 
 from orchestrator import dead_letters, record_batches
 from orchestrator.delivery import Delivery, HealthGate
 from orchestrator.errors import ConfigurationError
+from orchestrator.events import fingerprint
 from orchestrator.pipeline import Origin
 from orchestrator.redaction import REDACTOR
 from orchestrator.settings import Settings
@@ -141,34 +142,24 @@ class KafkaDeadLetters:
             ("source.partition", str(origin.partition).encode()),
             ("source.offset", str(origin.offset).encode()),
         ]
-        key = _safe_key(origin.key)
+        key = _safe_key(origin, raw)
         size = b"0" if raw is None else str(len(raw)).encode()
         pieces = dead_letters.seal(raw, key=self._key, redactor=REDACTOR)
-        partition = await self._partition(pieces) if len(pieces) > 1 and key is None else None
         acks = []
         for piece in pieces:
             try:
-                acks.append(await self._queue(piece.value, key, headers + piece.headers, partition))
+                acks.append(await self._queue(piece.value, key, headers + piece.headers))
             except _TOO_LARGE:  # below even one chunk: keep what the letter was, not its body
                 acks.append(await self._headers_only(key, headers, size))
                 break
         return asyncio.ensure_future(self._stored(acks, key, headers, size))
 
-    async def _partition(self, pieces: list[dead_letters.Piece]) -> int | None:
-        """One partition for every chunk of a keyless dead letter, so `dlq show` finds them all after the first."""
-        try:
-            partitions = sorted(await self._producer.partitions_for(self._topic))
-        except KafkaError:  # broker away: the chunks go where they go, `dlq list` still joins them
-            return None
-        chunk_id = dict(pieces[0].headers)["chunk.id"]
-        return int(partitions[(murmur2(chunk_id) & 0x7FFFFFFF) % len(partitions)])
-
-    async def _queue(self, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]],
-                     partition: int | None) -> Awaitable[Any]:
+    async def _queue(self, value: bytes | None, key: bytes, headers: list[tuple[str, bytes]]) -> Awaitable[Any]:
+        # Every chunk of a letter has its key, so they share one partition and `dlq show` finds them in order.
         return await self._delivery.send(lambda: self._producer.send(self._topic, value=value, key=key,
-                                                                     headers=headers, partition=partition))
+                                                                     headers=headers))
 
-    async def _stored(self, acks: list[Awaitable[Any]], key: bytes | None, headers: list[tuple[str, bytes]],
+    async def _stored(self, acks: list[Awaitable[Any]], key: bytes, headers: list[tuple[str, bytes]],
                       size: bytes) -> None:
         for ack in acks:
             try:
@@ -177,15 +168,31 @@ class KafkaDeadLetters:
                 log.warning("dead_letter.too_large", topic=self._topic, size=int(size))
                 await (await self._headers_only(key, headers, size))
 
-    async def _headers_only(self, key: bytes | None, headers: list[tuple[str, bytes]], size: bytes) -> Awaitable[Any]:
+    async def _headers_only(self, key: bytes, headers: list[tuple[str, bytes]], size: bytes) -> Awaitable[Any]:
         return await self._queue(None, key, [*headers, ("truncated", b"true"), ("original.size", size),
-                                             ("redaction", b"body-dropped")], None)
+                                             ("redaction", b"body-dropped")])
 
 
 #: The producer's or the broker's "this record is too large".
 _TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
 
 
-def _safe_key(key: bytes | None) -> bytes | None:
-    """The original record's key (usually the exposure id, so dead letters can be found by it), redacted."""
-    return REDACTOR.text(key.decode(errors="replace")).encode("utf-8", "replace") if key else None
+def _safe_key(origin: Origin, raw: bytes | None) -> bytes:
+    """The dead letter's key: the original record's when it is the exposure id the record claims (ids are audited
+    as they are, and a dead letter is found by it), else the key's keyed fingerprint, since a publisher may put
+    anything there; a record with no key is keyed by where it was read (a tombstone needs a key)."""
+    if not origin.key:
+        return origin.label.encode()
+    text = origin.key.decode(errors="replace")
+    if text != _claimed_id(raw):
+        return f"key {fingerprint(origin.key.decode(errors='surrogateescape'))}".encode()
+    return text.encode("utf-8", "replace")
+
+
+def _claimed_id(raw: bytes | None) -> str | None:
+    try:
+        document = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError:
+        return None
+    claimed = document.get("id") if isinstance(document, dict) else None
+    return claimed if isinstance(claimed, str) else None

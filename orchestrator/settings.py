@@ -110,9 +110,9 @@ class Settings:
     step_timeout_s: float = 30.0
     drain_timeout_s: float = 20.0
     #: Consecutive failures (5xx, timeouts, refused connections) that open a provider's circuit breaker.
-    circuit_failures: int = 5
+    circuit_failures: int = 20
     #: How long an open circuit holds the provider's requests before one probe goes through.
-    circuit_cooldown_s: float = 30.0
+    circuit_cooldown_s: float = 10.0
     log_format: str = "console"
     #: Where `orchestrator run` serves its HTTP API; None serves none (the default when built in code, so
     #: tests and embedded uses never fight over a port). `from_env` defaults it to DEFAULT_HTTP_LISTEN.

