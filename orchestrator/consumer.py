@@ -31,6 +31,8 @@ log = structlog.get_logger("orchestrator.consumer")
 MAX_BUFFERED_BYTES = 256 * 1024 * 1024
 #: How long the final commit and each broker call at shutdown may take when the broker is gone.
 SHUTDOWN_CALL_TIMEOUT_S = 5.0
+#: After the broker returns, how long commits wait for fresh fetch answers (see `_rewind_new_incarnations`).
+RECOVERY_GRACE_S = 3.0
 #: Seconds between two log lines about the same recurring broker problem.
 _REPEAT_LOG_S = 30.0
 
@@ -64,6 +66,7 @@ class ExposureConsumer:
         self._broker_outages = broker_outages
         self._broker_healthy = broker_healthy
         self._outages_seen = 0
+        self._recovered_at = -RECOVERY_GRACE_S
         self._last_logged: dict[str, float] = {}
         self.assigned = asyncio.Event()
 
@@ -109,6 +112,7 @@ class ExposureConsumer:
                     for record in records:
                         self._start(partition, record)
                 if time.monotonic() - last_commit >= self._commit_interval_s:
+                    await self._rewind_new_incarnations()
                     await self.commit()
                     last_commit = time.monotonic()
         finally:
@@ -209,10 +213,13 @@ class ExposureConsumer:
             # Until the broker is back and its topics re-created (`topics_recreated` voids what was tracked of a
             # lost topic), a commit could land offsets of the old topic on the new one.
             return
-        offsets = self._offsets.to_commit()
         if self._broker_outages() != self._outages_seen:
             self._outages_seen = self._broker_outages()
             self._suspect = True
+            self._recovered_at = time.monotonic()
+        if time.monotonic() - self._recovered_at < RECOVERY_GRACE_S:
+            return  # fetch answers since the broker's return first tell `_rewind_new_incarnations` what it lost
+        offsets = self._offsets.to_commit()
         if offsets and self._suspect:
             try:
                 async with asyncio.timeout(SHUTDOWN_CALL_TIMEOUT_S):
@@ -235,10 +242,15 @@ class ExposureConsumer:
         Such a partition is a new incarnation: committing what was tracked before would skip its first records.
         """
         current = {}
+        deferred = False
         try:
             for partition, offset in offsets.items():
                 ours = self._offsets.last_committed(partition)
                 theirs = await self._consumer.committed(partition)
+                highwater = self._consumer.highwater(partition)
+                if highwater is not None and offset > highwater:
+                    deferred = True  # past the partition's end as the broker now has it: not committed yet
+                    continue
                 if ours is not None and (theirs is None or theirs < ours):
                     log.warning("consumer.offsets_lost", partition=f"{partition.topic}/{partition.partition}",
                                 committed_before=ours, broker_has=theirs)
@@ -248,21 +260,36 @@ class ExposureConsumer:
         except KafkaError as exc:
             self._log_rarely("consumer.commit_check_failed", error=type(exc).__name__)
             return {}
-        self._suspect = False
+        self._suspect = deferred
         return current
 
     async def topics_recreated(self, topics: list[str]) -> None:
         """The broker lost topics and they were created again: if the exposures topic is one, what was tracked
-        of it is void and the new incarnation is read from its start (Tansu answers a fetch past a partition's
-        end with nothing, not OffsetOutOfRange, so the old positions would skip its first records)."""
-        ours = [p for p in self._consumer.assignment() if p.topic == self._topic]
-        if self._topic not in topics or not ours:
+        of it is void and the new incarnation is read from its start."""
+        if self._topic in topics:
+            await self._rewind([p for p in self._consumer.assignment() if p.topic == self._topic])
+
+    async def _rewind_new_incarnations(self) -> None:
+        """Rewind partitions whose fetch position is past the end the broker reports in its fetch answers: the
+        topic is a new incarnation (created again by anyone, say auto-created by a client after a broker that
+        keeps nothing restarted). Tansu answers a fetch past the end with nothing, not OffsetOutOfRange, so the
+        old position would skip the new topic's first records."""
+        behind = []
+        for partition in self._consumer.assignment():
+            highwater = self._consumer.highwater(partition)  # from fetch answers: right on Tansu, unlike ListOffsets
+            with contextlib.suppress(IllegalStateError):
+                if highwater is not None and await self._consumer.position(partition) > highwater:
+                    behind.append(partition)
+        await self._rewind(behind)
+
+    async def _rewind(self, partitions: list[TopicPartition]) -> None:
+        if not partitions:
             return
-        for partition in ours:
+        for partition in partitions:
             self._offsets.forget(partition)
         with contextlib.suppress(IllegalStateError):  # revoked meanwhile: a new assignment starts afresh
-            await self._consumer.seek_to_beginning(*ours)
-        log.info("consumer.rewound", topic=self._topic, partitions=len(ours))
+            await self._consumer.seek_to_beginning(*partitions)
+        log.info("consumer.rewound", topic=self._topic, partitions=sorted(p.partition for p in partitions))
 
     def _log_rarely(self, event: str, **fields: Any) -> None:
         """Log a recurring problem once per `_REPEAT_LOG_S`, not once per attempt."""
