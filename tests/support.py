@@ -163,7 +163,9 @@ def orchestrator_process(settings: Settings, okta: Any, log: Path,
            "ORCHESTRATOR_KAFKA_HEARTBEAT_INTERVAL_MS": "500", "ORCHESTRATOR_DRAIN_TIMEOUT_S": "30",
            "ORCHESTRATOR_LOG_FORMAT": "json", "ORCHESTRATOR_HTTP_LISTEN": "off",
            "ORCHESTRATOR_DATA_DIR": str(settings.store.data_dir),
-           "OKTA_CLIENT_ORGURL": okta.url, "OKTA_CLIENT_TOKEN": okta.admin_token, **env_extra}
+           "OKTA_CLIENT_ORGURL": okta.url, "OKTA_CLIENT_TOKEN": okta.admin_token,
+           # A SIGKILLed member's claims are taken over once their lease expires: seconds here, not a minute.
+           "ORCHESTRATOR_CLAIM_LEASE_S": "5", **env_extra}
     with log.open("ab") as sink:
         process = subprocess.Popen([*orchestrator_command(), "run"], env=env, stdout=sink, stderr=sink)
     try:

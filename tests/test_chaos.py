@@ -36,16 +36,16 @@ def _verdict(outcome: chaos.Outcome) -> str:
 
 
 async def test_sigkilled_orchestrator_loses_no_exposure(tmp_path: Path) -> None:
-    """200 exposures while the orchestrator is SIGKILLed 3 times and restarted: each has a terminal record."""
-    outcome = await _scenario("kills", tmp_path, "--exposures", "200", "--kills", "3")
-    assert outcome.kills == 3 and outcome.exposures == 200
+    """150 exposures while the orchestrator is SIGKILLed 2 times and restarted: each has a terminal record."""
+    outcome = await _scenario("kills", tmp_path, "--exposures", "150", "--kills", "2")
+    assert outcome.kills == 2 and outcome.exposures == 150
     assert not outcome.failures, _verdict(outcome)
 
 
 async def test_failing_providers_end_every_run_with_a_reason(tmp_path: Path) -> None:
     """503s, timeouts, 429 bursts and slow answers: every run completes or fails with its reason, in budget."""
     # A run may retry two steps five times each through timeouts: give it the time before calling it lost.
-    outcome = await _scenario("faults", tmp_path, "--faults-exposures", "50", wait_s=60)
+    outcome = await _scenario("faults", tmp_path, "--faults-exposures", "30", wait_s=90)
     assert outcome.faults > 0
     assert not outcome.failures, _verdict(outcome)
 
