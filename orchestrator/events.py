@@ -112,6 +112,16 @@ def fingerprint(secret: SecretStr | str | None) -> str:
     return keyed_fingerprint(raw)
 
 
+def claimed_id(raw: bytes | None) -> str | None:
+    """The `id` a record claims, as written, whether or not the record is a valid exposure; None if it has none."""
+    try:
+        document = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError:
+        return None
+    claimed = document.get("id") if isinstance(document, dict) else None
+    return claimed if isinstance(claimed, str) else None
+
+
 def decode(value: bytes | None, *, max_bytes: int) -> Exposure:
     """Parse and validate one record value; raise `InvalidExposure` with a reason that holds no input values."""
     if value is None:

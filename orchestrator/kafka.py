@@ -7,7 +7,6 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
-import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -22,7 +21,7 @@ from aiokafka.errors import (
 from orchestrator import dead_letters, record_batches
 from orchestrator.delivery import Delivery, HealthGate
 from orchestrator.errors import ConfigurationError
-from orchestrator.events import fingerprint
+from orchestrator.events import claimed_id, fingerprint
 from orchestrator.pipeline import Origin
 from orchestrator.redaction import REDACTOR
 from orchestrator.settings import Settings
@@ -184,15 +183,7 @@ def _safe_key(origin: Origin, raw: bytes | None) -> bytes:
     if not origin.key:
         return origin.label.encode()
     text = origin.key.decode(errors="replace")
-    if text != _claimed_id(raw):
+    if text != claimed_id(raw):
         return f"key {fingerprint(origin.key.decode(errors='surrogateescape'))}".encode()
     return text.encode("utf-8", "replace")
 
-
-def _claimed_id(raw: bytes | None) -> str | None:
-    try:
-        document = orjson.loads(raw or b"")
-    except orjson.JSONDecodeError:
-        return None
-    claimed = document.get("id") if isinstance(document, dict) else None
-    return claimed if isinstance(claimed, str) else None

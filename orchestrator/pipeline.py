@@ -12,12 +12,11 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import orjson
 import structlog
 
 from orchestrator.audit import AuditEvent, Auditor, AuditTrail
 from orchestrator.errors import InvalidExposure
-from orchestrator.events import Exposure, decode
+from orchestrator.events import Exposure, claimed_id, decode
 from orchestrator.execution import Executor, priority_of
 from orchestrator.playbooks import Playbook
 from orchestrator.redaction import REDACTOR
@@ -267,11 +266,7 @@ class Pipeline:
 
 def _claimed_id(raw: bytes | None) -> str | None:
     """The `id` an invalid record claims, if it is a usable one, so its rejection is findable by that id."""
-    try:
-        document = orjson.loads(raw or b"")
-    except orjson.JSONDecodeError:
-        return None
-    claimed = document.get("id") if isinstance(document, dict) else None
-    if isinstance(claimed, str) and 0 < len(claimed.strip()) <= 200:
+    claimed = claimed_id(raw)
+    if claimed is not None and 0 < len(claimed.strip()) <= 200:
         return REDACTOR.text(claimed.strip())
     return None
