@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -17,11 +19,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
+import structlog
 import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import RecordMetadata
 
-from orchestrator import kafka
+from orchestrator import kafka, logs
 from orchestrator.app import Orchestrator
 from orchestrator.audit_stream import follow, is_terminal
 from orchestrator.settings import DEFAULT_PLAYBOOKS_DIR, OktaSettings, Settings, StoreSettings
@@ -179,6 +182,24 @@ def orchestrator_process(settings: Settings, okta: Any, log: Path,
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def captured_logs(*, level: int = logging.INFO, also: logging.Handler | None = None) -> Iterator[io.StringIO]:
+    """The process logging as `orchestrator run` sets it up (JSON lines) writing into a buffer, `also` added to
+    the root logger; the previous logging configuration restored after."""
+    saved_config, root = structlog.get_config(), logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    stream = io.StringIO()
+    logs.configure("json", level=level, stream=stream)
+    if also is not None:
+        root.addHandler(also)
+    try:
+        yield stream
+    finally:
+        structlog.configure(**saved_config)
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
 
 
 class _Controlled(Protocol):

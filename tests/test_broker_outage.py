@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Collection, Iterator
@@ -17,15 +16,14 @@ from contextlib import ExitStack
 
 import httpx
 import pytest
-import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from orchestrator import embedded, kafka, logs
+from orchestrator import embedded, kafka
 from orchestrator.audit import KafkaAuditSink
 from orchestrator.broker_health import BrokerHealth
 from orchestrator.embedded import free_port
-from tests.support import Harness, exposure, isolated_settings, read_all
+from tests.support import Harness, captured_logs, exposure, isolated_settings, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -66,16 +64,8 @@ def broker() -> Iterator[Broker]:
 @pytest.fixture
 def log_lines() -> Iterator[io.StringIO]:
     """The process logging as `orchestrator run` sets it up (JSON lines), into a buffer; restored after."""
-    saved_config, root = structlog.get_config(), logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
-    stream = io.StringIO()
-    logs.configure("json", stream=stream)
-    try:
+    with captured_logs() as stream:
         yield stream
-    finally:
-        structlog.configure(**saved_config)
-        root.handlers[:] = saved_handlers
-        root.setLevel(saved_level)
 
 
 @pytest.fixture

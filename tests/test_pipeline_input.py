@@ -11,12 +11,19 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-import structlog
 
-from orchestrator import logs
 from orchestrator.audit_stream import follow, is_terminal
 from tests.conftest import Emulator, okta_token
-from tests.support import Harness, events_of, exposure, fresh_settings, publish, read_all, roomy_rate_limits
+from tests.support import (
+    Harness,
+    captured_logs,
+    events_of,
+    exposure,
+    fresh_settings,
+    publish,
+    read_all,
+    roomy_rate_limits,
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,17 +37,8 @@ async def harness(bootstrap: str, okta: Emulator) -> AsyncIterator[Harness]:
 @pytest.fixture
 def log_stream(caplog: pytest.LogCaptureFixture) -> Iterator[io.StringIO]:
     """The orchestrator's own logging set up (JSON) to write into a buffer this test owns; restored after."""
-    saved_config, root = structlog.get_config(), logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
-    stream = io.StringIO()
-    logs.configure("json", level=logging.DEBUG, stream=stream)
-    root.addHandler(caplog.handler)
-    try:
+    with captured_logs(level=logging.DEBUG, also=caplog.handler) as stream:
         yield stream
-    finally:
-        structlog.configure(**saved_config)
-        root.handlers[:] = saved_handlers
-        root.setLevel(saved_level)
 
 
 def _seed_users(okta: Emulator, count: int) -> list[str]:
