@@ -20,7 +20,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 
-from orchestrator.lanes import Lanes
+from orchestrator.lanes import Lanes, PrioritySlots
 from orchestrator.offsets import OffsetTracker
 from orchestrator.pipeline import Origin, Pipeline
 from orchestrator.record_batches import UndecodableBatch
@@ -49,7 +49,7 @@ class ExposureConsumer:
         self._pipeline = pipeline
         self._topic = topic
         self._lanes = Lanes(max_in_flight_per_provider or max_in_flight)
-        self._overall = Lanes(max_in_flight)
+        self._overall = PrioritySlots(max_in_flight)
         self._max_buffered = max(max_buffered or 0, max_in_flight)
         self._commit_interval_s = commit_interval_s
         self._drain_timeout_s = drain_timeout_s
@@ -171,7 +171,7 @@ class ExposureConsumer:
                     await asyncio.shield(previous)
                 # Provider lane first, then the overall cap: a queue on one provider never holds overall slots.
                 async with self._lanes.slot(admission.lane, admission.priority), \
-                        self._overall.slot("all", admission.priority):
+                        self._overall.slot(admission.priority):
                     await self._pipeline.process(admission)
                 finished = True
             except Exception as exc:  # noqa: BLE001 - one record's failure must end that record, not the loop

@@ -39,6 +39,15 @@ class PrioritySlots:
                 self.release()  # handed a slot in the same tick it was cancelled: pass it on
             raise
 
+    @asynccontextmanager
+    async def slot(self, priority: int) -> AsyncIterator[None]:
+        """Hold one slot for the duration of the block."""
+        await self.acquire(priority)
+        try:
+            yield
+        finally:
+            self.release()
+
     def release(self) -> None:
         """Give a slot back: to the first waiter, or to the pool."""
         while self._waiters:
@@ -59,12 +68,8 @@ class Lanes:
     @asynccontextmanager
     async def slot(self, lane: str, priority: int) -> AsyncIterator[None]:
         """Hold one of `lane`'s slots for the duration of the block."""
-        slots = self._lanes.setdefault(lane, PrioritySlots(self._capacity))
-        await slots.acquire(priority)
-        try:
+        async with self._lanes.setdefault(lane, PrioritySlots(self._capacity)).slot(priority):
             yield
-        finally:
-            slots.release()
 
     def waiting(self) -> dict[str, int]:
         """Per lane, runs queued for a slot."""
