@@ -33,6 +33,11 @@ class ActionSpec:
     params: Mapping[str, ParamSpec] = field(default_factory=dict)
     #: Groups of parameters of which at least one must be present at run time (e.g. user or session_id).
     one_of: tuple[frozenset[str], ...] = ()
+    #: Whether it takes something away from someone (sessions, keys, access): the brake and the protected-principal
+    #: policy hold destructive steps; read-only and restoring actions are not destructive.
+    destructive: bool = True
+    #: The action that reverses it (`orchestrator undo`), or None when its effect cannot be undone.
+    undo: str | None = None
 
     @property
     def provider(self) -> str:
