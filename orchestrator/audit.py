@@ -39,6 +39,18 @@ class AuditEvent(StrEnum):
     RUN_COMPLETED = "run.completed"
     RUN_FAILED = "run.failed"
     RUN_PLANNED = "run.planned"
+    #: The run waits for a person (two-person approval, or the mass-action brake); its plan is in the record.
+    RUN_AWAITING_APPROVAL = "run.awaiting_approval"
+    #: A responder approved it, or an admin released the brake: the run goes on.
+    RUN_APPROVED = "run.approved"
+    #: Denied, expired, or dropped by the brake's timeout policy: ends the exposure, nothing revoked.
+    RUN_DENIED = "run.denied"
+    #: `orchestrator undo`: a reversal of a run's reversible steps started, each reversed step, and its end.
+    UNDO_STARTED = "undo.started"
+    UNDO_STEP_SUCCEEDED = "undo.step_succeeded"
+    UNDO_STEP_FAILED = "undo.step_failed"
+    UNDO_COMPLETED = "undo.completed"
+    UNDO_FAILED = "undo.failed"
 
     @property
     def terminal(self) -> bool:
@@ -48,7 +60,7 @@ class AuditEvent(StrEnum):
 
 TERMINAL_EVENTS = frozenset(
     {AuditEvent.EXPOSURE_REJECTED, AuditEvent.EXPOSURE_DUPLICATE, AuditEvent.EXPOSURE_UNMATCHED,
-     AuditEvent.RUN_COMPLETED, AuditEvent.RUN_FAILED, AuditEvent.RUN_PLANNED}
+     AuditEvent.RUN_COMPLETED, AuditEvent.RUN_FAILED, AuditEvent.RUN_PLANNED, AuditEvent.RUN_DENIED}
 )
 
 

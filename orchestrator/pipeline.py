@@ -21,7 +21,7 @@ from orchestrator.execution import Executor, priority_of
 from orchestrator.playbooks import Playbook
 from orchestrator.redaction import REDACTOR
 from orchestrator.routing import UnknownPlaybook, route
-from orchestrator.store import Claim, ClaimOutcome, Content, RunStore, content_of
+from orchestrator.store import Claim, ClaimOutcome, Content, RunStore, State, content_of
 from orchestrator.store.states import InvalidTransition
 from orchestrator.store.tracking import StoreTrail
 
@@ -185,7 +185,10 @@ class Pipeline:
         if playbook is None:
             return await self._end(trail, AuditEvent.EXPOSURE_UNMATCHED,
                                    reason=f"no playbook matches kind {exposure.credential.kind!r}")
-        terminal = await self._executor.run(exposure, playbook, trail, succeeded=claim.succeeded_steps)
+        waiting = claim.outcome is ClaimOutcome.RESUMED and claim.state is State.AWAITING_APPROVAL
+        # A run resumed while it waited keeps its id: it is still the run responders were asked to approve.
+        terminal = await self._executor.run(exposure, playbook, trail, succeeded=claim.succeeded_steps,
+                                            run_id=claim.run_id if waiting else None, row_id=trail.row_id)
         await trail.flush()
         await self._settle(trail)
         return terminal

@@ -27,7 +27,9 @@ _KEY_PARAMS = {
 }
 ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("gcp.disable_service_account_key", "Disable a service-account key, reason EXPOSED; a key already "
-               "deleted counts as done.", _KEY_PARAMS),
+               "deleted counts as done.", _KEY_PARAMS, undo="gcp.enable_service_account_key"),
+    ActionSpec("gcp.enable_service_account_key", "Enable a disabled service-account key again (the undo of "
+               "gcp.disable_service_account_key).", _KEY_PARAMS, destructive=False),
     ActionSpec("gcp.delete_service_account_key", "Delete a service-account key; a key already deleted counts as "
                "done.", _KEY_PARAMS),
 )
@@ -54,6 +56,7 @@ class GcpProvider(HttpProvider):
         self._handlers: Mapping[str, Callable[[str, StepContext], Awaitable[StepResult]]] = {
             "gcp.disable_service_account_key": self._disable,
             "gcp.delete_service_account_key": self._delete,
+            "gcp.enable_service_account_key": self._enable,
         }
 
     async def perform(self, action: str, params: Params, context: StepContext) -> StepResult:
@@ -62,12 +65,27 @@ class GcpProvider(HttpProvider):
         email, key_id = text(params, "email") or "", text(params, "key_id") or ""
         name = (f"projects/{quote(project, safe='')}/serviceAccounts/{quote(email, safe='@')}"
                 f"/keys/{quote(key_id, safe='')}")
-        return await self._handlers[action](name, context)
+        result = await self._handlers[action](name, context)
+        if action == "gcp.disable_service_account_key" and result.note is None and not context.dry_run:
+            undo = {"email": email, "key_id": key_id} | ({"project": project} if project != "-" else {})
+            return StepResult(result.target, result.calls, undo=undo)
+        return result
 
     async def _disable(self, name: str, ctx: StepContext) -> StepResult:
         call = f"POST /v1/{name}:disable (serviceAccountKeyDisableReason={_EXPOSED})"
         return await self._ensure(name, call, ctx, "POST", f"/v1/{name}:disable",
                                   json={"serviceAccountKeyDisableReason": _EXPOSED})
+
+    async def _enable(self, name: str, ctx: StepContext) -> StepResult:
+        target = f"gcp-key:{name}"
+        call = f"POST /v1/{name}:enable"
+        if ctx.dry_run:
+            return StepResult(target, (call,))
+        headers = {"Authorization": f"Bearer {await self._access_token()}"}
+        response = await self._request(_BUCKET, ctx.priority, "POST", f"/v1/{name}:enable", headers=headers)
+        if response.status_code != 200:
+            raise _translate(response)  # a deleted key cannot come back: NotFound fails the undo step
+        return StepResult(target, (call,))
 
     async def _delete(self, name: str, ctx: StepContext) -> StepResult:
         return await self._ensure(name, f"DELETE /v1/{name}", ctx, "DELETE", f"/v1/{name}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -74,7 +75,9 @@ def _apply(row: Rebuilt, event: str, record: dict[str, Any], at: datetime) -> No
         attempt = record.get("attempt")
         row.steps[(run_id, step)] = StepRow(step=step, action=_str(record, "action"), state=_STEP_STATES[event],
                                             attempts=attempt if isinstance(attempt, int) else 0,
-                                            error=_str(record, "error"), finished_at=at)
+                                            error=_str(record, "error"), finished_at=at,
+                                            undo=json.dumps(record["undo"]) if isinstance(record.get("undo"), dict)
+                                            else None)
 
 
 def _str(record: dict[str, Any], key: str) -> str | None:

@@ -68,5 +68,38 @@ steps = Table(
     Column("error", Text, nullable=True),
     Column("started_at", DateTime(), nullable=True),
     Column("finished_at", DateTime(), nullable=True),
+    #: JSON `{"action": ..., "params": {...}}`: how `orchestrator undo` reverses this step (non-secret ids).
+    Column("undo", Text, nullable=True),
     UniqueConstraint("exposure_row", "run_id", "step", name="uq_steps_run_step"),
+)
+
+#: Runs waiting for a person: two-person approvals and runs held by the mass-action brake. One row per run.
+approvals = Table(
+    "approvals", metadata,
+    Column("row_id", _RowId, primary_key=True, autoincrement=True),
+    Column("run_id", String(64), nullable=False, unique=True),
+    Column("exposure_id", String(200), nullable=False),
+    Column("exposure_row", _RowId, ForeignKey("exposures.row_id", ondelete="CASCADE"), nullable=True),
+    Column("kind", String(20), nullable=False),  # approval | brake
+    Column("requester", String(200), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("plan", Text, nullable=False),  # JSON list of planned steps
+    Column("created_at", DateTime(), nullable=False),
+    Column("expires_at", DateTime(), nullable=False),
+    Column("decision", String(20), nullable=True),  # approved | denied | expired | released | dropped
+    Column("decided_by", String(200), nullable=True),
+    Column("decided_at", DateTime(), nullable=True),
+    Column("why", Text, nullable=True),
+    Index("ix_approvals_pending", "decision", "kind"),
+)
+
+#: The mass-action brake's shared state: one row, `name` = "brake".
+brake_state = Table(
+    "brake_state", metadata,
+    Column("name", String(50), primary_key=True),
+    Column("held", Boolean, nullable=False, default=False),
+    Column("released_at", DateTime(), nullable=True),
+    Column("updated_by", String(200), nullable=True),
+    Column("updated_at", DateTime(), nullable=True),
+    Column("why", Text, nullable=True),
 )

@@ -8,16 +8,20 @@ from orchestrator.audit import AuditEvent
 
 
 class State(StrEnum):
-    """Where an exposure is. `received` and `running` are live; every other state is final."""
+    """Where an exposure is. `received`, `running` and `awaiting_approval` are live; every other state is final."""
 
     RECEIVED = "received"
     RUNNING = "running"
+    #: Planned, waiting for a second person (approval) or for the mass-action brake to be released.
+    AWAITING_APPROVAL = "awaiting_approval"
     COMPLETED = "completed"
     FAILED = "failed"
     PLANNED = "planned"
     REJECTED = "rejected"
     UNMATCHED = "unmatched"
     DUPLICATE = "duplicate"
+    #: Denied by a responder, expired before anyone answered, or dropped by the brake's timeout policy.
+    DENIED = "denied"
 
     @property
     def terminal(self) -> bool:
@@ -25,12 +29,16 @@ class State(StrEnum):
         return self not in LIVE_STATES
 
 
-LIVE_STATES = frozenset({State.RECEIVED, State.RUNNING})
+LIVE_STATES = frozenset({State.RECEIVED, State.RUNNING, State.AWAITING_APPROVAL})
 
 #: Every allowed move. `running → running` is a takeover: a new owner resumes a run whose owner died.
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.RECEIVED: frozenset({State.RUNNING, State.REJECTED, State.UNMATCHED, State.DUPLICATE, State.FAILED}),
-    State.RUNNING: frozenset({State.RUNNING, State.COMPLETED, State.FAILED, State.PLANNED}),
+    State.RUNNING: frozenset({State.RUNNING, State.COMPLETED, State.FAILED, State.PLANNED, State.AWAITING_APPROVAL,
+                              State.DENIED}),
+    # Approved or released: running again (also when a restart resumes it); denied or expired: ended. A crash
+    # while waiting ends as failed, like any run.
+    State.AWAITING_APPROVAL: frozenset({State.RUNNING, State.DENIED, State.FAILED, State.AWAITING_APPROVAL}),
 }
 
 
@@ -60,11 +68,14 @@ EVENT_STATES: dict[AuditEvent, State] = {
     AuditEvent.EXPOSURE_REJECTED: State.REJECTED,
     AuditEvent.EXPOSURE_UNMATCHED: State.UNMATCHED,
     AuditEvent.EXPOSURE_DUPLICATE: State.DUPLICATE,
+    AuditEvent.RUN_AWAITING_APPROVAL: State.AWAITING_APPROVAL,
+    AuditEvent.RUN_APPROVED: State.RUNNING,
+    AuditEvent.RUN_DENIED: State.DENIED,
 }
 
 #: `orchestrator status` exit codes by state.
 EXIT_CODES: dict[State, int] = {
     State.COMPLETED: 0, State.PLANNED: 0, State.DUPLICATE: 0,
     State.FAILED: 1, State.REJECTED: 1, State.UNMATCHED: 1,
-    State.RECEIVED: 4, State.RUNNING: 4,
+    State.RECEIVED: 4, State.RUNNING: 4, State.AWAITING_APPROVAL: 4, State.DENIED: 1,
 }

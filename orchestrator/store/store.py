@@ -84,6 +84,8 @@ class Claim:
     terminal_event: str | None = None
     #: Where the claimed row's record was read from: equal to the caller's on a redelivery.
     source: tuple[str | None, int | None, int | None] = (None, None, None)
+    #: The run a resumed claim continues (a run waiting for approval keeps its id across restarts).
+    run_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,8 @@ class StepRow:
     error: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    #: JSON `{"action", "params"}` reversing the step, for `orchestrator undo`.
+    undo: str | None = None
 
 
 @dataclass
@@ -244,7 +248,7 @@ class RunStore:
         succeeded = conn.execute(sql.succeeded, {"b_row": row.row_id}).scalars()
         self._active.add(row.row_id)
         return Claim(ClaimOutcome.RESUMED, row.row_id, id_reused=row.id_reused,
-                     succeeded_steps=frozenset(succeeded), state=state, source=row_source)
+                     succeeded_steps=frozenset(succeeded), state=state, source=row_source, run_id=row.run_id)
 
     async def release(self, row_id: int) -> None:
         """Stop working on a claimed row without ending it (shutdown): its lease expires now, so the next
@@ -287,6 +291,14 @@ class RunStore:
         when = at or utcnow()
         self._enqueue(lambda conn: self._transition(conn, row_id, State.RUNNING, started_at=when, run_id=run_id,
                                                     playbook=playbook))
+
+    def move(self, row_id: int, state: State) -> None:
+        """Queue a move between live states (awaiting approval and back to running)."""
+        self._enqueue(lambda conn: self._transition(conn, row_id, state))
+
+    async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking store work (`fn(*args)`) on the store's threads."""
+        return await self._run(fn, *args)
 
     def step(self, row_id: int, run_id: str, outcome: StepRow) -> None:
         """Queue one step's outcome (replacing that step's earlier row in the same run)."""
@@ -375,7 +387,7 @@ class RunStore:
         conn.execute(self._sql.upsert_step, {
             "exposure_row": row_id, "run_id": run_id, "step": outcome.step, "action": outcome.action,
             "state": outcome.state, "attempts": outcome.attempts, "error": outcome.error,
-            "started_at": outcome.started_at, "finished_at": outcome.finished_at})
+            "started_at": outcome.started_at, "finished_at": outcome.finished_at, "undo": outcome.undo})
 
     # -- reading --------------------------------------------------------------------------------------------
 
@@ -484,7 +496,7 @@ class _Statements:
                                          id_reused="(SELECT EXISTS (SELECT 1 FROM exposures WHERE id = :id AND "
                                                    "content_fingerprint != :content_fingerprint AND "
                                                    "received_at >= :b_since))")
-        kept = ("state", "attempts", "error", "finished_at")
+        kept = ("state", "attempts", "error", "finished_at", "undo")
         self.upsert_step = _insert_text(steps, "ON CONFLICT (exposure_row, run_id, step) DO UPDATE SET "
                                         + ", ".join(f"{c} = excluded.{c}" for c in kept))
         by_key = select(exposures).where(exposures.c.dedup_key == bindparam("b_key"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from orchestrator.audit import AuditEvent, Auditor, AuditTrail
@@ -11,6 +12,7 @@ from orchestrator.store.store import RunStore, StepRow, utcnow
 
 _STEP_STATES = {AuditEvent.STEP_SUCCEEDED: "succeeded", AuditEvent.STEP_FAILED: "failed",
                 AuditEvent.STEP_SKIPPED: "skipped"}
+_LIVE_MOVES = {AuditEvent.RUN_AWAITING_APPROVAL: State.AWAITING_APPROVAL, AuditEvent.RUN_APPROVED: State.RUNNING}
 
 
 class StoreTrail(AuditTrail):
@@ -46,6 +48,9 @@ class StoreTrail(AuditTrail):
         run_id = self.run_id
         if event is AuditEvent.RUN_STARTED and run_id is not None:
             self._store.started(self.row_id, run_id=run_id, playbook=str(self._context.get("playbook")))
+        elif event in _LIVE_MOVES:
+            await self.flush()  # the waiting (or going on) is on the audit topic before the store says so
+            self._store.move(self.row_id, _LIVE_MOVES[event])
         elif event is AuditEvent.STEP_STARTED:
             self._started[str(fields.get("step"))] = utcnow()
         elif event in _STEP_STATES and run_id is not None:
@@ -56,7 +61,8 @@ class StoreTrail(AuditTrail):
             self._store.step(self.row_id, run_id, StepRow(
                 step=name, action=fields.get("action"), state=_STEP_STATES[event],
                 attempts=int(fields.get("attempt") or 0), error=REDACTOR.text(str(error)) if error else None,
-                started_at=self._started.pop(name, None), finished_at=utcnow()))
+                started_at=self._started.pop(name, None), finished_at=utcnow(),
+                undo=json.dumps(fields["undo"]) if fields.get("undo") else None))
 
     async def settle(self) -> None:
         """After `flush`: store the terminal state this trail ended in (the claim ends with it)."""
