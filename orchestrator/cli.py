@@ -150,5 +150,6 @@ def main() -> None:
 
 
 # Responder commands (trigger, audit tail, playbooks list|show, api-token), `dlq list|show|decrypt` and run-store
-# commands (status, exposures list, db upgrade|rebuild) register themselves on `app`.
-from orchestrator import dlq, responder, store_cli  # noqa: E402, F401
+# commands (status, exposures list, db upgrade|rebuild) and safety commands (approve, deny, undo, brake) register
+# themselves on `app`.
+from orchestrator import dlq, responder, safety_cli, store_cli  # noqa: E402, F401

@@ -162,11 +162,18 @@ def parse_policy(text: str, path: str) -> Policy:
         return Policy()
     if not isinstance(document, dict):
         raise PlaybookError(path, "expected a mapping with protected, groups, brake and approval", 1)
+    for section in (("protected",), ("brake", "providers")):
+        unknown = _unknown_key(node, section, PROVIDERS)
+        if unknown is not None:
+            name, line = unknown
+            raise PlaybookError(path, f"{'.'.join(section)}: unknown provider {name!r}; known: "
+                                      f"{', '.join(PROVIDERS)}", line)
     try:
         policy = Policy.model_validate(document)
     except ValidationError as exc:
         first = exc.errors(include_input=False)[0]
-        raise PlaybookError(path, describe_validation_error(exc), _line_of(node, first["loc"])) from None
+        reason = describe_validation_error(exc).replace("Value error, ", "")
+        raise PlaybookError(path, reason, _line_of(node, first["loc"])) from None
     for provider, rules in policy.protected.items():
         for index, pattern in enumerate([*rules.owners, *rules.credentials]):
             name = pattern.removeprefix("group:")
@@ -186,6 +193,20 @@ def load_policy(path: Path | None) -> Policy:
     except OSError as exc:
         raise PlaybookError(str(path), f"ORCHESTRATOR_POLICY_FILE cannot be read ({exc.strerror})") from None
     return parse_policy(text, str(path))
+
+
+def _unknown_key(node: yaml.Node | None, section: Sequence[str], known: Sequence[str]) -> tuple[str, int] | None:
+    """The first key of the mapping at `section` that is not in `known`, and its line."""
+    for key in section:
+        if not isinstance(node, yaml.MappingNode):
+            return None
+        node = next((v for k, v in node.value if k.value == key), None)
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    for key_node, _ in node.value:
+        if key_node.value not in known:
+            return str(key_node.value), key_node.start_mark.line + 1
+    return None
 
 
 def _line_of(node: yaml.Node | None, loc: Sequence[Any]) -> int | None:
