@@ -77,14 +77,16 @@ class OncallNotifier:
         body = {k: fields[k] for k in _PAGE_FIELDS if fields.get(k) is not None}
         if self._fmt == "slack":
             lines = [f":octagonal_sign: {event}"] + [f"• {k}: {v}" for k, v in body.items()]
-            self._schedule({"text": "\n".join(lines)}, {"exposure_id": fields.get("exposure_id")})
+            body = {"text": "\n".join(lines)}
         else:
-            self._schedule({"event": event, **body}, {"exposure_id": fields.get("exposure_id")})
+            body = {"event": event, **body}
+        # Brake pages are never dropped for the cap: one per storm, and the storm itself must not silence it.
+        self._schedule(body, {"exposure_id": fields.get("exposure_id")}, capped=not event.startswith("brake."))
 
-    def _schedule(self, body: dict[str, Any], record: Mapping[str, Any]) -> None:
+    def _schedule(self, body: dict[str, Any], record: Mapping[str, Any], *, capped: bool = True) -> None:
         if self._client is None:
             return
-        if len(self._pending) >= self._max_pending:
+        if capped and len(self._pending) >= self._max_pending:
             log.warning("oncall.dropped", exposure_id=record.get("exposure_id"), reason="too many in flight")
             return
         task = asyncio.get_running_loop().create_task(self._send(body, dict(record)))
