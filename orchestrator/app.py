@@ -147,6 +147,8 @@ class Orchestrator:
         if self.consumer is not None:
             log.info("orchestrator.stopping")
             self.consumer.stop()
+        if self.guard is not None:
+            self.guard.interrupt()  # runs waiting for a person would only hold the drain until its deadline
 
 
 def _broker_health(settings: Settings, producer: AIOKafkaProducer) -> BrokerHealth:

@@ -87,6 +87,7 @@ class Guard:
         self._wake = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
         self._seen_release: datetime | None = None
+        self._stopping = False
 
     async def start(self) -> None:
         """Start the poller; a release or hold already in the store applies from now."""
@@ -102,6 +103,13 @@ class Guard:
         if self._poller is not None:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
+
+    def interrupt(self) -> None:
+        """Shutdown: stop every wait now rather than at the drain deadline. Each waiting run is interrupted like
+        any run cut short (its record stays uncommitted, its claim released), and waits again after a restart."""
+        self._stopping = True
+        for future, _ in self._waiters.values():
+            future.cancel()
 
     def wake(self) -> None:
         """Poll now (an answer was just given in this process)."""
@@ -177,6 +185,8 @@ class Guard:
                                     expires_at=utcnow() + timedelta(seconds=timeout_s))
 
     async def _wait(self, gate: Gate) -> Gate:
+        if self._stopping:
+            raise asyncio.CancelledError  # interrupted like the runs that already waited: resumed after a restart
         future: asyncio.Future[Gate] = asyncio.get_running_loop().create_future()
         self._waiters[gate.run_id] = (future, gate)
         self._wake.set()
