@@ -61,6 +61,15 @@ class Exposure(_Model):
     actor: str | None = Field(default=None, max_length=200, description="who asked (manual triggers)")
     reason: str | None = Field(default=None, max_length=2000, description="why (manual triggers)")
     dry_run: bool = False
+    trigger_seal: str | None = Field(default=None, max_length=64,
+                                     description="set by `orchestrator trigger` and POST /v1/triggers only: a keyed "
+                                                 "proof of a responder's manual trigger (lets it bypass the brake)")
+
+    @property
+    def seal_parts(self) -> tuple[str | None, ...]:
+        """What a manual trigger's seal covers: the id, the actor, the credential's kind, id and owner."""
+        cred = self.credential
+        return self.id, self.actor, cred.kind, cred.id, cred.owner
 
     @model_validator(mode="after")
     def _has_a_handle(self) -> Exposure:

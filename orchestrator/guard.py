@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from orchestrator import keys
 from orchestrator.audit import AuditEvent, AuditTrail
 from orchestrator.brake import RateBrake
 from orchestrator.events import Exposure
@@ -116,8 +117,10 @@ class Guard:
         self._wake.set()
 
     def bypasses_brake(self, exposure: Exposure) -> bool:
-        """A responder's manual trigger is not a storm: it goes on whatever the rate (audited so)."""
-        return exposure.actor is not None and exposure.source.detector in MANUAL_DETECTORS
+        """A responder's manual trigger is not a storm: it goes on whatever the rate (audited so). Only a trigger
+        sealed with the deployment's key counts: any publisher can write `actor` and `source.detector`."""
+        return (exposure.actor is not None and exposure.source.detector in MANUAL_DETECTORS
+                and keys.seal_matches(exposure.trigger_seal, *exposure.seal_parts))
 
     async def clear(self, exposure: Exposure, playbook: Playbook, plan: list[dict[str, Any]], trail: AuditTrail,
                     *, run_id: str, row_id: int | None) -> Clearance:

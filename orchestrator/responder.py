@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator import triggers
+from orchestrator import keys, triggers
 from orchestrator.audit_stream import follow, is_terminal, render
 from orchestrator.auth import Role, new_token, token_entry
 from orchestrator.cli import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, UsageProblem, app, playbooks_app
@@ -83,6 +83,9 @@ def trigger(
     secret = _read_secret() if secret_stdin else None
     if secret_stdin and not secret:
         raise UsageProblem("--secret-stdin given but stdin held no secret")
+    # The deployment's key seals the trigger (a responder's trigger bypasses the mass-action brake): with another
+    # key, as on a machine without the orchestrator's data dir or encryption key, it is an ordinary exposure.
+    keys.install(keys.from_settings(settings))
     try:
         request = triggers.TriggerRequest.model_validate(
             {"kind": kind, "id": credential_id, "owner": owner, "secret": secret, "playbook": playbook,

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from orchestrator import kafka
+from orchestrator import kafka, keys
 from orchestrator.audit_stream import follow, is_terminal
 from orchestrator.errors import ConfigurationError
 from orchestrator.events import Credential, Exposure, Severity, Source
@@ -56,13 +56,15 @@ def build_exposure(request: TriggerRequest, *, actor: str, detector: str,
     if request.playbook is not None and request.playbook not in {p.name for p in playbooks}:
         known = ", ".join(sorted(p.name for p in playbooks))
         raise UnknownPlaybookName(f"unknown playbook {request.playbook!r}; known: {known}")
-    return Exposure(
+    exposure = Exposure(
         id=f"manual-{uuid.uuid4().hex}",
         credential=Credential(kind=request.kind, id=request.id, owner=request.owner, secret=request.secret),
         source=Source(detector=detector),
         severity=request.severity, playbook=request.playbook, actor=actor, reason=request.reason,
         dry_run=request.dry_run,
     )
+    # Sealed with the deployment's key: the guard lets a responder's own trigger past the brake, and only it.
+    return exposure.model_copy(update={"trigger_seal": keys.trigger_seal(*exposure.seal_parts)})
 
 
 def encode(exposure: Exposure) -> bytes:

@@ -214,20 +214,34 @@ async def test_a_storm_engages_the_brake_at_the_threshold_pages_once_and_release
         assert status["engaged"] and len(status["waiting"]) == len(plain) - budget
         assert len(_session_deletes(okta_clean, tag)) == budget  # no destructive call beyond the threshold
         assert not _session_deletes(okta_clean, prot)
+        # While engaged: a responder's trigger goes through, audited so; one forging actor and detector waits.
+        [manual, forged] = _user_ids(tag + "M", 2)
+        _seed(okta_clean, [manual, forged])
+        asked = await http.post("/v1/triggers", headers=safety.headers("alice"),
+                                json={"kind": "okta.session", "owner": manual, "id": f"102{manual}"})
+        trigger_id = asked.json()["id"]
+        fake = exposure("okta.session", credential={"owner": forged, "id": f"102{forged}"}, actor="alice",
+                        source={"detector": "api"})
+        await safety.harness.publish(fake)
+        bypassed = (await safety.harness.collect(trigger_id))[trigger_id]
+        assert bypassed[-1]["event"] == "run.completed" and bypassed[1]["brake"].startswith("bypassed")
+        status = await _brake_holding(http, safety.headers("root"), len(plain) - budget + 1)
+        assert status["waiting"][-1]["exposure_id"] == fake["id"]
+        assert sorted(_session_deletes(okta_clean, tag + "M")) == [manual]
         waiting = [g["run_id"] for g in sorted(status["waiting"], key=lambda g: g["position"])]
         released = await safety.cli("root", "brake", "release", "--why", "storm checked: a real leak", "--json")
         assert released.returncode == 0, released.stderr
         assert json.loads(released.stdout)["released"] == waiting  # oldest first
-        assert status["total"] == OKTA_LIMIT and status["providers"]["okta"] == {"count": OKTA_LIMIT,
-                                                                                 "limit": OKTA_LIMIT}
-        plain_ids = [i for i, owner in ids.items() if owner.startswith(f"00u{tag}")]
+        # The limit, and the responder's trigger counted beyond it.
+        assert status["providers"]["okta"] == {"count": OKTA_LIMIT + 1, "limit": OKTA_LIMIT}
+        plain_ids = [i for i, owner in ids.items() if owner.startswith(f"00u{tag}")] + [fake["id"]]
         done = await safety.harness.collect(*plain_ids, timeout_s=90)
     assert all(t[-1]["event"] == "run.completed" for t in done.values())
     held = [t for t in done.values() if "run.awaiting_approval" in events_of(t)]
-    assert len(held) == len(plain) - budget
+    assert len(held) == len(plain) - budget + 1
     approved = [next(r for r in t if r["event"] == "run.approved") for t in held]
     assert {(a["kind"], a["decision"], a["decided_by"]) for a in approved} == {("brake", "released", "root")}
-    assert sorted(_session_deletes(okta_clean, tag)) == sorted(plain)
+    assert sorted(_session_deletes(okta_clean, tag)) == sorted([*plain, manual, forged])
     assert len(safety.receiver.events("brake.engaged")) == 1
     assert any(p.get("reason") == "protected" for p in safety.receiver.events("run.planned"))
 

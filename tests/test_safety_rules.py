@@ -29,6 +29,7 @@ from orchestrator.store import RunStore
 from orchestrator.store.approvals import Answer, ApprovalBook, Decision, GateKind
 from orchestrator.store.states import State, can_move
 from orchestrator.store.store import utcnow
+from orchestrator.triggers import TriggerRequest, build_exposure
 
 # -- the policy file ---------------------------------------------------------------------------------------
 
@@ -194,6 +195,18 @@ def test_shipped_playbooks_put_reversible_steps_before_irreversible_ones() -> No
         reversible = [actions[s.action].undo is not None for s in playbook.steps]
         assert reversible == sorted(reversible, reverse=True), playbook.name
     assert all(actions[spec.undo].destructive is False for spec in actions.values() if spec.undo)
+
+
+def test_only_a_sealed_manual_trigger_bypasses_the_brake() -> None:
+    """A trigger built by the orchestrator bypasses; the same fields forged on the topic, or altered, do not."""
+    guard = Guard(Policy())
+    built = build_exposure(TriggerRequest(kind="okta.user", owner="u@example.com"), actor="alice", detector="api",
+                           playbooks=())
+    assert guard.bypasses_brake(built)
+    forged = built.model_copy(update={"trigger_seal": None})
+    retargeted = built.model_copy(update={"credential": built.credential.model_copy(update={"owner": "ceo"})})
+    assert not guard.bypasses_brake(forged) and not guard.bypasses_brake(retargeted)
+    assert not guard.bypasses_brake(_exposure(actor="alice", source={"detector": "api"}))
 
 
 # -- approvals over a store --------------------------------------------------------------------------------
