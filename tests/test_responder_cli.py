@@ -89,7 +89,7 @@ async def test_trigger_wait_follows_the_run_to_completion(harness: Harness, okta
     assert result.code == 0, result.err
     lines = result.out.splitlines()
     assert [w for line in lines[1:-1] for w in line.split() if w.startswith(("step.", "run."))] == [
-        "run.started", "step.started", "step.succeeded", "step.started", "step.succeeded", "step.skipped",
+        "run.started", "step.skipped", "step.started", "step.succeeded", "step.started", "step.succeeded",
         "run.completed"]
     assert lines[-1] == "run.completed"
     assert all(s["revoked"] for s in _state_user(okta, login)["sessions"])
@@ -206,7 +206,7 @@ async def test_playbooks_list_and_show(harness: Harness) -> None:
     assert {"okta-user", "okta-session", "okta-api-token"} <= {p["name"] for p in json.loads(listed.out)}
     shown = await cli("playbooks", "show", "okta-user", "--json", env=env)
     assert [s["action"] for s in json.loads(shown.out)["steps"]] == [
-        "okta.clear_user_sessions", "okta.reset_factors", "okta.suspend_user"]
+        "okta.suspend_user", "okta.clear_user_sessions", "okta.reset_factors"]
     readable = await cli("playbooks", "show", "okta-user", env=env)
     assert "severity in critical" in readable.out
     unknown = await cli("playbooks", "show", "nope", env=env)
