@@ -60,7 +60,7 @@ class Executor:
 
     async def run(self, exposure: Exposure, playbook: Playbook, trail: AuditTrail, *,
                   succeeded: frozenset[str] = frozenset(), run_id: str | None = None,
-                  row_id: int | None = None) -> AuditEvent:
+                  row_id: int | None = None, resumed: bool = False) -> AuditEvent:
         """Run every applicable step in order; write `run.completed`, `run.failed`, `run.planned` or `run.denied`.
 
         Steps named in `succeeded` (a run resumed after its first owner died) are skipped and audited so. The
@@ -77,7 +77,8 @@ class Executor:
         if guard is not None:
             from orchestrator.guard import Verdict
 
-            clearance = await guard.clear(exposure, playbook, planned, trail, run_id=run_id, row_id=row_id)
+            clearance = await guard.clear(exposure, playbook, planned, trail, run_id=run_id, row_id=row_id,
+                                          resumed=resumed)
             if clearance.verdict is Verdict.PROTECTED:
                 await trail.record(AuditEvent.RUN_PLANNED, duration_ms=_elapsed_ms(started), plan=planned,
                                    **clearance.fields)

@@ -123,7 +123,7 @@ class Guard:
                 and keys.seal_matches(exposure.trigger_seal, *exposure.seal_parts))
 
     async def clear(self, exposure: Exposure, playbook: Playbook, plan: list[dict[str, Any]], trail: AuditTrail,
-                    *, run_id: str, row_id: int | None) -> Clearance:
+                    *, run_id: str, row_id: int | None, resumed: bool = False) -> Clearance:
         """Decide whether the run acts; waits (recording `run.awaiting_approval`) when a person must answer."""
         counts = destructive_counts(plan)
         if not counts:
@@ -133,7 +133,12 @@ class Guard:
             return Clearance(Verdict.PROTECTED, {"reason": "protected", "protected_by": rule})
         if self.book is None:
             return self._brake_only(exposure, counts)
-        gate = await self.book.get(run_id)
+        gate = None
+        if resumed:  # a fresh run has no gate yet: no store read on the hot path
+            gate = await self.book.get(run_id)
+            if gate is None and row_id is not None:
+                # Resumed after a crash under a new run id: an answer its first run got still stands.
+                gate = await self.book.for_row(row_id)
         if gate is None and playbook.approval_needed(exposure, plan):
             gate = await self._open(exposure, run_id, row_id, GateKind.APPROVAL, plan,
                                     f"playbook {playbook.name} requires a second person's approval",

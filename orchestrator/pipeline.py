@@ -188,7 +188,8 @@ class Pipeline:
         waiting = claim.outcome is ClaimOutcome.RESUMED and claim.state is State.AWAITING_APPROVAL
         # A run resumed while it waited keeps its id: it is still the run responders were asked to approve.
         terminal = await self._executor.run(exposure, playbook, trail, succeeded=claim.succeeded_steps,
-                                            run_id=claim.run_id if waiting else None, row_id=trail.row_id)
+                                            run_id=claim.run_id if waiting else None, row_id=trail.row_id,
+                                            resumed=claim.outcome is ClaimOutcome.RESUMED)
         await trail.flush()
         await self._settle(trail)
         return terminal

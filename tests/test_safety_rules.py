@@ -25,7 +25,7 @@ from orchestrator.playbooks import load_playbooks, parse_playbook
 from orchestrator.policy import BrakePolicy, Policy, Protected, parse_policy
 from orchestrator.providers import catalog
 from orchestrator.settings import DEFAULT_PLAYBOOKS_DIR
-from orchestrator.store import RunStore
+from orchestrator.store import RunStore, content_of
 from orchestrator.store.approvals import Answer, ApprovalBook, Decision, GateKind
 from orchestrator.store.states import State, can_move
 from orchestrator.store.store import utcnow
@@ -295,3 +295,19 @@ async def test_the_brake_timeout_policy_drop_ends_held_runs(book: ApprovalBook) 
     assert [c.verdict for c in held] == [Verdict.DENIED] * 2 and held[0].fields["decision"] == "dropped"
     assert [e for e, _ in pages] == ["brake.engaged"]
     assert json.dumps(pages)  # pages carry plain, non-secret fields only
+
+
+async def test_a_run_resumed_after_a_crash_keeps_the_answer_its_first_run_got(book: ApprovalBook) -> None:
+    """Approved, then its owner died mid-run: the resumed run (a new run id) goes on without asking again."""
+    exposure = _exposure(n=9)
+    claim = await book.store.claim(content_of(exposure))
+    await book.open(run_id="first", exposure_id=exposure.id, row_id=claim.row_id, kind=GateKind.APPROVAL,
+                    requester="scanner", reason=None, plan=[], expires_at=utcnow() + timedelta(hours=1))
+    await book.answer("first", Decision.APPROVED, by="bob", why="real leak")
+    sink = ListSink()
+    playbook = parse_playbook(_BOOK + "approval: required\n", "p.yaml", catalog())
+    plan = [{"step": "s", "action": "okta.suspend_user", "target": "user=u", "destructive": True}]
+    clearance = await Guard(Policy(), book).clear(exposure, playbook, plan, Auditor(sink, echo=False).trail("e-9"),
+                                                  run_id="second", row_id=claim.row_id, resumed=True)
+    assert clearance.verdict is Verdict.GO
+    assert [(r["event"], r["decided_by"]) for r in sink.records] == [("run.approved", "bob")]

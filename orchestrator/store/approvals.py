@@ -126,6 +126,16 @@ class ApprovalBook:
                                .order_by(approvals.c.row_id.desc()).limit(1)).one_or_none()
         return _gate(row) if row is not None else None
 
+    async def for_row(self, row_id: int) -> Gate | None:
+        """The newest gate of an exposure row (a run resumed after a crash finds the answer its first run got)."""
+        return await self.store.in_thread(self._for_row, row_id)
+
+    def _for_row(self, row_id: int) -> Gate | None:
+        with self.engine.connect().execution_options(read_only=True) as conn:
+            row = conn.execute(select(approvals).where(approvals.c.exposure_row == row_id)
+                               .order_by(approvals.c.row_id.desc()).limit(1)).one_or_none()
+        return _gate(row) if row is not None else None
+
     async def decisions(self, run_ids: Sequence[str]) -> dict[str, Gate]:
         """The gates among `run_ids` that have been answered."""
         return await self.store.in_thread(self._decisions, list(run_ids))
