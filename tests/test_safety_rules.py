@@ -311,3 +311,19 @@ async def test_a_run_resumed_after_a_crash_keeps_the_answer_its_first_run_got(bo
                                                   run_id="second", row_id=claim.row_id, resumed=True)
     assert clearance.verdict is Verdict.GO
     assert [(r["event"], r["decided_by"]) for r in sink.records] == [("run.approved", "bob")]
+
+
+async def test_a_hold_and_a_release_in_the_store_reach_every_instance(book: ApprovalBook) -> None:
+    """`brake hold` from one process holds another's brake at its next poll; `brake release` lets it go again."""
+    guard = Guard(Policy(), book)
+    await guard.start()
+    try:
+        await book.hold_brake(by="root", why="investigating")
+        await guard.poll()
+        assert guard.brake.held and not guard.brake.admit({"okta": 1}).go
+        assert (await book.brake_state())["updated_by"] == "root"
+        await book.release_brake(by="root", why="done")
+        await guard.poll()
+        assert not guard.brake.held and guard.brake.admit({"okta": 1}).go
+    finally:
+        await guard.close()
