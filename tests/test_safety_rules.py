@@ -327,3 +327,71 @@ async def test_a_hold_and_a_release_in_the_store_reach_every_instance(book: Appr
         assert not guard.brake.held and guard.brake.admit({"okta": 1}).go
     finally:
         await guard.close()
+
+
+class Pages:
+    """A pager that keeps its pages."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.arrived = asyncio.Event()
+
+    def page(self, event: str, fields: Any) -> None:
+        self.sent.append(event)
+        self.arrived.set()
+
+
+async def test_a_brake_left_alone_pages_again_and_keeps_waiting_until_released(book: ApprovalBook) -> None:
+    """Default on_timeout (wait): past the timeout on-call is paged again, the run still waits; release lets it go."""
+    pages = Pages()
+    guard = Guard(Policy.model_validate({"brake": {"limit": 1, "timeout_s": 0.2}}), book, pages, poll_s=0.05)
+    await guard.start()
+    playbook = parse_playbook(_BOOK, "p.yaml", catalog())
+    plan = [{"step": "s", "action": "okta.suspend_user", "target": "user=u", "destructive": True}]
+    auditor = Auditor(ListSink(), echo=False)
+    try:
+        assert (await guard.clear(_exposure(n=1), playbook, plan, auditor.trail("e-1"), run_id="w1",
+                                  row_id=None)).verdict is Verdict.GO
+        held = asyncio.create_task(guard.clear(_exposure(n=2), playbook, plan, auditor.trail("e-2"), run_id="w2",
+                                               row_id=None))
+        async with asyncio.timeout(10):
+            while "brake.still_engaged" not in pages.sent:
+                pages.arrived.clear()
+                await pages.arrived.wait()
+        assert not held.done()
+        await book.release_brake(by="root", why=None)
+        async with asyncio.timeout(10):
+            released = await held
+    finally:
+        await guard.close()
+    assert released.verdict is Verdict.GO and pages.sent[0] == "brake.engaged"
+
+
+async def test_a_denial_ends_the_run_with_who_when_and_why(book: ApprovalBook) -> None:
+    """bob denies: the run's clearance is DENIED with bob, the time and his reason, for `run.denied`."""
+    guard = Guard(Policy(), book, poll_s=0.05)
+    await guard.start()
+    playbook = parse_playbook(_BOOK + "approval: required\n", "p.yaml", catalog())
+    plan = [{"step": "s", "action": "okta.suspend_user", "target": "user=u", "destructive": True}]
+    try:
+        waiting = asyncio.create_task(guard.clear(_exposure(n=4), playbook, plan,
+                                                  Auditor(ListSink(), echo=False).trail("e-4"), run_id="d1",
+                                                  row_id=None))
+        async with asyncio.timeout(10):
+            await _opened(book, "d1")
+            await book.answer("d1", Decision.DENIED, by="bob", why="a test fixture, not a leak")
+            clearance = await waiting
+    finally:
+        await guard.close()
+    assert clearance.verdict is Verdict.DENIED and clearance.fields["reason"] == "denied"
+    assert (clearance.fields["decided_by"], clearance.fields["why"]) == ("bob", "a test fixture, not a leak")
+    assert clearance.fields["decided_at"].endswith("Z")
+
+
+async def _opened(book: ApprovalBook, run_id: str) -> None:
+    """Return once the run's gate is in the store (polled: the guard writes it from another task)."""
+    for _ in range(500):
+        if await book.get(run_id) is not None:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no gate for {run_id}")
