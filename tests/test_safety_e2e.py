@@ -17,10 +17,13 @@ import httpx
 import pytest
 from aiohttp import web
 
+from orchestrator.actions import StepContext
 from orchestrator.audit_stream import follow
 from orchestrator.auth import Role, new_token, token_entry
 from orchestrator.embedded import free_port
-from orchestrator.settings import DEFAULT_PLAYBOOKS_DIR, AwsSettings, Settings
+from orchestrator.governor import Governor
+from orchestrator.providers.gcp import GcpProvider
+from orchestrator.settings import DEFAULT_PLAYBOOKS_DIR, AwsSettings, GcpSettings, Settings
 from tests.conftest import Emulator
 from tests.support import Harness, events_of, exposure, fresh_settings, publish, roomy_rate_limits, run_cli
 
@@ -353,3 +356,20 @@ def _status(okta: Emulator, uid: str) -> str:
     users = okta.control("GET", "state")["users"]
     found = users.get(uid) if isinstance(users, dict) else next(u for u in users if u["id"] == uid)
     return str(found["status"])
+
+
+async def test_a_disabled_gcp_key_is_enabled_again_by_its_undo(gcp: Emulator) -> None:
+    """gcp.disable_service_account_key hands back what its undo needs; gcp.enable_service_account_key restores it."""
+    email, key_id = f"sa-{secrets.token_hex(4)}@undo-project.iam.gserviceaccount.com", secrets.token_hex(20)
+    gcp.seed({"keys": [{"project": "undo-project", "email": email, "key_id": key_id}]})
+    settings = GcpSettings(iam_url=gcp.url, access_token=gcp.admin_token)
+    async with GcpProvider(settings, Governor("gcp", concurrency=1)) as provider:
+        disabled = await provider.perform("gcp.disable_service_account_key", {"email": email, "key_id": key_id},
+                                          StepContext("undo"))
+        assert disabled.undo == {"email": email, "key_id": key_id} and _gcp_key(gcp, key_id)["disabled"]
+        await provider.perform("gcp.enable_service_account_key", dict(disabled.undo), StepContext("undo"))
+    assert not _gcp_key(gcp, key_id)["disabled"]
+
+
+def _gcp_key(gcp: Emulator, key_id: str) -> dict[str, Any]:
+    return dict(next(k for k in gcp.control("GET", "state")["keys"] if k["key_id"] == key_id))
