@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from orchestrator import embedded  # noqa: E402
 from orchestrator.audit import TERMINAL_EVENTS  # noqa: E402
-from tests.support import publish, read_all  # noqa: E402
+from tests.support import publish, read_all, unbraked_policy  # noqa: E402
 
 _TERMINAL_MARKERS = tuple(f'"event":"{event.value}"'.encode() for event in TERMINAL_EVENTS)
 
@@ -84,7 +84,8 @@ async def run_once(bootstrap: str, okta_url: str, admin_token: str, count: int, 
            "OKTA_CLIENT_TOKEN": admin_token, "OKTA_TESTING_TESTINGDISABLEHTTPSCHECK": "true",
            "ORCHESTRATOR_GROUP_ID": f"bench-{suffix}", "ORCHESTRATOR_LOG_FORMAT": "json",
            "ORCHESTRATOR_KAFKA_SESSION_TIMEOUT_MS": "6000", "ORCHESTRATOR_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
-           "ORCHESTRATOR_HTTP_LISTEN": f"127.0.0.1:{embedded.free_port()}"}
+           "ORCHESTRATOR_HTTP_LISTEN": f"127.0.0.1:{embedded.free_port()}",
+           "ORCHESTRATOR_POLICY_FILE": str(unbraked_policy())}
     command = [str(Path(sys.executable).parent / "orchestrator"), "run"]
     if profile := os.environ.get("BENCH_PROFILE"):  # a cProfile output path: profile the orchestrator
         command = [sys.executable, "-m", "cProfile", "-o", profile, *command]

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
@@ -278,6 +278,4 @@ class Guard:
 
 
 def _with_expiry(gate: Gate, expires_at: datetime) -> Gate:
-    from dataclasses import replace
-
     return replace(gate, expires_at=expires_at)
