@@ -58,9 +58,9 @@ class Batch:
         if self.unknown_rules:
             total = sum(self.unknown_rules.values())
             rules = ", ".join(f"{rule} ({n})" for rule, n in sorted(self.unknown_rules.items()))
-            lines.append(f"{format}: {total} finding(s) with rules this adapter does not map to a credential kind, "
-                         f"published with the best kind it could give (unrouted ones end exposure.unmatched): "
-                         f"{rules}")
+            lines.append(f"{format}: {total} finding(s) whose rule or kind is not one this project acts on, "
+                         f"published with the best kind the adapter could give (unrouted ones end "
+                         f"exposure.unmatched): {rules}")
         for reason, n in sorted(self.ignored.items()):
             lines.append(f"{format}: ignored {n} finding(s): {reason}")
         for state, n in sorted(self.validity.items()):
