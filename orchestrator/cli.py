@@ -149,6 +149,7 @@ def main() -> None:
     sys.exit(result if isinstance(result, int) else EXIT_OK)
 
 
-# Responder commands (trigger, audit tail, playbooks list|show, api-token), `dlq list|show|decrypt` and run-store
-# commands (status, exposures list, db upgrade|rebuild) register themselves on `app`.
-from orchestrator import dlq, har_cli, responder, store_cli  # noqa: E402, F401
+# Responder commands (trigger, audit tail, playbooks list|show, api-token), `publish`, `scan-har`,
+# `dlq list|show|decrypt` and run-store commands (status, exposures list, db upgrade|rebuild) register
+# themselves on `app`.
+from orchestrator import dlq, har_cli, publish_cli, responder, store_cli  # noqa: E402, F401

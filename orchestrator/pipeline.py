@@ -93,10 +93,11 @@ class Pipeline:
         self.store = store or RunStore.in_memory()
         self._claims: dict[Origin, int] = {}  # rows claimed by records in flight, for `fail_safe`
 
-    def admit(self, raw: bytes | None, origin: Origin) -> Admission:
-        """Decode the record; never raises."""
+    def admit(self, raw: bytes | None, origin: Origin,
+              headers: Sequence[tuple[str, bytes | None]] = ()) -> Admission:
+        """Decode the record (a CloudEvent too, as its `headers` tell); never raises."""
         try:
-            return Admission(origin, raw, exposure=decode(raw, max_bytes=self._max_event_bytes))
+            return Admission(origin, raw, exposure=decode(raw, max_bytes=self._max_event_bytes, headers=headers))
         except InvalidExposure as exc:
             return Admission(origin, raw, rejection=str(exc))
         except Exception as exc:  # noqa: BLE001 - a decoder bug rejects this record, it must not stop the loop

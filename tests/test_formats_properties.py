@@ -1,0 +1,74 @@
+"""Property: whatever bytes reach a detector-format adapter, it returns exposures or raises `FormatError`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orchestrator.errors import FormatError
+from orchestrator.events import Exposure
+from orchestrator.formats import FORMATS, Options, parse
+
+#: Every field name some adapter reads, so generated documents reach past the first shape check.
+FIELDS = ["id", "credential", "kind", "secret", "owner", "specversion", "source", "type", "data", "data_base64",
+          "datacontenttype", "DetectorName", "DetectorType", "Raw", "RawV2", "SecretParts", "ExtraData", "arn",
+          "SourceMetadata", "Data", "Git", "file", "line", "commit", "link", "Verified", "VerificationError",
+          "RuleID", "ruleID", "Secret", "File", "StartLine", "Commit", "Link", "Date", "ValidationStatus",
+          "validation", "status", "attributes", "location", "startLine", "alert", "secret_type", "validity",
+          "resolution", "repository", "full_name", "first_location_detected", "path", "start_line", "token", "url",
+          "action", "incident", "detector", "name", "detector_group_name", "occurrences", "matches", "match",
+          "filepath", "sha", "secret_revoked", "detail", "eventTypeCode", "resources", "affectedEntities",
+          "entityValue", "account", "time", "findings", "Findings", "resource", "accessKeyDetails", "accessKeyId",
+          "userName", "service", "additionalInfo", "sample", "value", "severity", "level", "msg", "created_at"]
+PLAUSIBLE = ["AKIAABCDEFGHIJKLMNOP", "ASIAABCDEFGHIJKLMNOP", "ghp_" + "a" * 36, "xoxb-1-2-abc", "aws_iam",
+             "github-pat", "AWS", "Github", "1.0", "valid", "revoked", "incident_triggered", "2026-12-01T00:00:00Z",
+             "AWS_RISK_CREDENTIALS_EXPOSED", "UnauthorizedAccess:IAMUser/InstanceCredentialExfiltration.OutsideAWS",
+             "application/json", "x", "", "\x00", "\ud800"]
+
+scalars = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40)
+           | st.sampled_from(PLAUSIBLE) | st.integers(min_value=-(10**30), max_value=10**30))
+documents = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=6),
+                                                                inner, max_size=6),
+    max_leaves=30,
+)
+NAMES = list(FORMATS)
+OPTIONS = Options(jwks={"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1",
+                                  "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+                                  "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]})
+
+
+def _parses_or_refuses(name: str, data: bytes) -> None:
+    try:
+        batch = parse(name, data, options=OPTIONS)
+    except FormatError as exc:
+        assert exc.format == name and str(exc)
+        return
+    assert all(isinstance(e, Exposure) for e in batch.exposures)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.binary(max_size=1024))
+def test_any_bytes(name: str, data: bytes) -> None:
+    """Random bytes, invalid UTF-8 included."""
+    _parses_or_refuses(name, data)
+
+
+def _encode(document: Any) -> bytes:
+    return json.dumps(document).encode("utf-8", "surrogatepass")
+
+
+@pytest.mark.parametrize("name", NAMES)
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(document=documents)
+def test_any_json_built_from_the_formats_field_names(name: str, document: Any) -> None:
+    """JSON documents (one, an array, or lines) made of the fields the adapters read, holding anything."""
+    _parses_or_refuses(name, _encode(document))
+    if isinstance(document, list):
+        _parses_or_refuses(name, b"\n".join(_encode(d) for d in document))
