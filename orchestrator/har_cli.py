@@ -14,14 +14,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from aiokafka.errors import KafkaError
 
-from orchestrator import kafka, loop, triggers
+from orchestrator import loop
 from orchestrator.cli import app
-from orchestrator.errors import ConfigurationError
-from orchestrator.events import Exposure
 from orchestrator.har import exposures, scan
 from orchestrator.har.detect import preview
+from orchestrator.publish_cli import publish_exposures
 from orchestrator.settings import IngestSettings, Settings
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -56,22 +54,6 @@ def scan_har(
           + (f"; sanitized copy written to {sanitize}" if sanitize is not None else ""), file=sys.stderr)
     if settings is not None:
         events, skipped = exposures.build(result.findings, file=str(file))
-        loop.run(_publish(settings, events))
+        loop.run(publish_exposures(settings.bootstrap_servers, settings.exposures_topic, events))
         print(f"published {len(events)} exposures to {settings.exposures_topic}"
               + (f"; {skipped} findings had nothing an exposure can act on" if skipped else ""), file=sys.stderr)
-
-
-async def _publish(settings: Settings, events: list[Exposure]) -> None:
-    if not events:
-        return
-    producer = kafka.make_producer(settings.bootstrap_servers)
-    try:
-        await kafka.start(producer, settings.bootstrap_servers)
-        for event in events:
-            await triggers.send(producer, settings.exposures_topic, event.id, triggers.encode(event))
-    except KafkaError as exc:
-        raise ConfigurationError(f"could not publish to {settings.exposures_topic} on "
-                                 f"{settings.bootstrap_servers}: {type(exc).__name__}") from None
-    finally:
-        await producer.stop()
-

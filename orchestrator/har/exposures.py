@@ -16,7 +16,7 @@ DETECTOR = "har-scanner"
 _ID_SALT = b"orchestrator/har-scanner/exposure-id/v1"
 #: Key stretching: an exposure id is published and audited; guessing a weak secret (a Basic password) from
 #: it must cost as much as guessing it from a fingerprint.
-_ID_ROUNDS = 20_000
+_ID_ROUNDS = 10_000
 _MAX_SECRET = 16 * 1024
 
 
@@ -32,7 +32,7 @@ def build(findings: Sequence[Finding], *, file: str) -> tuple[list[Exposure], in
 
     The same value found in several places is one credential: one exposure, located where first seen. An
     Okta session cookie without a session id of its own (`idx`, `DT`, `JSESSIONID`) takes the session id
-    the capture shows when it shows exactly one, so the session can be cleared.
+    the capture shows when it shows exactly one (and its owner likewise), so the session can be cleared.
     """
     session_ids = {f.handle for f in findings if f.kind == "okta.session" and f.handle}
     owners = {f.owner for f in findings if f.kind == "okta.session" and f.owner}
@@ -44,8 +44,10 @@ def build(findings: Sequence[Finding], *, file: str) -> tuple[list[Exposure], in
     for (kind, value), finding in first.items():
         credential: dict[str, Any] = {"kind": kind}
         handle, owner = finding.handle, finding.owner
-        if kind == "okta.session":
-            handle = handle or (next(iter(session_ids)) if len(session_ids) == 1 else None)
+        if kind == "okta.session" and handle is None:
+            # Only a cookie with no session id of its own borrows one; a session id is never given another's
+            # owner (which would clear the wrong user's sessions).
+            handle = next(iter(session_ids)) if len(session_ids) == 1 else None
             owner = owner or (next(iter(owners)) if len(owners) == 1 else None)
         if handle:
             credential["id"] = handle

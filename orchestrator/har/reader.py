@@ -60,6 +60,8 @@ def open_har(path: Path, *, max_bytes: int) -> BinaryIO:
         size = path.stat().st_size
         if not path.is_file():
             raise HarError(f"{path} is not a file")
+        if size == 0:
+            raise HarError(f"{path} is empty")
         if size > max_bytes:
             raise HarError(f"{path} is {size} bytes, above the {max_bytes}-byte limit (ORCHESTRATOR_HAR_MAX_BYTES)")
         return path.open("rb")
