@@ -3,6 +3,7 @@ and `scan-har --publish` putting one exposure per credential on the exposures to
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
@@ -11,13 +12,18 @@ from typing import Any
 
 import jsonschema
 import pytest
+from typer.testing import CliRunner
 
+from orchestrator.cli import app
 from orchestrator.har import exposures, scan
 from orchestrator.har.detect import scan_entry
 from orchestrator.har.reader import HarError
 from orchestrator.redaction import secret_forms
 from tests.har_canaries import Planted, entry, every_placement, github_token, har, okta_session_id
 from tests.support import read_all, run_cli
+
+# In-process runs of the command for the fast tests; one subprocess (`run_cli`) checks the real entry point.
+_RUNNER = CliRunner()
 
 MAX = 10 * 1024 * 1024
 _NAMED = {"type": "object", "required": ["name", "value"],
@@ -79,7 +85,7 @@ def cli_run(planted: Planted, tmp_path_factory: pytest.TempPathFactory) -> dict[
     """`scan-har FILE --json --sanitize OUT` run once for the module."""
     directory = tmp_path_factory.mktemp("har")
     source, clean = _write(directory, planted.document), directory / "clean.har"
-    result = run_cli("scan-har", str(source), "--json", "--sanitize", str(clean))
+    result = _RUNNER.invoke(app, ["scan-har", str(source), "--json", "--sanitize", str(clean)])
     return {"result": result, "source": source, "clean": clean}
 
 
@@ -95,7 +101,7 @@ def test_every_secret_placement_is_found(planted: Planted, tmp_path: Path) -> No
 def test_findings_print_a_preview_never_the_value(cli_run: dict[str, Any], planted: Planted) -> None:
     """Without --publish the findings are printed (entry, where, kind, preview); no value, in any encoding."""
     result = cli_run["result"]
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert {(line["entry"], line["kind"]) for line in lines} >= {(i, k) for i, k, _ in planted.expected}
     assert all(set(line) == {"entry", "where", "kind", "rule", "preview"} for line in lines)
@@ -126,16 +132,17 @@ def test_sanitized_copy_is_har_12_and_keeps_what_debugging_needs(cli_run: dict[s
 
 
 def test_publish_puts_one_exposure_per_credential_on_the_topic(bootstrap: str, planted: Planted,
-                                                               tmp_path: Path) -> None:
+                                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--publish: each credential becomes an exposure (okta.session with the session id as credential.id and
     the secret, okta.api_token, aws.access_key with its key id and secret) from har-scanner, located by file
     and entry, with the ids the same scan always gives."""
     topic = f"test.har.{uuid.uuid4().hex[:8]}"
     source = _write(tmp_path, planted.document)
-    result = run_cli("scan-har", str(source), "--publish",
-                     env={"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ORCHESTRATOR_EXPOSURES_TOPIC": topic})
-    assert result.returncode == 0, result.stderr
-    records = [json.loads(r.value) for r in __import__("asyncio").run(read_all(bootstrap, topic))]
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
+    monkeypatch.setenv("ORCHESTRATOR_EXPOSURES_TOPIC", topic)
+    result = _RUNNER.invoke(app, ["scan-har", str(source), "--publish"])
+    assert result.exit_code == 0, result.stderr
+    records = [json.loads(r.value) for r in asyncio.run(read_all(bootstrap, topic))]
     by_secret = {r["credential"].get("secret"): r for r in records}
     sid = planted.expected[0][2]
     session = by_secret[sid]
@@ -236,4 +243,4 @@ def test_malformed_har_publishes_nothing_and_says_one_line(bootstrap: str, tmp_p
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "is not valid JSON" in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
-    assert __import__("asyncio").run(read_all(bootstrap, topic, idle_timeout_s=0.5)) == []
+    assert asyncio.run(read_all(bootstrap, topic, idle_timeout_s=0.5)) == []
