@@ -187,6 +187,9 @@ class _Collector:
             except (ValueError, RecursionError):
                 document = None
             if isinstance(document, dict | list):
+                if (not p.may_hold_token(text) and "\\u" not in text and not p.OKTA_TOKEN_IN_JSON.search(text)
+                        and not p.has_secret_key(document)):
+                    return  # no token format, no secret-named key: nothing to find (most bodies)
                 self.too_deep = False
                 self.json(document, f"{where} $", depth=0)
                 if self.too_deep:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
 #: Values shorter than this are never reported: no credential this project acts on is shorter, and short
@@ -15,12 +17,14 @@ SLACK = re.compile(r"\b(?:xox[abposre]-[A-Za-z0-9-]{10,250}|xapp-[0-9]-[A-Za-z0-
 AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b")
 AWS_SECRET_NEAR_NAME = re.compile(
     r"(?i:aws_?secret_?access_?key|secret_?access_?key)[\"'\s:=]{1,6}([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])")
+#: A bare Okta API token as a JSON string value.
+OKTA_TOKEN_IN_JSON = re.compile(r'"00[A-Za-z0-9_-]{40}"')
 SSWS_IN_TEXT = re.compile(r"\bSSWS ?(00[A-Za-z0-9_-]{40})\b")
 #: One pass over a string finds every format above; the group names say which.
 TOKENS = re.compile("|".join(f"(?P<{name}>{pattern.pattern})" for name, pattern in (
     ("jwt", JWT), ("github", GITHUB), ("slack", SLACK), ("aws_key_id", AWS_KEY_ID))))
 #: Strings with none of these literals hold no token format: a cheap test before the patterns.
-_LITERALS = ("eyJ", "gh", "github_pat_", "xox", "xapp-", "AKIA", "ASIA", "SSWS", "ecret")
+_LITERALS = re.compile("eyJ|gh[pousr]_|github_pat_|xox|xapp-|AKIA|ASIA|SSWS|ecret")
 
 AUTHORIZATION_HEADERS = frozenset({"authorization", "proxy-authorization"})
 AUTH_SCHEME = re.compile(r"^\s*(?P<scheme>bearer|ssws|basic|token|sso-key)\b\s*(?P<value>.*?)\s*$",
@@ -48,6 +52,7 @@ def normalise(name: str) -> str:
     return name.lower().replace("-", "").replace("_", "")
 
 
+@functools.lru_cache(maxsize=4096)  # the same few hundred names recur in every entry of a capture
 def is_secret_name(name: str) -> bool:
     """True when a parameter, header or JSON key of this name holds a secret."""
     norm = normalise(name)
@@ -65,9 +70,26 @@ def is_session_cookie(name: str) -> bool:
     return _SESSION_COOKIE.search(name) is not None
 
 
+def has_secret_key(document: Any) -> bool:
+    """True when some object in `document` has a secret-named key with a non-empty string value."""
+    stack = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(value, str):
+                    if value and is_secret_name(key):
+                        return True
+                elif isinstance(value, dict | list):
+                    stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(item for item in node if isinstance(item, dict | list))
+    return False
+
+
 def may_hold_token(text: str) -> bool:
     """False when `text` cannot contain any token format (most strings): skips the regular expressions."""
-    return any(literal in text for literal in _LITERALS)
+    return _LITERALS.search(text) is not None
 
 
 def is_okta_url(url: str) -> bool:

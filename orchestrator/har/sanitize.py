@@ -36,8 +36,14 @@ class Masker:
         self.mask = next((m for m in (MASK, *_FALLBACK_MASKS) if not any(f in m for f in self._forms)), "#" * 8)
         self._bytes = [form.encode("utf-8", "surrogatepass") for form in self._forms]
 
+    def clean(self, text: str) -> bool:
+        """True when `text` holds no known value and no token format: nothing in it needs masking."""
+        return not p.may_hold_token(text) and not any(form in text for form in self._forms)
+
     def text(self, text: str) -> str:
         """`text` with every known value and token format replaced."""
+        if len(text) < p.MIN_VALUE:  # shorter than any value or token: the common case, kept cheap
+            return text
         for _ in range(4):  # a replacement can join two halves into a new occurrence: go again until stable
             before = text
             for form in self._forms:
@@ -194,13 +200,22 @@ def _body(text: str, mime: str, masker: Masker) -> str:
     if stripped[:1] in ("{", "[") or "json" in mime.lower():
         try:
             document = json.loads(text)
-            return json.dumps(_rebuild(document, masker.text, secret_key=p.is_secret_name, mask=MASK))
+            # `\u` escapes could spell a value the raw text does not show: such bodies are always rewritten.
+            clean = "\\u" not in text and masker.clean(text)
+            if clean and not p.has_secret_key(document):
+                return text  # most bodies: nothing to replace, so not rewritten either
+            return json.dumps(_rebuild(document, _unchanged if clean else masker.text, secret_key=p.is_secret_name,
+                                       mask=MASK))
         except (ValueError, RecursionError):
             pass
     if "x-www-form-urlencoded" in mime.lower():
         pairs = [(n, MASK if p.is_secret_name(n) and v else masker.text(v)) for n, v in parse_qsl(text, True)]
         return masker.text(urlencode(pairs))
     return masker.text(text)
+
+
+def _unchanged(text: str) -> str:
+    return text
 
 
 def _base64_body(text: str, mime: str, masker: Masker) -> str:
