@@ -386,3 +386,10 @@ def test_every_registered_format_has_an_adapter() -> None:
             parse(name, b"{}", options=Options(jwks={"keys": []}))
         except FormatError as exc:
             assert exc.format == name
+
+
+def test_notes_escape_what_the_input_names() -> None:
+    """Rule names echoed on stderr cannot draw on the terminal: control characters are escaped."""
+    batch = parse("gitleaks", json.dumps([{"RuleID": "evil\x1b]52;c;aGk=\x07\r", "Secret": github_token()}]).encode())
+    note = " ".join(batch.notes("gitleaks"))
+    assert "\x1b" not in note and "\r" not in note and "\\x1b]52" in note

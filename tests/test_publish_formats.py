@@ -14,7 +14,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from orchestrator import kafka
+from orchestrator.audit_stream import follow, is_terminal
 from orchestrator.formats import Options, parse
+from orchestrator.publish_cli import publish_exposures
 from tests.conftest import Emulator
 from tests.support import Harness, events_of, fresh_settings, roomy_rate_limits, run_cli
 from tests.test_formats import github_token, sign_set
@@ -59,7 +61,8 @@ async def test_publish_ssf_set_clears_the_session_at_okta(harness: Harness, okta
         "session": {"format": "opaque", "id": sessions[0]}}}})
     (tmp_path / "jwks.json").write_text(json.dumps(jwks))
     (tmp_path / "set.jwt").write_text(token + "\n")
-    expected = parse("ssf", token.encode(), options=Options(jwks=jwks)).exposures[0].id
+    batch = parse("ssf", token.encode(), options=Options(jwks=jwks))
+    expected = batch.exposures[0].id
 
     result = await asyncio.to_thread(run_cli, "publish", "--format", "ssf", "--jwks", str(tmp_path / "jwks.json"),
                                      str(tmp_path / "set.jwt"), env=_cli_env(harness, tmp_path))
@@ -69,6 +72,23 @@ async def test_publish_ssf_set_clears_the_session_at_okta(harness: Harness, okta
     trail = (await harness.collect(expected))[expected]
     assert events_of(trail)[-1] == "run.completed" and trail[-1]["playbook"] == "okta-session"
     assert _sessions_revoked(okta, login) == [True, True]
+
+    # The same finding published again has the same id and content: a duplicate, not a second revocation.
+    settings = harness.settings
+    await publish_exposures(settings.bootstrap_servers, settings.exposures_topic, batch.exposures)
+    assert await _terminal_events(harness, expected, count=2) == ["run.completed", "exposure.duplicate"]
+
+
+async def _terminal_events(harness: Harness, exposure_id: str, count: int) -> list[str]:
+    ended: list[str] = []
+    async with asyncio.timeout(30):
+        async for record in follow(harness.settings.bootstrap_servers, harness.settings.audit_topic,
+                                   exposure_ids=[exposure_id]):
+            if is_terminal(record):
+                ended.append(record["event"])
+                if len(ended) == count:
+                    return ended
+    return ended
 
 
 @pytest.fixture(scope="module")

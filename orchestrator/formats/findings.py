@@ -57,16 +57,23 @@ class Batch:
         lines = []
         if self.unknown_rules:
             total = sum(self.unknown_rules.values())
-            rules = ", ".join(f"{rule} ({n})" for rule, n in sorted(self.unknown_rules.items()))
+            rules = ", ".join(f"{shown(rule)} ({n})" for rule, n in sorted(self.unknown_rules.items()))
             lines.append(f"{format}: {total} finding(s) whose rule or kind is not one this project acts on, "
                          f"published with the best kind the adapter could give (unrouted ones end "
                          f"exposure.unmatched): {rules}")
         for reason, n in sorted(self.ignored.items()):
-            lines.append(f"{format}: ignored {n} finding(s): {reason}")
+            lines.append(f"{format}: ignored {n} finding(s): {shown(reason, 200)}")
         for state, n in sorted(self.validity.items()):
-            lines.append(f"{format}: {n} finding(s) reported {state} by the detector: published unverified "
+            lines.append(f"{format}: {n} finding(s) reported {shown(state)} by the detector: published unverified "
                          f"so the record exists")
         return lines
+
+
+def shown(text: str, limit: int = 80) -> str:
+    """Input text fit for a terminal line: control and non-printable characters escaped, length bounded."""
+    clipped = text[:limit] + ("…" if len(text) > limit else "")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for c in clipped)
 
 
 #: The kinds the shipped playbooks act on; every adapter's table covers each one it can see.
