@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from orchestrator.errors import FormatError, InvalidExposure
-from orchestrator.events import Exposure, decode
+from orchestrator.events import Exposure, claimed_id, decode
 from orchestrator.formats import FORMATS, Batch, Options, parse
 
 _UPPER = string.ascii_uppercase + "234567"
@@ -142,6 +142,7 @@ def test_consumer_decodes_cloudevents_structured_and_binary() -> None:
         decode(json.dumps(inner).encode(), max_bytes=65536, headers=binary_headers[:1])
     with pytest.raises(InvalidExposure, match="not JSON"):
         decode(json.dumps(inner).encode(), max_bytes=65536, headers=[*binary_headers[:4], ("content-type", b"text/x")])
+    assert claimed_id(structured) == inner["id"]  # a rejected structured event is filed under its exposure's id
 
 
 # --- scanners -----------------------------------------------------------------------------------------------
@@ -393,3 +394,11 @@ def test_notes_escape_what_the_input_names() -> None:
     batch = parse("gitleaks", json.dumps([{"RuleID": "evil\x1b]52;c;aGk=\x07\r", "Secret": github_token()}]).encode())
     note = " ".join(batch.notes("gitleaks"))
     assert "\x1b" not in note and "\r" not in note and "\\x1b]52" in note
+
+
+def test_origin_locates_findings_that_say_nowhere() -> None:
+    """A finding without a location gets the input's name; one with a location keeps its own."""
+    report = [{"RuleID": "github-pat", "Secret": github_token()},
+              {"RuleID": "github-pat", "Secret": github_token(), "File": "x.py"}]
+    batch = parse("gitleaks", json.dumps(report).encode(), options=Options(origin="leaks.json"))
+    assert [e.source.location for e in batch.exposures] == ["leaks.json", "x.py"]
