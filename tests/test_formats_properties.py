@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.errors import FormatError
-from orchestrator.events import Exposure
+from orchestrator.errors import FormatError, InvalidExposure
+from orchestrator.events import Exposure, decode
 from orchestrator.formats import FORMATS, Options, parse
 
 #: Every field name some adapter reads, so generated documents reach past the first shape check.
@@ -72,3 +72,20 @@ def test_any_json_built_from_the_formats_field_names(name: str, document: Any) -
     _parses_or_refuses(name, _encode(document))
     if isinstance(document, list):
         _parses_or_refuses(name, b"\n".join(_encode(d) for d in document))
+
+
+header_names = st.sampled_from(["ce_specversion", "ce_id", "ce_source", "ce_type", "content-type", "ce_time",
+                                "Content-Type", "other"])
+header_values = st.none() | st.binary(max_size=40) | st.sampled_from(
+    [b"1.0", b"application/json", b"application/cloudevents+json", b"text/plain", b"\xff"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(headers=st.lists(st.tuples(header_names, header_values), max_size=6),
+       value=st.one_of(st.binary(max_size=512), documents.map(_encode)))
+def test_consumer_decode_with_any_cloudevents_headers(headers: list[tuple[str, bytes | None]], value: bytes) -> None:
+    """Whatever CloudEvents headers and value a record has, decode returns an exposure or `InvalidExposure`."""
+    try:
+        assert isinstance(decode(value, max_bytes=65536, headers=headers), Exposure)
+    except InvalidExposure as exc:
+        assert str(exc)

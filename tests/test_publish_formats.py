@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import http.server
 import json
 import secrets
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from orchestrator import kafka
 from orchestrator.audit_stream import follow, is_terminal
+from orchestrator.errors import ConfigurationError
 from orchestrator.formats import Options, parse
-from orchestrator.publish_cli import publish_exposures
+from orchestrator.publish_cli import load_jwks, publish_exposures
 from tests.conftest import Emulator
 from tests.support import Harness, events_of, fresh_settings, roomy_rate_limits, run_cli
 from tests.test_formats import github_token, sign_set
@@ -170,3 +174,23 @@ async def test_cloudevents_structured_and_binary_through_the_consumer(harness: H
     assert "lacks required attribute" in trails[bad["id"]][0]["reason"]
     assert _sessions_revoked(okta, structured_login) == [True, True]
     assert _sessions_revoked(okta, binary_login) == [True, True]
+
+
+def test_jwks_is_read_from_a_file_or_a_url(tmp_path: Path) -> None:
+    """--jwks takes a file or an http(s) URL; something that is not a key set is one clear error."""
+    jwks = {"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1", "x": "AA", "y": "AA"}]}
+    (tmp_path / "jwks.json").write_text(json.dumps(jwks))
+    (tmp_path / "not.json").write_text("[1, 2]")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert load_jwks(str(tmp_path / "jwks.json")) == jwks == load_jwks(f"{url}/jwks.json")
+        with pytest.raises(ConfigurationError, match="not a JSON Web Key Set"):
+            load_jwks(f"{url}/not.json")
+        with pytest.raises(ConfigurationError, match="cannot fetch it"):
+            load_jwks(f"{url}/missing.json")
+    finally:
+        server.shutdown()
+        server.server_close()
