@@ -160,8 +160,9 @@ def test_trufflehog_findings_map_to_kinds_owners_and_ids() -> None:
         {"DetectorName": "Github", "Raw": gh, "Verified": False, "VerificationError": "timeout",
          "ExtraData": {"username": "octocat"}},
         {"DetectorType": 13, "Raw": sl, "Verified": False},
-        {"DetectorName": "Okta", "Raw": ok, "RawV2": ok, "Verified": True},
-        {"DetectorName": "GCP", "Raw": json.dumps(gcp), "Verified": True},
+        {"DetectorName": "Okta", "Raw": ok, "RawV2": f"acme.okta.com:{ok}", "Verified": True},
+        {"DetectorName": "GCP", "Raw": gcp["client_email"], "RawV2": json.dumps(gcp), "Verified": True,
+         "ExtraData": {"project": "canary-project", "private_key_id": gcp["private_key_id"]}},
     )
     batch = parse("trufflehog", data)
     assert _summary(batch) == [
