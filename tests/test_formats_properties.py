@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from orchestrator.errors import FormatError, InvalidExposure
 from orchestrator.events import Exposure, decode
 from orchestrator.formats import FORMATS, Options, parse
+from tests.test_formats import aws_key_id, github_token, slack_token
 
 #: Every field name some adapter reads, so generated documents reach past the first shape check.
 FIELDS = ["id", "credential", "kind", "secret", "owner", "specversion", "source", "type", "data", "data_base64",
@@ -24,7 +25,7 @@ FIELDS = ["id", "credential", "kind", "secret", "owner", "specversion", "source"
           "filepath", "sha", "secret_revoked", "detail", "eventTypeCode", "resources", "affectedEntities",
           "entityValue", "account", "time", "findings", "Findings", "resource", "accessKeyDetails", "accessKeyId",
           "userName", "service", "additionalInfo", "sample", "value", "severity", "level", "msg", "created_at"]
-PLAUSIBLE = ["AKIAABCDEFGHIJKLMNOP", "ASIAABCDEFGHIJKLMNOP", "ghp_" + "a" * 36, "xoxb-1-2-abc", "aws_iam",
+PLAUSIBLE = [aws_key_id(), aws_key_id("ASIA"), github_token(), slack_token(), "aws_iam",
              "github-pat", "AWS", "Github", "1.0", "valid", "revoked", "incident_triggered", "2026-12-01T00:00:00Z",
              "AWS_RISK_CREDENTIALS_EXPOSED", "UnauthorizedAccess:IAMUser/InstanceCredentialExfiltration.OutsideAWS",
              "application/json", "x", "", "\x00", "\ud800"]
