@@ -403,3 +403,10 @@ def test_origin_locates_findings_that_say_nowhere() -> None:
               {"RuleID": "github-pat", "Secret": github_token(), "File": "x.py"}]
     batch = parse("gitleaks", json.dumps(report).encode(), options=Options(origin="leaks.json"))
     assert [e.source.location for e in batch.exposures] == ["leaks.json", "x.py"]
+
+
+def test_the_same_finding_twice_in_one_input_is_published_once() -> None:
+    """A finding repeated in one report yields one exposure, and the repeat is counted, not silent."""
+    finding = {"RuleID": "github-pat", "Secret": github_token(), "File": "a.py", "StartLine": 1}
+    batch = parse("gitleaks", json.dumps([finding, finding]).encode())
+    assert len(batch.exposures) == 1 and sum(batch.ignored.values()) == 1

@@ -133,6 +133,7 @@ class Collector:
         self._unknown: Counter[str] = Counter()
         self._ignored: Counter[str] = Counter()
         self._validity: Counter[str] = Counter()
+        self._ids: set[str] = set()
 
     def kind_for(self, rule: str, *hints: str | None) -> str:
         """The kind the table gives `rule`; else what a hint's prefix gives (counted unknown); else `unknown_kind`."""
@@ -170,9 +171,14 @@ class Collector:
         elif validity is not None:
             document["severity"] = Severity.LOW
         try:
-            self._exposures.append(Exposure.model_validate(_without_none(document)))
+            exposure = Exposure.model_validate(_without_none(document))
         except ValidationError as exc:
             raise FormatError(self.format, where, describe_validation_error(exc)) from None
+        if exposure.id in self._ids:  # the same finding twice in one input (a scanner reporting it per commit)
+            self.ignore("the same finding again in this input (same id)")
+            return
+        self._ids.add(exposure.id)
+        self._exposures.append(exposure)
 
     def add_event(self, where: str, document: Any) -> Exposure:
         """Take an exposure event as it is (the `exposure` and `cloudevents` formats); unknown kinds counted."""
