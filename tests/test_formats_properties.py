@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -90,3 +92,29 @@ def test_consumer_decode_with_any_cloudevents_headers(headers: list[tuple[str, b
         assert isinstance(decode(value, max_bytes=65536, headers=headers), Exposure)
     except InvalidExposure as exc:
         assert str(exc)
+
+
+_KEY = ec.generate_private_key(ec.SECP256R1())
+_JWKS = {"keys": [{**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(_KEY.public_key())), "kid": "k1"}]}
+_SE = "https://schemas.openid.net/secevent/"
+event_types = st.sampled_from([_SE + "caep/event-type/session-revoked", _SE + "risc/event-type/credential-compromise",
+                               _SE + "ssf/event-type/verification"]) | st.text(max_size=20)
+subject_keys = st.sampled_from(["format", "email", "sub", "iss", "id", "uri", "user", "session", "identifiers",
+                                "subject", "sub_id", "event_timestamp", "reason_admin"])
+subjects = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
+                        | st.dictionaries(subject_keys, inner, max_size=5), max_leaves=15)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=st.dictionaries(event_types, subjects, max_size=3) | subjects, extra=st.dictionaries(subject_keys,
+                                                                                                  subjects, max_size=3))
+def test_ssf_tokens_that_verify_but_say_anything(events: Any, extra: dict[str, Any]) -> None:
+    """A correctly signed SET whose events and subjects hold anything still yields exposures or `FormatError`."""
+    claims = {**extra, "iss": "https://idp", "iat": 1764576000, "jti": "j", "events": events}
+    token = jwt.encode(claims, _KEY, algorithm="ES256", headers={"kid": "k1", "typ": "secevent+jwt"})
+    try:
+        batch = parse("ssf", token.encode(), options=Options(jwks=_JWKS))
+    except FormatError as exc:
+        assert exc.format == "ssf"
+        return
+    assert all(isinstance(e, Exposure) for e in batch.exposures)
