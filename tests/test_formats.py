@@ -410,3 +410,13 @@ def test_the_same_finding_twice_in_one_input_is_published_once() -> None:
     finding = {"RuleID": "github-pat", "Secret": github_token(), "File": "a.py", "StartLine": 1}
     batch = parse("gitleaks", json.dumps([finding, finding]).encode())
     assert len(batch.exposures) == 1 and sum(batch.ignored.values()) == 1
+
+
+def test_github_alert_location_delivery_uses_its_location() -> None:
+    """A secret_scanning_alert_location delivery locates the exposure where that delivery says."""
+    token = github_token()
+    payload = {"action": "created", "repository": {"full_name": "acme/app"},
+               "alert": {"number": 8, "secret_type": "github_personal_access_token", "secret": token},
+               "location": {"type": "commit", "details": {"path": "b.txt", "start_line": 9, "commit_sha": "beef"}}}
+    batch = parse("github-secret-scanning", json.dumps(payload).encode())
+    assert batch.exposures[0].source.location == "acme/app b.txt:9 @ beef"
