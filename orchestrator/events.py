@@ -120,6 +120,8 @@ def claimed_id(raw: bytes | None) -> str | None:
         document = orjson.loads(raw or b"")
     except orjson.JSONDecodeError:
         return None
+    if isinstance(document, dict) and "specversion" in document and isinstance(document.get("data"), dict):
+        document = document["data"]  # a structured CloudEvent: the exposure's id, not the envelope's
     claimed = document.get("id") if isinstance(document, dict) else None
     return claimed if isinstance(claimed, str) else None
 

@@ -68,7 +68,7 @@ def publish(
         raise UsageProblem("--format ssf verifies each token: give --jwks FILE|URL")
     dry_run = dry_run or redact
     data = _read_input(source)
-    options = Options(jwks=_load_jwks(jwks) if jwks else None, issuer=issuer, audience=audience,
+    options = Options(jwks=load_jwks(jwks) if jwks else None, issuer=issuer, audience=audience,
                       origin=None if source == "-" else Path(source).name)
     # The deployment's fingerprint key, so ids (and --redact fingerprints) are the same on every run. Read
     # before the broker settings so that bad input is reported first, whatever the environment.
@@ -113,6 +113,8 @@ def _printable(exposure: Exposure, *, redact: bool) -> str:
 
 def _read_input(source: str) -> bytes:
     if source == "-":
+        if sys.stdin.isatty():
+            print("orchestrator: reading the input from stdin (end it with Ctrl-D)", file=sys.stderr)
         data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
     else:
         path = Path(source)
@@ -128,7 +130,7 @@ def _read_input(source: str) -> bytes:
     return data
 
 
-def _load_jwks(where: str) -> dict[str, Any]:
+def load_jwks(where: str) -> dict[str, Any]:
     """The JWKS at a path or an http(s) URL, as JSON; one-line errors."""
     if where.startswith(("https://", "http://")):
         try:

@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from orchestrator.errors import FormatError, InvalidExposure
-from orchestrator.events import Exposure, decode
+from orchestrator.events import Exposure, claimed_id, decode
 from orchestrator.formats import FORMATS, Batch, Options, parse
 
 _UPPER = string.ascii_uppercase + "234567"
@@ -142,6 +142,7 @@ def test_consumer_decodes_cloudevents_structured_and_binary() -> None:
         decode(json.dumps(inner).encode(), max_bytes=65536, headers=binary_headers[:1])
     with pytest.raises(InvalidExposure, match="not JSON"):
         decode(json.dumps(inner).encode(), max_bytes=65536, headers=[*binary_headers[:4], ("content-type", b"text/x")])
+    assert claimed_id(structured) == inner["id"]  # a rejected structured event is filed under its exposure's id
 
 
 # --- scanners -----------------------------------------------------------------------------------------------
@@ -159,8 +160,9 @@ def test_trufflehog_findings_map_to_kinds_owners_and_ids() -> None:
         {"DetectorName": "Github", "Raw": gh, "Verified": False, "VerificationError": "timeout",
          "ExtraData": {"username": "octocat"}},
         {"DetectorType": 13, "Raw": sl, "Verified": False},
-        {"DetectorName": "Okta", "Raw": ok, "RawV2": ok, "Verified": True},
-        {"DetectorName": "GCP", "Raw": json.dumps(gcp), "Verified": True},
+        {"DetectorName": "Okta", "Raw": ok, "RawV2": f"acme.okta.com:{ok}", "Verified": True},
+        {"DetectorName": "GCP", "Raw": gcp["client_email"], "RawV2": json.dumps(gcp), "Verified": True,
+         "ExtraData": {"project": "canary-project", "private_key_id": gcp["private_key_id"]}},
     )
     batch = parse("trufflehog", data)
     assert _summary(batch) == [
@@ -386,3 +388,35 @@ def test_every_registered_format_has_an_adapter() -> None:
             parse(name, b"{}", options=Options(jwks={"keys": []}))
         except FormatError as exc:
             assert exc.format == name
+
+
+def test_notes_escape_what_the_input_names() -> None:
+    """Rule names echoed on stderr cannot draw on the terminal: control characters are escaped."""
+    batch = parse("gitleaks", json.dumps([{"RuleID": "evil\x1b]52;c;aGk=\x07\r", "Secret": github_token()}]).encode())
+    note = " ".join(batch.notes("gitleaks"))
+    assert "\x1b" not in note and "\r" not in note and "\\x1b]52" in note
+
+
+def test_origin_locates_findings_that_say_nowhere() -> None:
+    """A finding without a location gets the input's name; one with a location keeps its own."""
+    report = [{"RuleID": "github-pat", "Secret": github_token()},
+              {"RuleID": "github-pat", "Secret": github_token(), "File": "x.py"}]
+    batch = parse("gitleaks", json.dumps(report).encode(), options=Options(origin="leaks.json"))
+    assert [e.source.location for e in batch.exposures] == ["leaks.json", "x.py"]
+
+
+def test_the_same_finding_twice_in_one_input_is_published_once() -> None:
+    """A finding repeated in one report yields one exposure, and the repeat is counted, not silent."""
+    finding = {"RuleID": "github-pat", "Secret": github_token(), "File": "a.py", "StartLine": 1}
+    batch = parse("gitleaks", json.dumps([finding, finding]).encode())
+    assert len(batch.exposures) == 1 and sum(batch.ignored.values()) == 1
+
+
+def test_github_alert_location_delivery_uses_its_location() -> None:
+    """A secret_scanning_alert_location delivery locates the exposure where that delivery says."""
+    token = github_token()
+    payload = {"action": "created", "repository": {"full_name": "acme/app"},
+               "alert": {"number": 8, "secret_type": "github_personal_access_token", "secret": token},
+               "location": {"type": "commit", "details": {"path": "b.txt", "start_line": 9, "commit_sha": "beef"}}}
+    batch = parse("github-secret-scanning", json.dumps(payload).encode())
+    assert batch.exposures[0].source.location == "acme/app b.txt:9 @ beef"

@@ -9,6 +9,7 @@ only `orchestrator.errors.FormatError` (naming the line or item, never a value) 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Callable
 from typing import Protocol
@@ -51,5 +52,16 @@ def adapter(format: str) -> Adapter:
 
 
 def parse(format: str, data: bytes, *, options: Options | None = None) -> Batch:
-    """Every exposure in `data` written in `format`; all or nothing (`FormatError` on the first bad item)."""
-    return adapter(format)(data, options=options or Options())
+    """Every exposure in `data` written in `format`; all or nothing (`FormatError` on the first bad item).
+
+    An exposure whose finding says nowhere where it was found gets `options.origin` (the input's name) as
+    its location.
+    """
+    options = options or Options()
+    batch = adapter(format)(data, options=options)
+    if options.origin is None or all(e.source.location for e in batch.exposures):
+        return batch
+    located = tuple(e if e.source.location else
+                    e.model_copy(update={"source": e.source.model_copy(update={"location": options.origin})})
+                    for e in batch.exposures)
+    return dataclasses.replace(batch, exposures=located)

@@ -57,16 +57,23 @@ class Batch:
         lines = []
         if self.unknown_rules:
             total = sum(self.unknown_rules.values())
-            rules = ", ".join(f"{rule} ({n})" for rule, n in sorted(self.unknown_rules.items()))
+            rules = ", ".join(f"{shown(rule)} ({n})" for rule, n in sorted(self.unknown_rules.items()))
             lines.append(f"{format}: {total} finding(s) whose rule or kind is not one this project acts on, "
                          f"published with the best kind the adapter could give (unrouted ones end "
                          f"exposure.unmatched): {rules}")
         for reason, n in sorted(self.ignored.items()):
-            lines.append(f"{format}: ignored {n} finding(s): {reason}")
+            lines.append(f"{format}: ignored {n} finding(s): {shown(reason, 200)}")
         for state, n in sorted(self.validity.items()):
-            lines.append(f"{format}: {n} finding(s) reported {state} by the detector: published unverified "
+            lines.append(f"{format}: {n} finding(s) reported {shown(state)} by the detector: published unverified "
                          f"so the record exists")
         return lines
+
+
+def shown(text: str, limit: int = 80) -> str:
+    """Input text fit for a terminal line: control and non-printable characters escaped, length bounded."""
+    clipped = text[:limit] + ("…" if len(text) > limit else "")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for c in clipped)
 
 
 #: The kinds the shipped playbooks act on; every adapter's table covers each one it can see.
@@ -126,6 +133,7 @@ class Collector:
         self._unknown: Counter[str] = Counter()
         self._ignored: Counter[str] = Counter()
         self._validity: Counter[str] = Counter()
+        self._ids: set[str] = set()
 
     def kind_for(self, rule: str, *hints: str | None) -> str:
         """The kind the table gives `rule`; else what a hint's prefix gives (counted unknown); else `unknown_kind`."""
@@ -163,9 +171,14 @@ class Collector:
         elif validity is not None:
             document["severity"] = Severity.LOW
         try:
-            self._exposures.append(Exposure.model_validate(_without_none(document)))
+            exposure = Exposure.model_validate(_without_none(document))
         except ValidationError as exc:
             raise FormatError(self.format, where, describe_validation_error(exc)) from None
+        if exposure.id in self._ids:  # the same finding twice in one input (a scanner reporting it per commit)
+            self.ignore("the same finding again in this input (same id)")
+            return
+        self._ids.add(exposure.id)
+        self._exposures.append(exposure)
 
     def add_event(self, where: str, document: Any) -> Exposure:
         """Take an exposure event as it is (the `exposure` and `cloudevents` formats); unknown kinds counted."""

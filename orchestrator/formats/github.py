@@ -49,7 +49,10 @@ def parse(data: bytes, *, options: Options) -> Batch:
             else:
                 _alert(collector, where, item, None)
     elif isinstance(document, dict) and isinstance(document.get("alert"), dict):
-        _alert(collector, "alert", document["alert"], document.get("repository"))
+        alert = document["alert"]
+        if isinstance(document.get("location"), dict):  # a secret_scanning_alert_location delivery
+            alert = {**alert, "location": document["location"]}
+        _alert(collector, "alert", alert, document.get("repository"))
     elif isinstance(document, dict) and "secret_type" in document:
         _alert(collector, "alert", document, document.get("repository"))
     else:
@@ -96,7 +99,7 @@ def _add(collector: Collector, where: str, rule: str, kind: str, secret: str | N
 
 def _first_location(where: str, alert: Mapping[str, Any]) -> str | None:
     """`path:line @ commit` of the alert's first location (`first_location_detected`, or a location webhook's)."""
-    location = alert.get("first_location_detected") or alert.get("location")
+    location = alert.get("location") or alert.get("first_location_detected")
     if isinstance(location, dict) and isinstance(location.get("details"), dict):
         location = location["details"]
     if not isinstance(location, dict):

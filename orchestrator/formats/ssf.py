@@ -18,7 +18,7 @@ import jwt
 
 from orchestrator.errors import FormatError
 from orchestrator.formats import documents
-from orchestrator.formats.findings import Batch, Collector, Options
+from orchestrator.formats.findings import Batch, Collector, Options, shown
 
 FORMAT = "ssf"
 
@@ -104,7 +104,7 @@ def _events(collector: Collector, where: str, claims: Mapping[str, Any]) -> None
         if uri == VERIFICATION:
             collector.ignore("SSF stream verification event (nothing exposed)")
             continue
-        event = documents.obj(FORMAT, where, event, f"event {uri[:100]} to be a JSON object")
+        event = documents.obj(FORMAT, where, event, f"event {shown(uri)} to be a JSON object")
         subject = claims.get("sub_id", event.get("subject"))
         owner, session = _subject(where, subject)
         kind = RULES.get(uri) or collector.kind_for(uri.rstrip("/").rsplit("/", 1)[-1])

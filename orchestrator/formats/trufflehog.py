@@ -64,7 +64,8 @@ def _add(collector: Collector, where: str, finding: Mapping[str, Any]) -> None:
     extra = finding.get("ExtraData")
     extra = extra if isinstance(extra, dict) else {}
     kind = collector.kind_for(rule, raw, raw_v2)
-    secret = documents.text(FORMAT, where, parts, "secret", "token", "key") or raw_v2 or raw
+    # Raw is the secret for most detectors; RawV2 often joins it with context (Okta: `domain:token`).
+    secret = documents.text(FORMAT, where, parts, "secret", "token", "key") or raw or raw_v2
     key_id = owner = None
     if kind in ("aws.access_key", "aws.session"):
         key_id = documents.text(FORMAT, where, parts, "id", "key_id", "access_key_id") or raw
