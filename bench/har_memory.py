@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.har_canaries import entry, every_placement, okta_session_id  # noqa: E402
+from tests.har_canaries import entry, every_placement, okta_session_id
 
 
 def write_har(path: Path, megabytes: int) -> int:
