@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from orchestrator import loop
-from orchestrator.cli import app
+from orchestrator.cli import UsageProblem, app
 from orchestrator.har import exposures, scan
 from orchestrator.har.detect import preview
 from orchestrator.publish_cli import publish_exposures
@@ -36,6 +36,8 @@ def scan_har(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per finding on stdout.")] = False,
 ) -> None:
     """Find credentials in a HAR file: Okta session cookies, Authorization headers, tokens, API keys."""
+    if not file.is_file():
+        raise UsageProblem(f"no such file: {file} (give the path of a .har file)")
     ingest = IngestSettings.from_env()
     settings = Settings.from_env() if publish else None  # before reading: a missing broker is a fast error
     result = scan.scan_file(file, max_bytes=ingest.har_max_bytes)

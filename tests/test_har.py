@@ -251,3 +251,13 @@ def test_malformed_har_publishes_nothing_and_says_one_line(bootstrap: str, tmp_p
     assert exited.value.code == 1 and out == ""
     assert err.count("\n") == 1 and "is not valid JSON" in err and "Traceback" not in err
     assert asyncio.run(read_all(bootstrap, topic, idle_timeout_s=0.5)) == []
+
+
+def test_a_mistyped_path_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A path that is not a file: exit 2 and one line saying what to give."""
+    monkeypatch.setattr(sys, "argv", ["orchestrator", "scan-har", str(tmp_path / "nope.har")])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.count("\n") == 1 and "no such file" in err
