@@ -50,14 +50,18 @@ class _Ingest:
     async def publish(self, format: str, body: bytes, replay_key: str,
                       options: formats.Options | None = None) -> JSONResponse:
         """Normalise and publish a verified delivery once; the replay claim is dropped if that fails."""
+        try:
+            batch = formats.parse(format, body, options=options)
+        except FormatError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=400)
+        return await self.publish_batch(batch, replay_key)
+
+    async def publish_batch(self, batch: formats.Batch, replay_key: str) -> JSONResponse:
+        """Publish a verified, normalised delivery unless it is a replay (401)."""
         if not self.replays.claim(replay_key):
             return _unauthorized("replayed delivery: already received")
         try:
-            batch = formats.parse(format, body, options=options)
             await self._send(batch.exposures)
-        except FormatError as exc:
-            self.replays.release(replay_key)
-            return JSONResponse({"detail": str(exc)}, status_code=400)
         except KafkaError as exc:
             self.replays.release(replay_key)
             return JSONResponse({"detail": f"cannot publish now ({type(exc).__name__}): retry"}, status_code=503)
@@ -160,11 +164,11 @@ async def _ssf(ingest: _Ingest, config: IngestSettings, request: Request, body: 
         return _set_error("invalid_key", "the SET's kid names no key of the transmitter's JWKS")
     options = formats.Options(jwks=jwks, issuer=config.ssf_issuer, audience=config.ssf_audience)
     try:
-        formats.parse("ssf", body, options=options)  # verifies; the claims below are read only once it has
+        batch = formats.parse("ssf", body, options=options)  # verifies; the claims below are read only once it has
     except FormatError as exc:
         return _set_error(_set_error_code(exc.reason), exc.reason)
     claims = jwt.decode(body, options={"verify_signature": False})
-    response = await ingest.publish("ssf", body, f"ssf:{claims.get('iss')}:{claims.get('jti')}", options)
+    response = await ingest.publish_batch(batch, f"ssf:{claims.get('iss')}:{claims.get('jti')}")
     if response.status_code == 202:
         return Response(status_code=202)
     if response.status_code == 401:

@@ -20,7 +20,7 @@ from orchestrator.har import exposures, scan
 from orchestrator.har.detect import scan_entry
 from orchestrator.har.reader import HarError
 from orchestrator.redaction import secret_forms
-from tests.har_canaries import Planted, entry, every_placement, github_token, har, okta_session_id
+from tests.har_canaries import Planted, aws_key_id, entry, every_placement, github_token, har, okta_session_id
 from tests.support import read_all
 
 # The command runs in-process: a subprocess would add seconds of imports to each test.
@@ -261,3 +261,12 @@ def test_a_mistyped_path_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.Mo
         main()
     err = capsys.readouterr().err
     assert exited.value.code == 2 and err.count("\n") == 1 and "no such file" in err
+
+
+def test_aws_sigv4_authorization_yields_its_access_key_id() -> None:
+    """An AWS SigV4 Authorization header gives up the access key id inside it, not the whole header."""
+    key_id = aws_key_id()
+    header = (f"AWS4-HMAC-SHA256 Credential={key_id}/20231020/us-east-1/s3/aws4_request, "
+              f"SignedHeaders=host;x-amz-date, Signature={uuid.uuid4().hex}{uuid.uuid4().hex}")
+    findings = scan_entry(0, entry("https://s3.amazonaws.com/bucket", headers={"Authorization": header}))
+    assert [(f.kind, f.handle, f.value) for f in findings] == [("aws.access_key", key_id, key_id)]

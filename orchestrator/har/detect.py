@@ -154,7 +154,10 @@ class _Collector:
     def authorization(self, value: str, label: str) -> None:
         match = p.AUTH_SCHEME.match(value)
         if match is None:
-            self.add(label, p.token_kind(value.strip()) or "http.authorization", "authorization", value.strip())
+            if " " in value.strip():  # another scheme (AWS SigV4, Digest): only the tokens inside it, if any
+                self.tokens(value, label)
+            else:
+                self.add(label, p.token_kind(value.strip()) or "http.authorization", "authorization", value.strip())
             return
         scheme, credential = match.group("scheme").lower(), match.group("value")
         if scheme == "ssws":
