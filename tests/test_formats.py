@@ -420,3 +420,11 @@ def test_github_alert_location_delivery_uses_its_location() -> None:
                "location": {"type": "commit", "details": {"path": "b.txt", "start_line": 9, "commit_sha": "beef"}}}
     batch = parse("github-secret-scanning", json.dumps(payload).encode())
     assert batch.exposures[0].source.location == "acme/app b.txt:9 @ beef"
+
+
+def test_an_unreadable_detector_timestamp_is_left_out_not_fatal() -> None:
+    """A finding whose date is not a timestamp is still published, without `detected_at`."""
+    incident = {"detector": {"name": "github_access_token"}, "date": "last tuesday",
+                "occurrences": [{"matches": [{"name": "apikey", "match": github_token()}]}]}
+    batch = parse("gitguardian", json.dumps({"action": "incident_triggered", "incident": incident}).encode())
+    assert len(batch.exposures) == 1 and batch.exposures[0].detected_at is None
