@@ -428,3 +428,14 @@ def test_an_unreadable_detector_timestamp_is_left_out_not_fatal() -> None:
                 "occurrences": [{"matches": [{"name": "apikey", "match": github_token()}]}]}
     batch = parse("gitguardian", json.dumps({"action": "incident_triggered", "incident": incident}).encode())
     assert len(batch.exposures) == 1 and batch.exposures[0].detected_at is None
+
+
+def test_gitguardian_new_occurrence_delivery() -> None:
+    """A new-occurrence delivery's own `occurrence` gives the values and the location."""
+    token = slack_token()
+    delivery = {"action": "new_occurrence", "incident": {"detector": {"name": "slackbot_token"}},
+                "occurrence": {"filepath": "bot.py", "source": {"fullname": "acme/bot"},
+                               "matches": [{"name": "apikey", "match": token}]}}
+    batch = parse("gitguardian", json.dumps(delivery).encode())
+    assert _summary(batch) == [("slack.token", None, None, token)]
+    assert batch.exposures[0].source.location == "acme/bot bot.py"
