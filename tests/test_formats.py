@@ -449,7 +449,8 @@ def test_gitguardian_new_occurrence_delivery() -> None:
 def test_rule_tables_name_only_kinds_the_shipped_playbooks_act_on() -> None:
     """Every adapter's table maps to kinds a shipped playbook matches, and KNOWN_KINDS is exactly those kinds."""
     playbook_kinds = {kind for p in load_playbooks(DEFAULT_PLAYBOOKS_DIR, catalog()) for kind in p.match.kinds}
-    assert playbook_kinds == KNOWN_KINDS
+    assert playbook_kinds == KNOWN_KINDS, "keep orchestrator.formats.findings.KNOWN_KINDS and the adapters' " \
+                                          "tables in step with the playbooks' kinds"
     covered: set[str] = set()
     for module in set(FORMATS.values()):
         table: dict[str, str] = getattr(importlib.import_module(f"orchestrator.formats.{module}"), "RULES", {})
