@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,6 +26,7 @@ from orchestrator.cli import UsageProblem, app
 from orchestrator.errors import ConfigurationError
 from orchestrator.events import Exposure, fingerprint
 from orchestrator.formats import FORMATS, Options, parse
+from orchestrator.formats.findings import shown
 from orchestrator.settings import Settings
 
 #: Inputs above this are refused before parsing: a detector report this large is a mistake, not a scan.
@@ -80,12 +82,18 @@ def publish(
         for exposure in batch.exposures:
             sys.stdout.write(_printable(exposure, redact=redact) + "\n")
         sys.stdout.flush()
-        print(f"orchestrator: dry run: {len(batch.exposures)} exposure(s), nothing published", file=sys.stderr)
+        print(f"orchestrator: dry run: {len(batch.exposures)} exposure(s){_by_kind(batch.exposures)}; nothing "
+              f"published", file=sys.stderr)
         return
     settings = _settings(dry_run=False)
     loop.run(publish_exposures(settings.bootstrap_servers, settings.exposures_topic, batch.exposures))
-    print(f"orchestrator: published {len(batch.exposures)} exposure(s) to {settings.exposures_topic}",
-          file=sys.stderr)
+    print(f"orchestrator: published {len(batch.exposures)} exposure(s) to {settings.exposures_topic}"
+          f"{_by_kind(batch.exposures)}", file=sys.stderr)
+
+
+def _by_kind(exposures: Sequence[Exposure]) -> str:
+    counts = Counter(e.credential.kind for e in exposures)
+    return (": " + ", ".join(f"{n} {shown(kind)}" for kind, n in sorted(counts.items()))) if counts else ""
 
 
 async def publish_exposures(bootstrap: str, topic: str, exposures: Sequence[Exposure]) -> None:

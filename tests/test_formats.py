@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib
 import json
 import secrets
 import string
@@ -15,6 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from orchestrator.errors import FormatError, InvalidExposure
 from orchestrator.events import Exposure, claimed_id, decode
 from orchestrator.formats import FORMATS, Batch, Options, parse
+from orchestrator.formats.findings import KNOWN_KINDS
+from orchestrator.playbooks import load_playbooks
+from orchestrator.providers import catalog
+from orchestrator.settings import DEFAULT_PLAYBOOKS_DIR
 
 _UPPER = string.ascii_uppercase + "234567"
 _ALNUM = string.ascii_letters + string.digits
@@ -420,3 +425,35 @@ def test_github_alert_location_delivery_uses_its_location() -> None:
                "location": {"type": "commit", "details": {"path": "b.txt", "start_line": 9, "commit_sha": "beef"}}}
     batch = parse("github-secret-scanning", json.dumps(payload).encode())
     assert batch.exposures[0].source.location == "acme/app b.txt:9 @ beef"
+
+
+def test_an_unreadable_detector_timestamp_is_left_out_not_fatal() -> None:
+    """A finding whose date is not a timestamp is still published, without `detected_at`."""
+    incident = {"detector": {"name": "github_access_token"}, "date": "last tuesday",
+                "occurrences": [{"matches": [{"name": "apikey", "match": github_token()}]}]}
+    batch = parse("gitguardian", json.dumps({"action": "incident_triggered", "incident": incident}).encode())
+    assert len(batch.exposures) == 1 and batch.exposures[0].detected_at is None
+
+
+def test_gitguardian_new_occurrence_delivery() -> None:
+    """A new-occurrence delivery's own `occurrence` gives the values and the location."""
+    token = slack_token()
+    delivery = {"action": "new_occurrence", "incident": {"detector": {"name": "slackbot_token"}},
+                "occurrence": {"filepath": "bot.py", "source": {"fullname": "acme/bot"},
+                               "matches": [{"name": "apikey", "match": token}]}}
+    batch = parse("gitguardian", json.dumps(delivery).encode())
+    assert _summary(batch) == [("slack.token", None, None, token)]
+    assert batch.exposures[0].source.location == "acme/bot bot.py"
+
+
+def test_rule_tables_name_only_kinds_the_shipped_playbooks_act_on() -> None:
+    """Every adapter's table maps to kinds a shipped playbook matches, and KNOWN_KINDS is exactly those kinds."""
+    playbook_kinds = {kind for p in load_playbooks(DEFAULT_PLAYBOOKS_DIR, catalog()) for kind in p.match.kinds}
+    assert playbook_kinds == KNOWN_KINDS, "keep orchestrator.formats.findings.KNOWN_KINDS and the adapters' " \
+                                          "tables in step with the playbooks' kinds"
+    covered: set[str] = set()
+    for module in set(FORMATS.values()):
+        table: dict[str, str] = getattr(importlib.import_module(f"orchestrator.formats.{module}"), "RULES", {})
+        assert set(table.values()) <= KNOWN_KINDS, module
+        covered |= set(table.values())
+    assert covered == KNOWN_KINDS

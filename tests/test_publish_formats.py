@@ -98,20 +98,26 @@ async def _terminal_events(harness: Harness, exposure_id: str, count: int) -> li
 @pytest.fixture(scope="module")
 async def offline_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The CLI runs that need no broker, started together (each costs a Python start-up): a gitleaks report
-    printed with --dry-run and with --redact, and a TruffleHog file whose second line is broken."""
+    printed with --dry-run and with --redact, a TruffleHog file whose second line is broken, and our own
+    events with the default format."""
     tmp_path = tmp_path_factory.mktemp("publish")
     token, other = github_token(), github_token()
     report = tmp_path / "gitleaks.json"
     report.write_text(json.dumps([{"RuleID": "github-pat", "Secret": token, "File": "a.py", "StartLine": 3}]))
     bad = tmp_path / "th.jsonl"
     bad.write_text(json.dumps({"DetectorName": "Github", "Raw": other}) + "\n{\"DetectorName\": \n")
+    events = tmp_path / "events.json"
+    events.write_text(json.dumps([{"id": "by-hand-1", "credential": {"kind": "okta.user", "owner": "sam@x.io"}},
+                                  {"id": "by-hand-2", "credential": {"kind": "okta.usr", "owner": "sam@x.io"}}]))
     env = {"ORCHESTRATOR_DATA_DIR": str(tmp_path / "data")}
-    plain, redacted, broken = await asyncio.gather(
+    plain, redacted, broken, by_hand = await asyncio.gather(
         asyncio.to_thread(run_cli, "publish", "-f", "gitleaks", "--dry-run", str(report), env=env),
         asyncio.to_thread(run_cli, "publish", "-f", "gitleaks", "--redact", str(report), env=env),
         asyncio.to_thread(run_cli, "publish", "--format", "trufflehog", str(bad),
-                          env={**env, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"}))
-    return {"token": token, "other": other, "plain": plain, "redacted": redacted, "broken": broken}
+                          env={**env, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"}),
+        asyncio.to_thread(run_cli, "publish", str(events), "--dry-run", env=env))
+    return {"token": token, "other": other, "plain": plain, "redacted": redacted, "broken": broken,
+            "by_hand": by_hand}
 
 
 def test_dry_run_prints_each_exposure_with_its_secret(offline_runs: dict[str, Any]) -> None:
@@ -134,6 +140,15 @@ def test_redact_prints_fingerprints_instead(offline_runs: dict[str, Any]) -> Non
     assert token not in redacted.stdout and token not in redacted.stderr
     assert fingerprinted["credential"]["secret_fingerprint"].startswith("hmac-sha256:")
     assert fingerprinted["id"] == json.loads(offline_runs["plain"].stdout)["id"]
+
+
+def test_publish_file_reads_exposure_events_by_default(offline_runs: dict[str, Any]) -> None:
+    """`publish FILE.json` takes our own events (--format exposure is the default), ids kept; a kind no playbook
+    knows is said on stderr, not dropped."""
+    by_hand = offline_runs["by_hand"]
+    assert by_hand.returncode == 0, by_hand.stderr
+    assert [json.loads(line)["id"] for line in by_hand.stdout.splitlines()] == ["by-hand-1", "by-hand-2"]
+    assert "okta.usr (1)" in by_hand.stderr
 
 
 def test_unparseable_input_exits_1_with_one_line_naming_it(offline_runs: dict[str, Any]) -> None:

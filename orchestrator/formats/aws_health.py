@@ -25,7 +25,6 @@ RULES: dict[str, str] = {
     "AWS_RISK_IAM_QUARANTINE": "aws.access_key",
 }
 _KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b")
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
 
 
 def parse(data: bytes, *, options: Options) -> Batch:
@@ -50,7 +49,7 @@ def parse(data: bytes, *, options: Options) -> Batch:
             collector.add(where, rule=rule, kind=kind, id=key_id,
                           location=" ".join(p for p in (f"account {account}" if account else None, arn) if p)
                           or None, verified=True, severity=Severity.CRITICAL,
-                          detected_at=when if when and _RFC3339.match(when) else None)
+                          detected_at=when)
     return collector.batch()
 
 

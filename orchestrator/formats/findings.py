@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from orchestrator.errors import FormatError
 from orchestrator.events import Exposure, Severity, describe_validation_error
@@ -163,7 +163,7 @@ class Collector:
             "id": exposure_id(detector, rule, location, secret, None if secret else (id or owner)),
             "credential": {"kind": kind, "id": id, "owner": owner, "secret": secret},
             "source": {"detector": detector, "location": location, "verified": verified},
-            "detected_at": detected_at,
+            "detected_at": _timestamp(detected_at),
             "reason": reason,
         }
         if severity is not None:
@@ -196,6 +196,19 @@ class Collector:
     def batch(self) -> Batch:
         """Everything gathered so far."""
         return Batch(tuple(self._exposures), dict(self._unknown), dict(self._ignored), dict(self._validity))
+
+
+_DATETIME: TypeAdapter[datetime] = TypeAdapter(datetime)
+
+
+def _timestamp(value: datetime | str | None) -> datetime | None:
+    """A detector's timestamp when it is one; an unreadable one is left out rather than failing the input."""
+    if value is None or isinstance(value, datetime):
+        return value
+    try:
+        return _DATETIME.validate_python(value)
+    except ValidationError:
+        return None
 
 
 def _without_none(document: dict[str, Any]) -> dict[str, Any]:

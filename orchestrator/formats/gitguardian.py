@@ -1,11 +1,12 @@
 """`gitguardian`: GitGuardian custom-webhook incident payloads (`{"action", "incident": {...}}`), one, an
 array, or JSON lines; also bare incident objects as its API returns them.
 
-`incident.detector.name` (or its `detector_group_name`) → kind; the values in `occurrences[].matches`
-(`{name, match}`) → secret, key id (`client_id`, `*_key_id`) and owner (`client_email`); the first
-occurrence's source and file → location; `validity` `valid` → verified, `invalid` or `secret_revoked` →
-recorded as revoked. Actions that are not a new exposure (resolved, ignored, assigned, ...) are counted as
-ignored, and so are incidents that carry no value to act on.
+`incident.detector.name` (or its `detector_group_name`) → kind; the `matches` (`{name, match}`) of the
+delivery's `occurrence` or of `incident.occurrences[]` → secret, key id (`client_id`, `*_key_id`) and owner
+(`client_email`); the first occurrence's source and file → location; `validity` `valid` → verified,
+`invalid` or `secret_revoked` → recorded as revoked. Actions that are not a new exposure (resolved, ignored,
+assigned, ...) are counted as ignored, and so are incidents that carry no value to act on (webhooks usually
+send only the secret's hash).
 """
 
 from __future__ import annotations
@@ -60,18 +61,21 @@ def parse(data: bytes, *, options: Options) -> Batch:
         if action is not None and action not in EXPOSING_ACTIONS:
             collector.ignore(f"action {action[:60]} announces no new exposure")
             continue
-        _incident(collector, where, incident)
+        occurrence = item.get("occurrence")  # "new occurrence" deliveries carry it beside the incident
+        _incident(collector, where, incident, occurrence if isinstance(occurrence, dict) else None)
     return collector.batch()
 
 
-def _incident(collector: Collector, where: str, incident: Mapping[str, Any]) -> None:
+def _incident(collector: Collector, where: str, incident: Mapping[str, Any],
+              extra_occurrence: Mapping[str, Any] | None) -> None:
     detector = incident.get("detector")
     detector = documents.obj(FORMAT, where, detector, "incident.detector to be a JSON object")
     rule = documents.text(FORMAT, where, detector, "name", "detector_group_name", required=True) or ""
     group = documents.text(FORMAT, where, detector, "detector_group_name")
     secret = key_id = owner = location = None
     occurrences = incident.get("occurrences")
-    for occurrence in occurrences if isinstance(occurrences, list) else []:
+    occurrences = list(occurrences) if isinstance(occurrences, list) else []
+    for occurrence in [extra_occurrence, *occurrences] if extra_occurrence else occurrences:
         if not isinstance(occurrence, dict):
             continue
         location = location or _location(where, occurrence)
@@ -104,7 +108,7 @@ def _incident(collector: Collector, where: str, incident: Mapping[str, Any]) -> 
 
 def _location(where: str, occurrence: Mapping[str, Any]) -> str | None:
     source = occurrence.get("source")
-    name = documents.text(FORMAT, where, source, "full_name", "url") if isinstance(source, dict) else None
+    name = documents.text(FORMAT, where, source, "full_name", "fullname", "url") if isinstance(source, dict) else None
     path = documents.text(FORMAT, where, occurrence, "filepath")
     sha = documents.text(FORMAT, where, occurrence, "sha")
     url = documents.text(FORMAT, where, occurrence, "url")

@@ -71,7 +71,7 @@ def add_finding(collector: Collector, where: str, finding: Mapping[str, Any], *,
         kind = "aws.session" if key_id.startswith("ASIA") else kind
     collector.add(where, rule=rule, kind=kind, secret=secret, id=key_id, location=location(fmt, where, finding),
                   verified=verified, validity=validity,
-                  detected_at=documents.text(fmt, where, finding, "Date") if _is_date(finding.get("Date")) else None)
+                  detected_at=documents.text(fmt, where, finding, "Date"))
 
 
 def location(fmt: str, where: str, finding: Mapping[str, Any]) -> str | None:
@@ -91,8 +91,3 @@ def location(fmt: str, where: str, finding: Mapping[str, Any]) -> str | None:
     commit = documents.text(fmt, where, finding, "Commit") or documents.text(fmt, where, attributes, "git.sha")
     text = f"{path}:{line}" if isinstance(line, int) and not isinstance(line, bool) and line > 0 else path
     return f"{text} @ {commit}" if commit else text
-
-
-def _is_date(value: Any) -> bool:
-    # Gitleaks writes "" for findings outside git history; only RFC 3339 dates are worth keeping.
-    return isinstance(value, str) and len(value) >= 20 and value[4:5] == "-" and value[10:11] == "T"

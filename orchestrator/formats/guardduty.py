@@ -8,7 +8,6 @@ its `userName` (the role, for assumed-role credentials) → owner. Sample findin
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,7 +31,6 @@ RULES: dict[str, str] = {
     "UnauthorizedAccess:IAMUser/MaliciousIPCaller.Custom": "aws.access_key",
     "UnauthorizedAccess:IAMUser/TorIPCaller": "aws.access_key",
 }
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
 
 
 def parse(data: bytes, *, options: Options) -> Batch:
@@ -80,7 +78,7 @@ def _add(collector: Collector, where: str, finding: dict[str, Any]) -> None:
                   location=" ".join(p for p in (region, f"account {account}" if account else None, finding_id)
                                     if p) or None,
                   severity=_severity(finding.get("severity")),
-                  detected_at=when if when and _RFC3339.match(when) else None)
+                  detected_at=when)
 
 
 def _is_sample(info: Any) -> bool:
