@@ -116,8 +116,7 @@ def test_sanitized_copy_holds_none_of_the_values(cli_run: dict[str, Any], plante
 
 
 def test_sanitized_copy_is_har_12_and_keeps_what_debugging_needs(cli_run: dict[str, Any], planted: Planted) -> None:
-    """The copy is valid HAR 1.2 with the URLs (secret query values replaced), statuses, timings, header and
-    cookie names of the original."""
+    """The copy is valid HAR 1.2 and keeps URLs (secret query values replaced), statuses, timings and names."""
     clean = json.loads(cli_run["clean"].read_text())
     jsonschema.validate(clean, HAR_12)
     original = planted.document["log"]["entries"]
@@ -134,9 +133,7 @@ def test_sanitized_copy_is_har_12_and_keeps_what_debugging_needs(cli_run: dict[s
 
 def test_publish_puts_one_exposure_per_credential_on_the_topic(bootstrap: str, planted: Planted,
                                                                tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """--publish: each credential becomes an exposure (okta.session with the session id as credential.id and
-    the secret, okta.api_token, aws.access_key with its key id and secret) from har-scanner, located by file
-    and entry, with the ids the same scan always gives."""
+    """--publish: one exposure per credential, of its kind, from har-scanner, located by file and entry."""
     topic = f"test.har.{uuid.uuid4().hex[:8]}"
     source = _write(tmp_path, planted.document)
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
@@ -236,8 +233,7 @@ def test_a_har_above_the_size_limit_is_refused_before_reading(tmp_path: Path) ->
 def test_malformed_har_publishes_nothing_and_says_one_line(bootstrap: str, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    """A HAR truncated after a secret, through the real entry point: exit 1, one line on stderr, no traceback,
-    nothing on the topic."""
+    """A truncated HAR through the real entry point: exit 1, one stderr line, no traceback, nothing published."""
     topic = f"test.har.{uuid.uuid4().hex[:8]}"
     document = json.dumps(har([entry("https://acme.okta.com/", cookies={"sid": okta_session_id()})]))
     path = tmp_path / "truncated.har"

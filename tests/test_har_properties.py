@@ -58,8 +58,7 @@ def test_any_bytes_are_read_or_refused(raw: bytes) -> None:
 @_settings
 @given(entry_like | json_values)
 def test_any_entry_is_scanned_and_sanitized(value: Any) -> None:
-    """Scanning and sanitizing any JSON as an entry never raise, and the copy is JSON with a request and a
-    response."""
+    """Any JSON as an entry is scanned and sanitized without raising, into an entry with a request URL."""
     findings = scan_entry(0, value)
     out = sanitize_entry(value, Masker(v for f in findings for v in f.values))
     assert isinstance(json.loads(json.dumps(out))["request"]["url"], str)

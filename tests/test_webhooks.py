@@ -174,8 +174,7 @@ async def test_github_ping_is_acknowledged_and_publishes_nothing(ingest: Ingest)
 
 
 async def test_github_partner_delivery_verified_by_ecdsa(ingest: Ingest) -> None:
-    """A partner payload signed by GitHub's published key: 202; by another key, an unknown key id, over another
-    body, or the same delivery again: 401, nothing more published."""
+    """Partner payload signed by GitHub's key: 202; other key, unknown key id, other body or replay: 401."""
     token, forged = github_token(), github_token()
     body = json.dumps([{"token": token, "type": "github_oauth_access_token", "url": "https://gist.github.com/1",
                         "source": "gist"}]).encode()
@@ -217,8 +216,7 @@ async def test_gitguardian_signature_timestamp_and_replay(ingest: Ingest) -> Non
 
 
 async def test_ssf_push_delivery_rfc_8935(ingest: Ingest) -> None:
-    """SSF push: a verified SET → 202 and an okta.session exposure; wrong media type, unknown kid, bad
-    signature and a replayed jti → 400 with RFC 8935 error codes, nothing published."""
+    """SSF push: a verified SET → 202 and its exposure; bad media type, kid, signature or a replay → RFC 8935 400."""
     session_id, other_session = okta_session_id(), okta_session_id()
     media = {"Content-Type": "application/secevent+jwt"}
     body = _set(ingest.ssf_key, session_id)
