@@ -144,6 +144,7 @@ async def _gitguardian(ingest: _Ingest, config: IngestSettings, request: Request
 
 
 async def _ssf(ingest: _Ingest, config: IngestSettings, request: Request, body: bytes) -> Response:
+    body = body.strip()  # a transmitter's trailing newline is not part of the compact JWS
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != SSF_CONTENT_TYPE:
         return _set_error("invalid_request", f"Content-Type must be {SSF_CONTENT_TYPE}")
