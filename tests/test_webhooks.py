@@ -3,6 +3,7 @@ timestamp) and SSF push delivery (RFC 8935), each good, bad, missing and replaye
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -286,3 +287,35 @@ def test_ingest_settings_come_from_the_documented_variables() -> None:
     assert config == IngestSettings(secret, "keys.json", secret + "g", "https://idp/jwks", "https://idp", "https://me",
                                     webhook_max_age_s=60, har_max_bytes=1000)
     assert secret not in repr(config)
+
+
+_ROUTE_HEADERS = st.dictionaries(
+    st.sampled_from(["X-Hub-Signature-256", "X-GitHub-Event", "X-GitHub-Delivery", "Github-Public-Key-Identifier",
+                     "Github-Public-Key-Signature", "Gitguardian-Signature", "Timestamp", "Content-Type"]),
+    st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=60), max_size=5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(route=st.sampled_from(["github-secret-scanning", "gitguardian", "ssf", "trufflehog"]),
+       headers=_ROUTE_HEADERS, body=st.binary(max_size=300))
+def test_any_unsigned_delivery_is_refused_never_an_error(route: str, headers: dict[str, str], body: bytes,
+                                                         tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Whatever headers and body arrive unsigned, the route answers 400, 401 or 404, never 5xx, publishes nothing."""
+    directory = tmp_path_factory.getbasetemp()
+    key = ec.generate_private_key(ec.SECP256R1())
+    (directory / "any-partner.json").write_text(json.dumps({"public_keys": [
+        {"key_identifier": "gh-key-1", "key": _pem(key)}]}))
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    (directory / "any-jwks.json").write_text(json.dumps({"keys": [{**jwk, "kid": "ssf-1"}]}))
+    config = IngestSettings(github_webhook_secret="s3cret-github", gitguardian_webhook_secret="s3cret-gg",
+                            github_partner_keys=str(directory / "any-partner.json"),
+                            ssf_jwks=str(directory / "any-jwks.json"))
+    # No producer: an unsigned delivery must never get as far as publishing.
+    app = create_app(ApiServices(Settings(bootstrap_servers="unused:9092", ingest=config), None,  # type: ignore[arg-type]
+                                 consumer=None, playbooks=[], metrics=Metrics(), tokens=None))  # type: ignore[arg-type]
+
+    async def post() -> int:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://o") as client:
+            return (await client.post(f"/v1/ingest/{route}", content=body, headers=headers)).status_code
+
+    assert asyncio.run(post()) in (400, 401, 404)
