@@ -266,3 +266,17 @@ def test_aws_sigv4_authorization_yields_its_access_key_id() -> None:
               f"SignedHeaders=host;x-amz-date, Signature={uuid.uuid4().hex}{uuid.uuid4().hex}")
     findings = scan_entry(0, entry("https://s3.amazonaws.com/bucket", headers={"Authorization": header}))
     assert [(f.kind, f.handle, f.value) for f in findings] == [("aws.access_key", key_id, key_id)]
+
+
+def test_tokens_in_referer_and_location_urls_are_found_and_removed(tmp_path: Path) -> None:
+    """Query and fragment values of URL-valued headers (Referer, an OAuth redirect's Location) are credentials."""
+    state_token, access_token = uuid.uuid4().hex, uuid.uuid4().hex
+    document = entry("https://app.example.com/cb", headers={"Referer": f"https://acme.okta.com/login?stateToken={state_token}"},
+                     response_headers={"Location": f"https://app.example.com/cb#access_token={access_token}&x=1"})
+    source, clean = _write(tmp_path, har([document])), tmp_path / "clean.har"
+    found = scan.scan_file(source, max_bytes=MAX)
+    assert {(f.where, f.value) for f in found.findings} == {
+        ("request.header Referer stateToken", state_token), ("response.header Location access_token", access_token)}
+    scan.write_sanitized(source, clean, found, max_bytes=MAX)
+    text = clean.read_text()
+    assert _leaks(text, [state_token, access_token]) == [] and "access_token=REDACTED&x=1" in text

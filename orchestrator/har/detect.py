@@ -118,7 +118,7 @@ class _Collector:
         self.tokens(parts.path, where)
         for name, value in [*parse_qsl(parts.query, keep_blank_values=True),
                             *parse_qsl(parts.fragment, keep_blank_values=True)]:
-            self.parameter(name, value, where.replace("url", "query").replace("redirectURL", "redirect"))
+            self.parameter(name, value, _query_label(where))
 
     def parameter(self, name: str, value: str, where: str, owner: str | None = None, *,
                   label: str | None = None) -> None:
@@ -148,6 +148,8 @@ class _Collector:
             for line in value.split("\n"):  # HAR writers join repeated Set-Cookie headers with newlines
                 cookie, _, rest = line.partition("=")
                 self.cookie(cookie.strip(), rest.split(";", 1)[0].strip(), f"{side}.header {name}:", okta=okta)
+        elif value.startswith(("https://", "http://")):  # Referer, Location, Origin: their query strings count
+            self.url(value, label)
         else:
             self.parameter(name, value, f"{side}.header")
 
@@ -252,6 +254,11 @@ class _Collector:
         for secret, where in secrets:
             self.add(where, "aws.access_key", "aws-secret", secret)
         return self.findings
+
+
+def _query_label(where: str) -> str:
+    """Where a URL's parameters are: `request.url` → `request.query`; a header's or `redirectURL`'s own name."""
+    return "request.query" if where == "request.url" else where
 
 
 def _named_kind(name: str) -> str:

@@ -192,6 +192,8 @@ def _header_value(name: str, value: str, masker: Masker) -> str:
         return "\n".join(lines)
     if p.is_secret_name(name) and value:
         return MASK
+    if value.startswith(("https://", "http://")):  # Referer, Location: their secret query values too
+        return sanitize_url(value, masker)
     return masker.text(value)
 
 
