@@ -9,6 +9,8 @@ import asyncio
 import json
 import os
 import sys
+import traceback
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -127,25 +129,57 @@ def playbooks_validate(
     print(f"{len(loaded)} playbooks valid in {directory}")
 
 
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="On an unexpected error, show the traceback "
+                                        "(for developers; also ORCHESTRATOR_DEBUG=1).")] = False,
+) -> None:
+    """Exposed-credential revocation orchestrator."""
+    # `main` reads --debug from the command line itself: it must apply even when parsing fails.
+
+
+def _debugging(argv: list[str], environ: Mapping[str, str]) -> bool:
+    options = argv[: argv.index("--")] if "--" in argv else argv
+    return "--debug" in options or environ.get("ORCHESTRATOR_DEBUG", "") not in ("", "0")
+
+
+def _say(message: object) -> None:
+    """One line on stderr, escaped: messages quote ids and values that came from outside."""
+    from orchestrator.escaping import terminal
+
+    print(f"orchestrator: {terminal(message)}", file=sys.stderr)
+
+
 def main() -> None:
-    """Entry point: run the app, turning every expected error into one line on stderr."""
+    """Entry point: run the app, turning every error into one line on stderr (a traceback only with --debug)."""
+    debug = _debugging(sys.argv[1:], os.environ)
     try:
         result = app(standalone_mode=False)
     except UsageProblem as exc:
-        print(f"orchestrator: {exc} (see `orchestrator --help`)", file=sys.stderr)
+        _say(f"{exc} (see `orchestrator --help`)")
         sys.exit(EXIT_USAGE)
     except OrchestratorError as exc:
-        print(f"orchestrator: {exc}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        _say(exc)
         sys.exit(EXIT_FAILED)
     except (KeyboardInterrupt, typer.Abort):
-        print("orchestrator: interrupted", file=sys.stderr)
+        _say("interrupted")
         sys.exit(130)
     except typer.TyperException as exc:  # click's usage errors, as bundled by typer
         context = getattr(exc, "ctx", None)
         hint = f"{context.command_path} --help" if context else "orchestrator --help"
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-        print(f"orchestrator: {message} (see `{hint}`)", file=sys.stderr)
+        _say(f"{message} (see `{hint}`)")
         sys.exit(getattr(exc, "exit_code", EXIT_USAGE))
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: people get one line, never a traceback
+        if debug:
+            traceback.print_exc()
+        from orchestrator.redaction import REDACTOR
+
+        _say(f"unexpected error: {type(exc).__name__}: {REDACTOR.text(str(exc))}"
+             + ("" if debug else " (run again with --debug for the traceback)"))
+        sys.exit(EXIT_FAILED)
     sys.exit(result if isinstance(result, int) else EXIT_OK)
 
 
