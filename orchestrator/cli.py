@@ -36,8 +36,10 @@ def _configure_logging(fmt: str | None = None, *, quiet: bool = False) -> None:
 
     from orchestrator import logs
 
+    # Colour by level for people at a terminal (failures red, warnings yellow), never in pipes or with NO_COLOR.
+    colors = sys.stderr.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
     logs.configure(fmt or os.environ.get("ORCHESTRATOR_LOG_FORMAT", "console"),
-                   level=logging.WARNING if quiet else logging.INFO)
+                   level=logging.WARNING if quiet else logging.INFO, colors=colors)
 
 
 @app.command()

@@ -205,34 +205,43 @@ class Story:
         run = f"; run {self.run_id[:8]}…" if self.run_id else ""
         subject = f" for {self.subject}" if self.subject else ""
         timing = f" in {took}" if took else ""
+        details: dict[str, Any] = {}
         if event == "run.completed":
             done = _join(self.done) or "nothing needed doing"
-            return self._line(record, Tone.SUCCESS, f"{done[:1].upper()}{done[1:]}{subject}{timing}{run}")
-        if event == "run.planned":
-            plan = _join(self.done) or "would do nothing"
-            return self._line(record, Tone.PLAN, f"Dry run{subject}: {plan}; nothing was changed{run}")
-        if event == "run.failed":
+            tone, text = Tone.SUCCESS, f"{done[:1].upper()}{done[1:]}{subject}{timing}{run}"
+        elif event == "run.planned":
+            tone, text = Tone.PLAN, f"Dry run{subject}: {_join(self.done) or 'nothing to do'}; nothing was changed{run}"
+        elif event == "run.failed":
             before = f"; before that it {_join(self.done)}" if self.done else "; nothing was changed"
-            return self._line(record, Tone.FAILURE, f"Run failed{subject}{timing}{before}{run}",
-                              error=record.get("error"))
-        if event == "exposure.unmatched":
-            return self._line(record, Tone.FAILURE, f"Nothing was done{subject}: no playbook matched",
-                              reason=record.get("reason"))
-        if event == "exposure.rejected":
-            return self._line(record, Tone.FAILURE, f"Rejected{subject}: nothing was done", reason=record.get("reason"))
-        return self._line(record, Tone.QUIET, f"Already handled{subject}: nothing was done again",
-                          reason=record.get("reason"))
+            tone, text = Tone.FAILURE, f"Run failed{subject}{timing}{before}{run}"
+            details["error"] = record.get("error")
+        else:
+            tone, text = {
+                "exposure.unmatched": (Tone.FAILURE, f"Nothing was done{subject}: no playbook matched"),
+                "exposure.rejected": (Tone.FAILURE, f"Rejected{subject}: nothing was done"),
+            }.get(event, (Tone.QUIET, f"Already handled{subject}: nothing was done again"))
+            details["reason"] = record.get("reason")
+        return self._line(record, tone, text, sentence=True, **details)
 
-    def _line(self, record: Mapping[str, Any], tone: Tone, text: str, **details: Any) -> Line:
+    def _line(self, record: Mapping[str, Any], tone: Tone, text: str, *, sentence: bool = False,
+              **details: Any) -> Line:
+        """A headline cut to the width (or, for a `sentence`, wrapped: it is the answer people read), details
+        wrapped and indented under it."""
         when = escaping.terminal(str(record.get("ts", ""))[11:19])
         who = ""
         if self.with_id:
             exposure_id = escaping.terminal(record.get("exposure_id", "?"))
             who = f"{_fit(exposure_id, 20):<20} "
-        headline = _fit(f"{when} {_MARKS[tone]} {who}{text}", self.width)
+        first = f"{when} {_MARKS[tone]} {who}{text}"
+        rest: list[str] = []
+        if sentence and len(first) > self.width:
+            indent = " " * DETAIL_INDENT
+            first, *rest = textwrap.wrap(first, width=max(self.width, 20), subsequent_indent=indent,
+                                         break_on_hyphens=False, break_long_words=True)
+        headline = _fit(first, self.width)
         wrapped = [w for label, value in details.items() if value not in (None, "", [])
                    for w in _wrap(label, value, self.width)]
-        return Line(tone, headline, tuple(wrapped))
+        return Line(tone, headline, (*rest, *wrapped))
 
 
 def _infinitive(action: str) -> str:
