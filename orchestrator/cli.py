@@ -152,6 +152,14 @@ def _say(message: object) -> None:
     print(f"orchestrator: {terminal(message)}", file=sys.stderr)
 
 
+def _traceback() -> None:
+    """The current exception's traceback for developers, escaped line by line (it quotes outside values)."""
+    from orchestrator.escaping import terminal
+
+    for line in traceback.format_exc().splitlines():
+        print(terminal(line), file=sys.stderr)
+
+
 def main() -> None:
     """Entry point: run the app, turning every error into one line on stderr (a traceback only with --debug)."""
     debug = _debugging(sys.argv[1:], os.environ)
@@ -162,7 +170,7 @@ def main() -> None:
         sys.exit(EXIT_USAGE)
     except OrchestratorError as exc:
         if debug:
-            traceback.print_exc()
+            _traceback()
         _say(exc)
         sys.exit(EXIT_FAILED)
     except (KeyboardInterrupt, typer.Abort):
@@ -176,7 +184,7 @@ def main() -> None:
         sys.exit(getattr(exc, "exit_code", EXIT_USAGE))
     except Exception as exc:  # noqa: BLE001 - the last line of defence: people get one line, never a traceback
         if debug:
-            traceback.print_exc()
+            _traceback()
         from orchestrator.redaction import REDACTOR
 
         _say(f"unexpected error: {type(exc).__name__}: {REDACTOR.text(str(exc))}"

@@ -4,6 +4,7 @@ a closing sentence, plain lines for pipes, escaped text everywhere, log levels t
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
 from typing import Any
@@ -16,7 +17,7 @@ from rich.console import Console
 
 from orchestrator import logs, store_cli
 from orchestrator.audit import AuditEvent
-from orchestrator.live_view import LiveView, as_text
+from orchestrator.live_view import LiveView, as_text, printer
 from orchestrator.progress import DETAIL_INDENT, Story, Tone, in_time_order, plain
 from tests.support import captured_logs
 
@@ -213,3 +214,15 @@ def test_status_prints_hostile_text_without_crashing(reason: str, capsys: pytest
     out = capsys.readouterr().out
     assert "\x1b" not in out and "Exposure exp-[/]" in out
     assert out.count(reason.replace("\x1b", "\\x1b")) >= 3
+
+
+def test_json_and_piped_output_stay_plain_even_on_a_terminal_console() -> None:
+    """--json prints one JSON record per line (control characters escaped by JSON); a pipe gets plain lines."""
+    record = _record("step.failed", step="s", error="\x1b[2K")
+    for as_json, terminal in ((True, True), (False, False)):
+        stream = io.StringIO()
+        with printer(Console(file=stream, force_terminal=terminal), as_json=as_json) as show:
+            show(record)
+        out = stream.getvalue()
+        assert out.count("\n") == 1 and "\x1b" not in out
+        assert (json.loads(out) == record) if as_json else out == plain(record) + "\n"
