@@ -98,7 +98,8 @@ _PHRASES: dict[str, tuple[str, str]] = {
 
 def phrase(action: str, *, dry_run: bool) -> str:
     """What `action` did ("suspended the user") or, in a dry run, would do ("would suspend the user")."""
-    past, plan = _PHRASES.get(action, (f"ran {action}", f"run {action}"))
+    shown = escaping.terminal(action)
+    past, plan = _PHRASES.get(action, (f"ran {shown}", f"run {shown}"))
     return f"would {plan}" if dry_run else past
 
 
