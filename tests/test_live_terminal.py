@@ -1,5 +1,5 @@
 """The live view in a real pseudo-terminal of 100 columns (pexpect): colours by outcome, a spinner with the
-elapsed time, a closing sentence, plain output for NO_COLOR and --json, and ids that cannot draw on the screen.
+elapsed time, a closing sentence, plain output for NO_COLOR, and ids that cannot draw on the screen.
 
 Audit records are published by hand to a topic of this module: what is drawn, and when, is then up to the test.
 """
@@ -7,12 +7,9 @@ Audit records are published by hand to a topic of this module: what is drawn, an
 from __future__ import annotations
 
 import asyncio
-import io
-import os
 import re
 import secrets
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,46 +18,17 @@ import pytest
 
 from orchestrator.settings import StoreSettings
 from orchestrator.store import Content, RunStore
-from tests.support import orchestrator_command, publish
+from tests.support import publish
+from tests.terminal import COLUMNS, GREEN, RED, YELLOW, received, screen_lines, spawn, terminal, terminal_env
 
-COLUMNS = 100
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-GREEN, YELLOW, RED = "\x1b[32m", "\x1b[33m", "\x1b[1;31m"
+__all__ = ["terminal"]  # the fixture, imported for this module's tests
+
 
 
 @pytest.fixture(scope="module")
 def audit_topic(bootstrap: str) -> str:
     """An audit topic of this module's own."""
     return f"test.live.{secrets.token_hex(4)}.audit"
-
-
-def _env(bootstrap: str, topic: str, **extra: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRATOR_", "KAFKA_", "OKTA_CLIENT_"))}
-    base.pop("NO_COLOR", None)
-    return {**base, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ORCHESTRATOR_AUDIT_TOPIC": topic, "TERM": "xterm-256color",
-            "COLUMNS": str(COLUMNS), "LINES": "40", **extra}
-
-
-@pytest.fixture
-def terminal() -> Iterator[list[pexpect.spawn]]:
-    """Spawned terminals, closed (the process killed) after the test whatever happened."""
-    spawned: list[pexpect.spawn] = []
-    yield spawned
-    for child in spawned:
-        child.close(force=True)
-
-
-def _spawn(spawned: list[pexpect.spawn], env: dict[str, str], *args: str) -> pexpect.spawn:
-    command, *rest = orchestrator_command()
-    child = pexpect.spawn(command, [*rest, *args], env=env, dimensions=(40, COLUMNS), encoding="utf-8",
-                          timeout=20, codec_errors="replace")
-    child.logfile_read = io.StringIO()  # everything the terminal received, for checks on the whole screen
-    spawned.append(child)
-    return child
-
-
-def _received(child: pexpect.spawn) -> str:
-    return str(child.logfile_read.getvalue())
 
 
 def _records(exposure_id: str, *events: tuple[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -78,17 +46,12 @@ BEGIN = (("exposure.received", {"target": "okta.user:sam@example.com", "severity
          ("run.started", {"playbook": "okta-user-compromise"}), ("step.started", STEP))
 
 
-def _screen_lines(raw: str) -> list[str]:
-    """What each finished line shows: the text after its last carriage return, without colour codes."""
-    return [ANSI.sub("", line.split("\r")[-1]) for line in raw.replace("\r\n", "\n").split("\n")]
-
-
 def test_audit_tail_follow_draws_live_progress_at_100_columns(bootstrap: str, audit_topic: str,
                                                               terminal: list[pexpect.spawn]) -> None:
     """A spinner with the elapsed time while a step runs, a yellow retry, a green step and closing sentence,
     every line within 100 columns, and Ctrl-C leaving quietly (exit 130, no traceback)."""
     exposure_id = f"live-{secrets.token_hex(4)}"
-    tail = _spawn(terminal, _env(bootstrap, audit_topic), "audit", "tail", "--follow", "--exposure", exposure_id)
+    tail = spawn(terminal, terminal_env(bootstrap, audit_topic), "audit", "tail", "--follow", "--exposure", exposure_id)
     records = _records(exposure_id, *BEGIN,
                        ("step.retrying", {**STEP, "attempt": 1, "retry_in_s": 2.0, "rate_limited": True,
                                           "error": "429 Too Many Requests " * 8}),
@@ -107,7 +70,7 @@ def test_audit_tail_follow_draws_live_progress_at_100_columns(bootstrap: str, au
     tail.expect(pexpect.EOF)
     tail.close()
     assert tail.exitstatus == 130 and "Traceback" not in tail.before
-    lines = _screen_lines(_received(tail))
+    lines = screen_lines(received(tail))
     assert max(len(line) for line in lines) <= COLUMNS
     assert any(line.startswith("      error: 429 Too Many Requests") for line in lines)  # wrapped, indented
 
@@ -127,7 +90,7 @@ def test_status_follow_shows_a_running_exposure_until_it_fails(bootstrap: str, a
         await store.close()
 
     asyncio.run(running())
-    status = _spawn(terminal, _env(bootstrap, audit_topic, ORCHESTRATOR_DATA_DIR=str(store_settings.data_dir)),
+    status = spawn(terminal, terminal_env(bootstrap, audit_topic, ORCHESTRATOR_DATA_DIR=str(store_settings.data_dir)),
                     "status", exposure_id[:12], "--follow")
     records = _records(exposure_id, *BEGIN, ("step.failed", {**STEP, "attempt": 1, "error": "HTTP 403 E0000006"}),
                        ("run.failed", {"duration_ms": 800, "error": "failed steps: clear-sessions"}))
@@ -147,15 +110,15 @@ def test_an_id_with_terminal_escapes_cannot_draw_a_fake_line(bootstrap: str, aud
                "04:10:09.000  exp-admin                        run.completed")
     _send(bootstrap, audit_topic, _records(hostile, ("step.failed", {**STEP, "error": "\x9b2J\x1b[1A[/]"}),
                                            ("run.failed", {"duration_ms": 100, "error": "failed steps: x"})))
-    tail = _spawn(terminal, _env(bootstrap, audit_topic, NO_COLOR="1"), "audit", "tail", "--exposure", hostile)
+    tail = spawn(terminal, terminal_env(bootstrap, audit_topic, NO_COLOR="1"), "audit", "tail", "--exposure", hostile)
     tail.expect(pexpect.EOF)
     tail.close()
-    shown = _received(tail)
+    shown = received(tail)
     assert tail.exitstatus == 0
     assert "\x1b]52" not in shown and "\r\x1b[2K04:10:09" not in shown and "\x9b" not in shown
     assert "\\x1b]52;c;ZW" in shown and "error: \\x9b2J\\x1b[1A[/]" in shown  # the id and error, as text
     assert not any("run.completed" in line and "exp-admin" in line and "\\x" not in line
-                   for line in _screen_lines(shown))
+                   for line in screen_lines(shown))
     assert "✗" in shown and "Run failed" in shown and not re.search(r"\x1b\[[0-9;]*3[0-7]m", shown)
 
 
@@ -181,3 +144,4 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(capsys: p
                     "the traceback)"
     assert loud.startswith("Traceback (most recent call last):") and "RuntimeError: bad \\x1b[2K value" in loud
     assert "\x1b" not in loud  # the traceback quotes outside text too: escaped
+
