@@ -55,9 +55,11 @@ async def follow(bootstrap: str, topic: str, *, exposure_ids: Collection[str] | 
                     if wanted is not None and record.key not in wanted:
                         continue
                     try:
-                        yield json.loads(record.value)
+                        value = json.loads(record.value)
                     except (TypeError, ValueError):
                         continue
+                    if isinstance(value, dict):  # anything else on the topic is not an audit record
+                        yield value
     finally:
         await consumer.stop()
 

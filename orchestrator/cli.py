@@ -12,12 +12,15 @@ import sys
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from orchestrator import loop
 from orchestrator.errors import OrchestratorError
+
+if TYPE_CHECKING:
+    from orchestrator.audit import AuditObserver
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Exposed-credential revocation orchestrator.")
@@ -74,10 +77,19 @@ def dev(
         if not demo:
             from orchestrator.app import serve
 
-            loop.run(serve(settings))
+            loop.run(serve(settings, audit_view=_dev_console()))
             return
         code = loop.run(_run_demo(settings, environment))
     raise typer.Exit(code)
+
+
+def _dev_console() -> AuditObserver | None:
+    """On a terminal, the dev console shows audit records as the live view's coloured lines (no spinner: log
+    lines share the screen) instead of echoing them as log lines."""
+    from orchestrator import live_view
+
+    out = live_view.console(file=sys.stderr)
+    return live_view.LiveView(out, with_id=True, spinner=False).observe if out.is_terminal else None
 
 
 async def _run_demo(settings: object, environment: object) -> int:

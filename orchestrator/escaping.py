@@ -33,10 +33,9 @@ def terminal(text: object) -> str:
 
 
 def markup(text: object) -> str:
-    """`text` made safe for a terminal and then for rich markup: it prints as itself, never as a style."""
-    escaped = _rich_escape(terminal(text))
-    # rich reads a trailing backslash as escaping whatever markup follows the value: double it.
-    return escaped + "\\" if escaped.endswith("\\") and not escaped.endswith("\\\\") else escaped
+    """`text` made safe for a terminal and then for rich markup: it prints as itself, never as a style, whatever
+    markup follows it (rich's escape also doubles a trailing backslash, which would otherwise escape that)."""
+    return _rich_escape(terminal(text))
 
 
 # Slack reads `<...>` as a mention, channel or link and `&` as an entity; with those escaped, text from an

@@ -35,6 +35,8 @@ def console(*, file: Any = None, force_terminal: bool | None = None, width: int 
 def as_text(line: Line) -> Text:
     """A line as rich text in its tone's colour (a `Text` is never parsed as markup)."""
     text = Text(line.headline, style=STYLES[line.tone], no_wrap=True, overflow="ellipsis")
+    for more in line.more:
+        text.append("\n" + more, style=STYLES[line.tone])
     for detail in line.details:
         text.append("\n" + detail, style="dim" if line.tone.value != "failure" else "red")
     return text
@@ -46,23 +48,27 @@ class LiveView:
     Use as a context manager; call `show(record)` for each record, in order per exposure.
     """
 
-    def __init__(self, out: Console, *, with_id: bool = False, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, out: Console, *, with_id: bool = False, spinner: bool = True,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.console = out
         self._with_id = with_id
         self._clock = clock
         self._stories: dict[str, Story] = {}
         self._spinners: dict[str, tuple[Spinner, float]] = {}
+        # Without a spinner (the dev console, where log lines share the terminal) nothing is redrawn.
         self._live = Live(self, console=out, transient=True, refresh_per_second=8, redirect_stdout=False,
-                          redirect_stderr=False)
+                          redirect_stderr=False) if spinner else None
 
     def __enter__(self) -> Self:
-        self._live.start()
+        if self._live is not None:
+            self._live.start()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._spinners.clear()
-        self._live.stop()
+        if self._live is not None:
+            self._live.stop()
 
     def story(self, exposure_id: str) -> Story:
         """The story of one exposure as shown so far."""
@@ -77,12 +83,21 @@ class LiveView:
         lines = story.add(record)
         for line in lines:
             self.console.print(as_text(line), soft_wrap=False)
+        if self._live is None:
+            return lines
         if story.running is None:
             self._spinners.pop(exposure_id, None)
         elif exposure_id not in self._spinners or record.get("event") == "step.started":
             self._spinners[exposure_id] = (Spinner("dots", style="bold"), self._clock())
         self._live.refresh()
         return lines
+
+    def observe(self, record: dict[str, Any]) -> None:
+        """An `AuditObserver` (the dev console): show the record; a view never fails the audit path."""
+        try:
+            self.show(record)
+        except (OSError, ValueError):  # a closed or broken terminal
+            return
 
     def __rich__(self) -> RenderableType:
         """The live region: one spinner per step in progress, with how long it has been running."""

@@ -66,11 +66,13 @@ class Line:
     tone: Tone
     headline: str
     details: tuple[str, ...] = ()
+    #: The rest of a closing sentence too long for one line, wrapped and indented.
+    more: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
-        """Headline and details as printed (without colour)."""
-        return "\n".join((self.headline, *self.details))
+        """Headline, the rest of its sentence and the details, as printed (without colour)."""
+        return "\n".join((self.headline, *self.more, *self.details))
 
 
 # What each action did, and what a dry run would do: (past, plan). Unknown actions read "ran <action>".
@@ -175,10 +177,11 @@ class Story:
     def _step(self, event: str, record: Mapping[str, Any]) -> Line:
         action = str(record.get("action", ""))
         if event == "step.retrying":
-            wait = record.get("retry_in_s")
+            wait = escaping.terminal(record.get("retry_in_s", "?"))
             why = "rate limited" if record.get("rate_limited") else "failed"
+            attempt = escaping.terminal(record.get("attempt", "?"))
             return self._line(record, Tone.WAITING, self._step_text(
-                record, f"attempt {record.get('attempt', '?')} {why}; retrying in {wait} s"), error=record.get("error"))
+                record, f"attempt {attempt} {why}; retrying in {wait} s"), error=record.get("error"))
         self.running = None
         if event == "step.skipped":
             return self._line(record, Tone.QUIET, self._step_text(record, "skipped"), reason=record.get("reason"))
@@ -190,7 +193,7 @@ class Story:
         attempts = record.get("attempt")
         took = f"  ({_seconds(record.get('duration_ms'))}" + (f", {attempts} attempts)" if isinstance(
             attempts, int) and attempts > 1 else ")")
-        calls = record.get("calls") or []
+        calls = record.get("calls") if isinstance(record.get("calls"), list) else []
         return self._line(record, Tone.PLAN if self.dry_run else Tone.SUCCESS, self._step_text(record, did) + took,
                           note=record.get("note"), **{f"call {i}": c for i, c in enumerate(calls, 1)})
 
@@ -242,7 +245,7 @@ class Story:
         headline = _fit(first, self.width)
         wrapped = [w for label, value in details.items() if value not in (None, "", [])
                    for w in _wrap(label, value, self.width)]
-        return Line(tone, headline, (*rest, *wrapped))
+        return Line(tone, headline, tuple(wrapped), tuple(rest))
 
 
 def _infinitive(action: str) -> str:

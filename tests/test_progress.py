@@ -109,20 +109,28 @@ def test_long_details_wrap_indented_under_a_line_that_fits() -> None:
 field_text = st.text(alphabet=st.sampled_from(list("\x1b\x07\x9b\r\n[]/\\<>ab ")) | st.characters(), max_size=150)
 
 
+_FIELDS = ["step", "action", "target", "error", "reason", "note", "exposure_id", "ts", "run_id", "playbook",
+           "severity", "attempt", "retry_in_s", "duration_ms", "calls", "dry_run", "rate_limited"]
+hostile_record = st.builds(
+    lambda event, fields: {**fields, "event": event},
+    st.sampled_from([e.value for e in AuditEvent] + ["other"]),
+    st.dictionaries(st.sampled_from(_FIELDS), field_text | st.integers() | st.floats() | st.booleans() | st.none()
+                    | st.lists(field_text, max_size=3)))
+
+
 @settings(max_examples=100, deadline=None)
-@given(st.sampled_from([e.value for e in AuditEvent] + ["other"]),
-       st.dictionaries(st.sampled_from(["step", "action", "target", "error", "reason", "note", "exposure_id", "ts",
-                                        "run_id", "playbook", "severity", "attempt", "retry_in_s", "duration_ms"]),
-                       field_text | st.integers() | st.none()),
-       st.integers(min_value=40, max_value=160))
-def test_any_record_renders_escaped_lines_that_fit(event: str, fields: dict[str, Any], width: int) -> None:
-    """Property: whatever a record holds, every line fits the width and no raw control character is printed."""
-    for line in Story(width=width, with_id=True).add({**fields, "event": event}):
-        assert len(line.headline) <= width
-        for text in (line.headline, *line.details):
-            assert not RAW_CONTROL.search(text)
-        assert all(len(d) <= width for d in line.details)
-    assert not RAW_CONTROL.search(plain({**fields, "event": event}))
+@given(st.lists(hostile_record, min_size=1, max_size=6), st.integers(min_value=40, max_value=160))
+def test_any_records_render_escaped_lines_that_fit(records: list[dict[str, Any]], width: int) -> None:
+    """Property: whatever a story's records hold, every line fits the width and no raw control character is
+    printed, in the live lines and the plain ones."""
+    story = Story(width=width, with_id=True)
+    for record in records:
+        for line in story.add(record):
+            assert len(line.headline) <= width
+            for text in (line.headline, *line.more, *line.details):
+                assert not RAW_CONTROL.search(text) and len(text) <= width
+        assert not RAW_CONTROL.search(plain(record))
+    assert story.running is None or not RAW_CONTROL.search(story.running)
 
 
 def test_plain_lines_keep_their_shape_for_scripts() -> None:
@@ -148,7 +156,7 @@ def test_live_view_prints_lines_that_fit_100_columns() -> None:
     for line in shown:
         out.print(as_text(line))
     text = out.export_text().splitlines()
-    assert len(text) == sum(1 + len(line.details) for line in shown)  # nothing wrapped a second time
+    assert len(text) == sum(1 + len(line.more) + len(line.details) for line in shown)  # nothing wrapped a second time
     assert all(len(line) <= 100 for line in text)
     assert "Cleared the sessions and suspended the user" in text[-1]
 
