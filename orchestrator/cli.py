@@ -166,10 +166,9 @@ def _say(message: object) -> None:
 
 def _traceback() -> None:
     """The current exception's traceback for developers, escaped line by line (it quotes outside values)."""
-    from orchestrator.escaping import terminal
+    from orchestrator.escaping import terminal_block
 
-    for line in traceback.format_exc().splitlines():
-        print(terminal(line), file=sys.stderr)
+    print(terminal_block(traceback.format_exc().rstrip("\n")), file=sys.stderr)
 
 
 def main() -> None:

@@ -32,6 +32,12 @@ def terminal(text: object) -> str:
     return _SURROGATE.sub(_code, _UNSAFE.sub(_code, value))
 
 
+def terminal_block(text: object) -> str:
+    """Like `terminal`, for text of several lines (a stored body, a traceback): line breaks and tabs are kept."""
+    value = text if isinstance(text, str) else str(text)
+    return "\n".join("\t".join(terminal(part) for part in line.split("\t")) for line in value.split("\n"))
+
+
 def markup(text: object) -> str:
     """`text` made safe for a terminal and then for rich markup: it prints as itself, never as a style, whatever
     markup follows it (rich's escape also doubles a trailing backslash, which would otherwise escape that)."""

@@ -33,8 +33,7 @@ def escape_for_terminal(_logger: object, _method: str, event_dict: EventDict) ->
     """
     for key, value in event_dict.items():
         if isinstance(value, str):
-            event_dict[key] = "\n".join(escaping.terminal(line) for line in value.split("\n")) \
-                if key == "exception" else escaping.terminal(value)
+            event_dict[key] = escaping.terminal_block(value) if key == "exception" else escaping.terminal(value)
     return event_dict
 
 

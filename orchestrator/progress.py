@@ -191,16 +191,17 @@ class Story:
         did = phrase(action, dry_run=self.dry_run)
         self.done.append(did)
         attempts = record.get("attempt")
-        took = f"  ({_seconds(record.get('duration_ms'))}" + (f", {attempts} attempts)" if isinstance(
+        took = f"  ({_seconds(record.get('duration_ms'))}" + (f", {attempts} tries)" if isinstance(
             attempts, int) and attempts > 1 else ")")
-        calls = record.get("calls") if isinstance(record.get("calls"), list) else []
+        calls = record.get("calls")
+        calls = calls if isinstance(calls, list) else []
         return self._line(record, Tone.PLAN if self.dry_run else Tone.SUCCESS, self._step_text(record, did) + took,
                           note=record.get("note"), **{f"call {i}": c for i, c in enumerate(calls, 1)})
 
     def _step_text(self, record: Mapping[str, Any], what: str) -> str:
         step = escaping.terminal(record.get("step", "?"))
         target = escaping.terminal(record.get("target") or "")
-        return f"{step:<22} {what}" + (f" · {target}" if target else "")
+        return f"{step:<16} {what}" + (f" · {target}" if target else "")
 
     def closing(self, record: Mapping[str, Any]) -> Line:
         """The sentence that ends the story: what was done to whom, how long it took, which run."""

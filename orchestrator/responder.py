@@ -185,7 +185,9 @@ async def _tail(settings: Settings, exposure_ids: list[str] | None, after: datet
     # up, then print them in time order; what arrives after that is printed as it comes.
     backlog: list[dict[str, Any]] = []
     caught_up = False
-    with live_view.printer(live_view.console(), as_json=as_json, with_id=True) as show:
+    # Lines name their exposure unless only one is followed.
+    with_id = exposure_ids is None or len(set(exposure_ids)) != 1
+    with live_view.printer(live_view.console(), as_json=as_json, with_id=with_id) as show:
 
         def catch_up() -> None:
             nonlocal caught_up

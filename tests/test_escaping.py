@@ -103,3 +103,12 @@ def test_html_has_no_tags_or_controls(raw: str) -> None:
     """Property: HTML-escaped text has no `<`, `>`, quote or control character."""
     shown = escaping.html(raw)
     assert not set(shown) & {"<", ">", '"', "'"} and not RAW_CONTROL.search(shown)
+
+
+@settings(max_examples=100, deadline=None)
+@given(hostile)
+def test_terminal_block_keeps_only_line_breaks_and_tabs(raw: str) -> None:
+    """Property: a multi-line block keeps its lines and tabs, and no other control character gets through."""
+    shown = escaping.terminal_block(raw)
+    assert shown.count("\n") == raw.count("\n") and shown.count("\t") == raw.count("\t")
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", shown)

@@ -7,6 +7,7 @@ Audit records are published by hand to a topic of this module: what is drawn, an
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import secrets
 import sys
@@ -18,7 +19,7 @@ import pytest
 
 from orchestrator.settings import StoreSettings
 from orchestrator.store import Content, RunStore
-from tests.support import publish
+from tests.support import publish, run_cli
 from tests.terminal import COLUMNS, GREEN, RED, YELLOW, received, screen_lines, spawn, terminal, terminal_env
 
 __all__ = ["terminal"]  # the fixture, imported for this module's tests
@@ -60,10 +61,10 @@ def test_audit_tail_follow_draws_live_progress_at_100_columns(bootstrap: str, au
     _send(bootstrap, audit_topic, records[:3])
     tail.expect(r"clear-sessions +clear the sessions · user=sam@example.com +\d+\.\d s")  # the spinner
     _send(bootstrap, audit_topic, records[3:4])
-    tail.expect_exact(f"{YELLOW}04:10:03 ↻ live-")
+    tail.expect_exact(f"{YELLOW}04:10:03 ↻ clear-sessions")
     tail.expect_exact("attempt 1 rate limited; retrying in 2.0 s")
     _send(bootstrap, audit_topic, records[4:])
-    tail.expect_exact(f"{GREEN}04:10:04 ✓ live-")
+    tail.expect_exact(f"{GREEN}04:10:04 ✓ clear-sessions")
     tail.expect_exact("Cleared the sessions for sam@example.com in 2.6 s; run ")
     tail.expect_exact("…")
     tail.sendintr()
@@ -95,7 +96,7 @@ def test_status_follow_shows_a_running_exposure_until_it_fails(bootstrap: str, a
     records = _records(exposure_id, *BEGIN, ("step.failed", {**STEP, "attempt": 1, "error": "HTTP 403 E0000006"}),
                        ("run.failed", {"duration_ms": 800, "error": "failed steps: clear-sessions"}))
     _send(bootstrap, audit_topic, records)
-    status.expect_exact(f"{RED}04:10:03 ✗ clear-sessions         failed to clear the sessions")
+    status.expect_exact(f"{RED}04:10:03 ✗ clear-sessions   failed to clear the sessions")
     status.expect_exact("Run failed for sam@example.com in 0.8 s; nothing was changed; run ")
     status.expect(pexpect.EOF)
     status.close()
@@ -145,3 +146,24 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(capsys: p
     assert loud.startswith("Traceback (most recent call last):") and "RuntimeError: bad \\x1b[2K value" in loud
     assert "\x1b" not in loud  # the traceback quotes outside text too: escaped
 
+
+
+def test_audit_tail_prints_records_in_time_order_across_partitions(bootstrap: str, audit_topic: str) -> None:
+    """Records of two exposures on two partitions come out of `audit tail --since` sorted by time, not
+    partition by partition."""
+    first, second = f"order-a-{secrets.token_hex(3)}", f"order-b-{secrets.token_hex(3)}"
+
+    def record(exposure_id: str, second_of_minute: int) -> dict[str, Any]:
+        return {"ts": f"2026-12-02T04:20:{second_of_minute:02d}.000000+00:00", "event": "step.started",
+                "exposure_id": exposure_id, "step": f"s{second_of_minute}"}
+
+    async def send() -> None:
+        await publish(bootstrap, audit_topic, [record(first, 1), record(first, 3)], key=first.encode(), partition=0)
+        await publish(bootstrap, audit_topic, [record(second, 2), record(second, 4)], key=second.encode(),
+                      partition=1)
+
+    asyncio.run(send())
+    result = run_cli("audit", "tail", "--since", "2026-12-02T04:00:00", "--exposure", first, "--exposure", second,
+                     "--json", env=terminal_env(bootstrap, audit_topic))
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["step"] for line in result.stdout.splitlines()] == ["s1", "s2", "s3", "s4"]
