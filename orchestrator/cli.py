@@ -191,7 +191,8 @@ def main() -> None:
         context = getattr(exc, "ctx", None)
         hint = f"{context.command_path} --help" if context else "orchestrator --help"
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-        _say(f"{message} (see `{hint}`)")
+        if message.strip():  # no message: the help was shown (`orchestrator` alone), nothing to add
+            _say(f"{message} (see `{hint}`)")
         sys.exit(getattr(exc, "exit_code", EXIT_USAGE))
     except Exception as exc:  # noqa: BLE001 - the last line of defence: people get one line, never a traceback
         if debug:
