@@ -119,15 +119,15 @@ async def _trigger(settings: Settings, exposure_id: str, value: bytes, *, follow
     try:
         async with asyncio.timeout(timeout_s), \
                 contextlib.aclosing(_stream(settings, exposure_ids=[exposure_id])) as records:
-            with live_view.printer(out, as_json=as_json) as show:
+            ended: dict[str, Any] | None = None
+            with live_view.printer(out, as_json=as_json) as show:  # the live region closes before the summary
                 async for record in records:
                     show(record)
                     if is_terminal(record):
+                        ended = record
                         break
-                else:
-                    record = {}
-            if is_terminal(record):
-                return _finish(record, as_json, out)
+            if ended is not None:
+                return _finish(ended, as_json, out)
     except TimeoutError:
         pass
     print(f"orchestrator: timed out after {timeout_s:g}s waiting for {exposure_id} to finish; it may still "

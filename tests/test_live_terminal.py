@@ -111,7 +111,9 @@ def test_an_id_with_terminal_escapes_cannot_draw_a_fake_line(bootstrap: str, aud
                "04:10:09.000  exp-admin                        run.completed")
     _send(bootstrap, audit_topic, _records(hostile, ("step.failed", {**STEP, "error": "\x9b2J\x1b[1A[/]"}),
                                            ("run.failed", {"duration_ms": 100, "error": "failed steps: x"})))
-    tail = spawn(terminal, terminal_env(bootstrap, audit_topic, NO_COLOR="1"), "audit", "tail", "--exposure", hostile)
+    # Two exposures followed: each line names its exposure, the hostile id included.
+    tail = spawn(terminal, terminal_env(bootstrap, audit_topic, NO_COLOR="1"), "audit", "tail", "--exposure", hostile,
+                 "--exposure", "another")
     tail.expect(pexpect.EOF)
     tail.close()
     shown = received(tail)
