@@ -45,8 +45,8 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON ou
 
 
 def _console() -> Console:
-    # Piped output keeps whole lines: scripts and tests read it, nobody's terminal width applies.
-    return Console(width=None if sys.stdout.isatty() else 200, highlight=False)
+    # No markup: table cells and lines print as they are, whatever brackets a name or description holds.
+    return live_view.console()
 
 
 def _settings() -> Settings:
@@ -255,10 +255,12 @@ def playbooks_show(name: Annotated[str, typer.Argument(help="Playbook name.")], 
         _print_json(_describe(playbook))
         return
     console = _console()
-    console.print(f"[bold]{playbook.name}[/bold]  ({playbook.path})\n{playbook.description.strip()}\n"
-                  f"match: kinds {', '.join(playbook.match.kinds)}; severities "
-                  f"{', '.join(playbook.match.severities or ['any'])}; detectors "
-                  f"{', '.join(playbook.match.detectors or ['any'])}")
+    heading = Text(escaping.terminal(playbook.name), style="bold")
+    heading.append(escaping.terminal_block(
+        f"  ({playbook.path})\n{playbook.description.strip()}\nmatch: kinds {', '.join(playbook.match.kinds)}; "
+        f"severities {', '.join(playbook.match.severities or ['any'])}; detectors "
+        f"{', '.join(playbook.match.detectors or ['any'])}"))
+    console.print(heading)
     table = Table("step", "action", "params", "when", "on failure", "retry (attempts)")
     for step in playbook.steps:
         params = ", ".join(f"{k}={v.field if hasattr(v, 'field') else v}" for k, v in step.params.items())

@@ -112,3 +112,13 @@ def test_terminal_block_keeps_only_line_breaks_and_tabs(raw: str) -> None:
     shown = escaping.terminal_block(raw)
     assert shown.count("\n") == raw.count("\n") and shown.count("\t") == raw.count("\t")
     assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", shown)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.dictionaries(st.sampled_from(["exposure_id", "playbook", "credential_kind", "detector", "actor", "error"]),
+                       hostile))
+def test_oncall_slack_text_never_carries_slack_syntax_from_fields(fields: dict[str, str]) -> None:
+    """Property: whatever the record's fields, the Slack text has no `<`/`>` (so no mention or link) and no control
+    character."""
+    text = summary({"event": "run.failed", **fields}, "slack")["text"]
+    assert "<" not in text and ">" not in text and not RAW_CONTROL.search(text.replace("\n", ""))

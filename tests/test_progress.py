@@ -234,3 +234,16 @@ def test_json_and_piped_output_stay_plain_even_on_a_terminal_console() -> None:
         out = stream.getvalue()
         assert out.count("\n") == 1 and "\x1b" not in out
         assert (json.loads(out) == record) if as_json else out == plain(record) + "\n"
+
+
+def test_dev_console_shows_audit_records_as_coloured_lines_without_a_spinner() -> None:
+    """The dev console's observer prints each record's lines in colour and never draws a live region."""
+    stream = io.StringIO()
+    view = LiveView(Console(file=stream, width=100, force_terminal=True, color_system="standard"), with_id=True,
+                    spinner=False)
+    for record in _trail(failing=True):
+        view.observe(record)
+    out = stream.getvalue()
+    assert "\x1b[2K" not in out and "\x1b[?25l" not in out  # no live region drawn or erased
+    assert "\x1b[33m" in out and "\x1b[32m" in out and "\x1b[1;31m" in out
+    assert "manual-7f3a" in out and "Run failed for sam@example.com" in out
