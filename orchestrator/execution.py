@@ -18,6 +18,7 @@ from orchestrator.audit import AuditEvent, AuditTrail
 from orchestrator.errors import NotFound, PermanentError, ProviderError, RateLimited, TransientError
 from orchestrator.events import Exposure, Severity
 from orchestrator.governor import deadline
+from orchestrator.own_credentials import OwnCredentials
 from orchestrator.playbooks import OnFailure, Playbook, RetryPolicy, Step
 from orchestrator.redaction import REDACTOR
 from orchestrator.routing import resolve_params, step_applies
@@ -40,6 +41,7 @@ class Executor:
         self._providers = providers
         self._catalog = catalog
         self._step_timeout_s = step_timeout_s
+        self._own = OwnCredentials(providers)
 
     async def run(self, exposure: Exposure, playbook: Playbook, trail: AuditTrail, *,
                   succeeded: frozenset[str] = frozenset()) -> AuditEvent:
@@ -85,7 +87,9 @@ class Executor:
             return _StepOutcome(ok=True)
         params = resolve_params(step, exposure)
         target = spec.describe(params)
-        problem = spec.missing(params)
+        # A target that does not have its provider's shape (`current`, `..`, a key id of another kind) fails
+        # here, before any call: nothing is sent, and retrying cannot help.
+        problem = spec.missing(params) or spec.invalid(params)
         provider = self._providers.get(spec.provider)
         if problem is None and provider is None:
             problem = f"provider {spec.provider!r} is not configured; see the README section on {spec.provider}"
@@ -109,6 +113,8 @@ class Executor:
             ):
                 attempts.count = attempt.retry_state.attempt_number
                 with attempt:
+                    if refusal := await self._own.refusal(spec, params):
+                        raise PermanentError(refusal, code="OwnCredential")
                     result = await self._attempt(provider, step.action, params, _context(exposure))
         except ProviderError as exc:
             await trail.record(AuditEvent.STEP_FAILED, **base, target=target, attempt=attempts.count,

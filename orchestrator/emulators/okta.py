@@ -126,6 +126,12 @@ async def list_api_tokens(request: web.Request) -> web.Response:
     return web.json_response([t.to_json(_base_url(request)) for t in tokens if not t.revoked])
 
 
+async def get_current_api_token(request: web.Request) -> web.Response:
+    """`GET /api/v1/api-tokens/current`: the metadata of the token making the call."""
+    token = request.app[STATE_KEY].current_token(request[PRINCIPAL_KEY])
+    return web.json_response(token.to_json(_base_url(request)))
+
+
 async def get_api_token(request: web.Request) -> web.Response:
     """`GET /api/v1/api-tokens/{id}`."""
     token = request.app[STATE_KEY].api_token(request.match_info["tid"])
@@ -148,6 +154,7 @@ ROUTES = [
     web.get("/api/v1/sessions/{sid}", get_session),
     web.delete("/api/v1/sessions/{sid}", _no_content(lambda s, r: s.end_session(r.match_info["sid"]))),
     web.get("/api/v1/api-tokens", list_api_tokens),
+    web.get("/api/v1/api-tokens/current", get_current_api_token),
     web.delete("/api/v1/api-tokens/current", _no_content(lambda s, r: s.revoke_current(r[PRINCIPAL_KEY]))),
     web.get("/api/v1/api-tokens/{tid}", get_api_token),
     web.delete("/api/v1/api-tokens/{tid}", _no_content(lambda s, r: s.revoke_api_token(r.match_info["tid"]))),

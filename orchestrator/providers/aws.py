@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from orchestrator.actions import ActionSpec, Params, ParamSpec, StepContext, StepResult, text
+from orchestrator import grammar
+from orchestrator.actions import ActionSpec, Params, ParamSource, ParamSpec, StepContext, StepResult, text
 from orchestrator.errors import NotFound, PermanentError, ProviderError, RateLimited, TransientError
 from orchestrator.governor import Governor
 from orchestrator.providers.aws_rotation import Rotator
@@ -27,26 +28,37 @@ QUARANTINE_POLICY_ARN = "arn:aws:iam::aws:policy/AWSCompromisedKeyQuarantineV2"
 #: The inline policy name the console's "Revoke active sessions" writes.
 REVOKE_POLICY_NAME = "AWSRevokeOlderSessions"
 
-_KEY = ParamSpec(description="access key id (AKIA...)")
-_USER = ParamSpec(description="IAM user name or ARN; resolved from the key with GetAccessKeyLastUsed when absent")
+_KEY = ParamSpec(description="access key id (AKIA...)", grammar=grammar.AWS_ACCESS_KEY_ID, own="aws.access_key_id")
+_REQUIRED_KEY = ParamSpec(required=True, description=_KEY.description, grammar=_KEY.grammar, own=_KEY.own)
+_USER = ParamSpec(description="IAM user name or ARN; resolved from the key with GetAccessKeyLastUsed when absent",
+                  grammar=grammar.AWS_USER, own="aws.user")
 _KEY_OR_USER = (frozenset({"access_key_id", "user"}),)
+_RESOLVE = ("iam:GetAccessKeyLastUsed (when no user is given)", "iam:ListAccessKeys")
 
 ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("aws.deactivate_access_key", "Make an IAM access key Inactive; an inactive or deleted key is done.",
-               {"access_key_id": ParamSpec(required=True, description=_KEY.description), "user": _USER}),
+               {"access_key_id": _REQUIRED_KEY, "user": _USER},
+               calls=(*_RESOLVE, "iam:UpdateAccessKey Status=Inactive")),
     ActionSpec("aws.quarantine_user", "Attach AWSCompromisedKeyQuarantineV2 (or `policy_arn`) to the key's user.",
-               {"access_key_id": _KEY, "user": _USER, "policy_arn": ParamSpec(description="managed policy ARN")},
-               _KEY_OR_USER),
+               {"access_key_id": _KEY, "user": _USER,
+                "policy_arn": ParamSpec(description="managed policy ARN", grammar=grammar.AWS_POLICY_ARN,
+                                        source=ParamSource.LITERAL)},
+               _KEY_OR_USER, calls=(*_RESOLVE, "iam:ListAttachedUserPolicies", "iam:AttachUserPolicy")),
     ActionSpec("aws.revoke_user_sessions", "Deny the user's temporary credentials issued before now "
                "(inline AWSRevokeOlderSessions with aws:TokenIssueTime).",
-               {"access_key_id": _KEY, "user": _USER}, _KEY_OR_USER),
+               {"access_key_id": _KEY, "user": _USER}, _KEY_OR_USER,
+               calls=(*_RESOLVE, "iam:PutUserPolicy AWSRevokeOlderSessions")),
     ActionSpec("aws.rotate_access_key", "Create a replacement key, store it in the Secrets Manager secret "
                "`<secret_prefix>/<user>`, delete the exposed key; at most one replacement per exposed key.",
-               {"access_key_id": ParamSpec(required=True, description=_KEY.description), "user": _USER,
-                "secret_prefix": ParamSpec(required=True, description="secret name prefix")}),
+               {"access_key_id": _REQUIRED_KEY, "user": _USER,
+                "secret_prefix": ParamSpec(required=True, description="secret name prefix",
+                                           grammar=grammar.AWS_SECRET_PREFIX, source=ParamSource.LITERAL)},
+               calls=(*_RESOLVE, "iam:CreateAccessKey", "secretsmanager:PutSecretValue", "iam:DeleteAccessKey")),
     ActionSpec("aws.revoke_role_sessions", "Deny the role's temporary credentials issued before now "
                "(inline AWSRevokeOlderSessions with aws:TokenIssueTime).",
-               {"role": ParamSpec(required=True, description="role name, role ARN or assumed-role ARN")}),
+               {"role": ParamSpec(required=True, description="role name, role ARN or assumed-role ARN",
+                                  grammar=grammar.AWS_ROLE, own="aws.role")},
+               calls=("iam:PutRolePolicy AWSRevokeOlderSessions",)),
 )
 
 _THROTTLING = frozenset({"Throttling", "ThrottlingException", "ThrottledException", "RequestLimitExceeded",
@@ -87,6 +99,18 @@ class AwsProvider:
                         tb: TracebackType | None) -> None:
         await self._stack.aclose()
         self._clients.clear()
+
+    async def own_credentials(self, kind: str) -> tuple[str, ...]:
+        """The orchestrator's own credentials of `kind`: the access key id of the standard chain's credentials."""
+        if kind != "aws.access_key_id":
+            return ()
+        from aiobotocore.session import get_session
+
+        credentials = await get_session().get_credentials()
+        if credentials is None:
+            return ()
+        frozen = await credentials.get_frozen_credentials()
+        return (str(frozen.access_key),) if frozen.access_key else ()
 
     async def perform(self, action: str, params: Params, context: StepContext) -> StepResult:
         """Run one `aws.*` action."""
