@@ -149,6 +149,7 @@ def main() -> None:
     sys.exit(result if isinstance(result, int) else EXIT_OK)
 
 
-# Responder commands (trigger, audit tail, playbooks list|show, api-token), `dlq list|show|decrypt` and run-store
-# commands (status, exposures list, db upgrade|rebuild) register themselves on `app`.
-from orchestrator import dlq, responder, store_cli  # noqa: E402, F401
+# Responder commands (trigger, audit tail, playbooks list|show, api-token), `actions list|show`,
+# `dlq list|show|decrypt` and run-store commands (status, exposures list, db upgrade|rebuild) register
+# themselves on `app`.
+from orchestrator import actions_cli, dlq, responder, store_cli  # noqa: E402, F401
