@@ -135,7 +135,9 @@ def main() -> None:
         print(f"orchestrator: {exc} (see `orchestrator --help`)", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     except OrchestratorError as exc:
-        print(f"orchestrator: {exc}", file=sys.stderr)
+        # One line per problem (a playbook directory may have several), each saying where and what to do.
+        for line in str(exc).splitlines() or [""]:
+            print(f"orchestrator: {line}", file=sys.stderr)
         sys.exit(EXIT_FAILED)
     except (KeyboardInterrupt, typer.Abort):
         print("orchestrator: interrupted", file=sys.stderr)

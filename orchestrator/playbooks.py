@@ -114,19 +114,23 @@ class Playbook(_Strict):
         return step.retry or self.retry
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that a key given twice in one mapping is an error, not "the last one wins"."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, str | int | float | bool) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice in one mapping (first on line {seen[key]}): only the "
-                    "last would count; merge them into one", key_node.start_mark)
-            seen[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep=deep)
+def _duplicate_keys(node: yaml.Node | None) -> list[tuple[int, str]]:
+    """Every key given twice in one mapping (PyYAML silently keeps the last), as (line, problem)."""
+    found: list[tuple[int, str]] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                line = key.start_mark.line + 1
+                if key.value in seen:
+                    found.append((line, f"key {key.value!r} appears twice in one mapping (first on line "
+                                        f"{seen[key.value]}): only the last would count; merge them into one"))
+                seen.setdefault(key.value, line)
+            found += _duplicate_keys(value)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            found += _duplicate_keys(item)
+    return found
 
 
 def parse_playbook(text: str, path: str, catalog: Mapping[str, ActionSpec]) -> Playbook:
@@ -136,23 +140,24 @@ def parse_playbook(text: str, path: str, catalog: Mapping[str, ActionSpec]) -> P
 
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-        document = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", exc)
-        duplicate = isinstance(exc, yaml.constructor.ConstructorError)
-        raise PlaybookError(path, str(problem) if duplicate else f"not valid YAML: {problem}",
+        raise PlaybookError(path, f"not valid YAML: {getattr(exc, 'problem', exc)}",
                             mark.line + 1 if mark else None) from None
     if not isinstance(document, dict):
         raise PlaybookError(path, "expected a mapping with name, match and steps", 1)
+    problems = [PlaybookError(path, reason, line) for line, reason in _duplicate_keys(node)]
     try:
         playbook = Playbook.model_validate({**document, "path": path})
     except ValidationError as exc:
-        raise _errors([PlaybookError(path, _describe(error), _line_of(node, error["loc"]))
-                       for error in exc.errors(include_input=False, include_url=False)]) from None
-    found = playbook_checks.problems(playbook, catalog)
-    if found:
-        raise _errors([PlaybookError(path, reason, _line_of(node, loc)) for loc, reason in found])
+        problems += [PlaybookError(path, _describe(error), _line_of(node, error["loc"]))
+                     for error in exc.errors(include_input=False, include_url=False)]
+        raise _errors(problems) from None
+    problems += [PlaybookError(path, reason, _line_of(node, loc))
+                 for loc, reason in playbook_checks.problems(playbook, catalog)]
+    if problems:
+        raise _errors(problems)
     return playbook
 
 
@@ -177,15 +182,18 @@ def _line_of(node: yaml.Node | None, loc: Sequence[Any]) -> int | None:
     """The 1-based line of the YAML node at `loc`, or of the deepest ancestor that exists."""
     line = node.start_mark.line + 1 if node else None
     for key in loc:
+        mark: yaml.Node | None = None
         if isinstance(node, yaml.MappingNode):
-            child = next((v for k, v in node.value if k.value == key), None)
+            # The key's line: a block value (`params:` then its entries) starts on the line after it. The last
+            # of duplicate keys, as it is the one loading keeps.
+            child, mark = next(((v, k) for k, v in reversed(node.value) if k.value == key), (None, None))
         elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            child = node.value[key]
+            child = mark = node.value[key]
         else:
             child = None
-        if child is None:
+        if child is None or mark is None:
             break
-        node, line = child, child.start_mark.line + 1
+        node, line = child, mark.start_mark.line + 1
     return line
 
 
