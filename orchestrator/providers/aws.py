@@ -21,6 +21,7 @@ from orchestrator import grammar
 from orchestrator.actions import ActionSpec, Params, ParamSource, ParamSpec, StepContext, StepResult, text
 from orchestrator.errors import NotFound, PermanentError, ProviderError, RateLimited, TransientError
 from orchestrator.governor import Governor
+from orchestrator.keys import keyed_fingerprint
 from orchestrator.providers.aws_rotation import Rotator
 from orchestrator.settings import AwsSettings
 
@@ -83,6 +84,8 @@ class AwsProvider:
         self._client_lock = asyncio.Lock()
         self._throttled: dict[str, int] = {}
         self._owners: dict[str, str] = {}
+        #: (`user` or `role`, keyed fingerprint of its name) of the caller identity, once asked of STS.
+        self._own_principal: tuple[str, str] | None = None
         self._rotator = Rotator(self._call)
         self._handlers: Mapping[str, Callable[[Params, StepContext], Awaitable[StepResult]]] = {
             "aws.deactivate_access_key": self._deactivate_access_key,
@@ -134,6 +137,7 @@ class AwsProvider:
 
     async def _quarantine_user(self, params: Params, ctx: StepContext) -> StepResult:
         user = await self._resolve_user(params, ctx)
+        await self._refuse_own("user", user, ctx)
         policy_arn = text(params, "policy_arn") or QUARANTINE_POLICY_ARN
         target = f"iam-user:{user}"
         attached = await self._attached_policies(user, ctx)
@@ -145,10 +149,26 @@ class AwsProvider:
         return StepResult(target, (call,))
 
     async def _revoke_user_sessions(self, params: Params, ctx: StepContext) -> StepResult:
-        return await self._deny_older_sessions("user", await self._resolve_user(params, ctx), ctx)
+        user = await self._resolve_user(params, ctx)
+        await self._refuse_own("user", user, ctx)
+        return await self._deny_older_sessions("user", user, ctx)
 
     async def _revoke_role_sessions(self, params: Params, ctx: StepContext) -> StepResult:
-        return await self._deny_older_sessions("role", role_name(text(params, "role") or ""), ctx)
+        role = role_name(text(params, "role") or "")
+        await self._refuse_own("role", role, ctx)
+        return await self._deny_older_sessions("role", role, ctx)
+
+    async def _refuse_own(self, kind: str, name: str, ctx: StepContext) -> None:
+        """Quarantining the principal the orchestrator runs as, or denying its sessions, would stop every later
+        AWS run: refuse, comparing keyed fingerprints (the user may have been resolved from a key)."""
+        if self._own_principal is None:
+            identity = await self._call("sts", ctx, "get_caller_identity")
+            self._own_principal = own_principal(str(identity.get("Arn", "")))
+        own_kind, own_print = self._own_principal
+        if own_kind == kind and own_print == keyed_fingerprint(name):
+            raise PermanentError(f"aws: iam-{kind} {name} is the principal the orchestrator itself runs as: refusing "
+                                 "to quarantine it or deny its sessions; if its keys leaked, rotate them by hand",
+                                 code="OwnCredential")
 
     async def _deny_older_sessions(self, kind: str, name: str, ctx: StepContext) -> StepResult:
         """Put the inline deny on the user or role; a dry run checks that it exists (GetUser/GetRole)."""
@@ -309,6 +329,16 @@ def revoke_older_sessions_policy(now: datetime | None = None) -> tuple[str, str]
         "Condition": {"DateLessThan": {"aws:TokenIssueTime": before}},
     }]}
     return before, json.dumps(document)
+
+
+def own_principal(arn: str) -> tuple[str, str]:
+    """(`user` or `role`, keyed fingerprint of the name) of a caller-identity ARN; ("", "") for anything else."""
+    resource = arn.split(":", 5)[-1] if arn.startswith("arn:") else ""
+    if resource.startswith("user/"):
+        return "user", keyed_fingerprint(resource.rsplit("/", 1)[-1])
+    if resource.startswith("assumed-role/"):
+        return "role", keyed_fingerprint(role_name(arn))
+    return "", ""
 
 
 def role_name(role: str) -> str:
