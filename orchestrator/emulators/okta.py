@@ -1,8 +1,8 @@
 """Okta emulator: the HTTP edge (routes, auth, rate limiting, error responses) over `okta_state.OktaState`.
 
 Provider API: the calls okta-sdk-python 3.4.6 makes for revocation (`ROUTES`), with developer.okta.com's
-status codes and error bodies (401 E0000011, 404 E0000007, 400 E0000001, 429 E0000047). Callers send `SSWS
-<token>` or `SSWS<token>` (the SDK's spelling): an admin token, or a seeded API token acting as its user (a
+status codes and error bodies (401 E0000011, 404 E0000007, 400 E0000001, 429 E0000047). Callers send
+`SSWS <token>` or `SSWS<token>` (the SDK's spelling): an admin token, or a seeded API token acting as its user (a
 value seeded as both is the API token, so `GET /api/v1/api-tokens/current` can name it; an admin token alone
 gets 404 there). Rate-limit buckets as developer.okta.com's management limits class endpoints (org-wide fixed
 windows, 600 calls / 60 s each by default): `users.get` (only `GET /api/v1/users/{idOrLogin}`), `users` (every
