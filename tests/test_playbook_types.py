@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator import cli
 from orchestrator.errors import PlaybookError, PlaybookErrors
@@ -138,3 +140,18 @@ def test_actions_show_of_an_unknown_action_is_one_line(monkeypatch: pytest.Monke
     """A mistyped action name: exit 2 and one line saying what to run."""
     code, _, err = _main(monkeypatch, capsys, "actions", "show", "okta.obliterate")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "orchestrator actions list" in err
+
+
+_LINES = st.lists(st.sampled_from(SESSION.splitlines() + GITHUB.splitlines() + [
+    "steps:", "  - name: x", "    when: {severity: [urgent]}", "    params:", "      via: bogus", "? [a, b]",
+    "  : c", "{a: 1}: 2", "&x a: *x", "oauth_tokens: ture", "  kinds: []", "- 1"]), max_size=14)
+
+
+@settings(max_examples=80, deadline=None)
+@given(lines=_LINES)
+def test_any_document_is_a_playbook_or_a_playbook_error(lines: list[str]) -> None:
+    """Shuffled and broken playbook lines: parsing returns a playbook or raises PlaybookError, nothing else."""
+    try:
+        parse_playbook("\n".join(lines) + "\n", "fuzz.yaml", catalog())
+    except PlaybookError as exc:
+        assert str(exc).startswith("fuzz.yaml")

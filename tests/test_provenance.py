@@ -85,3 +85,18 @@ def test_the_api_publishes_the_principal_as_actor_and_default_detector() -> None
     assert published["future_field"] == {"x": 1}
     named = orjson.loads(as_published(b'{"id": "e2", "source": {"detector": "scanner", "location": "x"}}', "bot"))
     assert named["source"] == {"detector": "scanner", "location": "x"} and named["actor"] == "bot"
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                  max_size=3), max_leaves=6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(document=st.dictionaries(st.sampled_from(["id", "actor", "source", "credential", "x"]), _JSON, max_size=5),
+       principal=st.text(min_size=1, max_size=20))
+def test_whatever_the_body_says_the_principal_is_the_actor(document: dict[str, object], principal: str) -> None:
+    """For any JSON object body, the published record's actor is the principal and its detector is set."""
+    published = json.loads(as_published(json.dumps(document).encode(), principal))
+    assert published["actor"] == principal
+    assert isinstance(published["source"]["detector"], str) and published["source"]["detector"]
