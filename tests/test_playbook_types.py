@@ -155,3 +155,14 @@ def test_any_document_is_a_playbook_or_a_playbook_error(lines: list[str]) -> Non
         parse_playbook("\n".join(lines) + "\n", "fuzz.yaml", catalog())
     except PlaybookError as exc:
         assert str(exc).startswith("fuzz.yaml")
+
+
+async def test_start_up_refuses_a_mistyped_playbook(tmp_path: Path) -> None:
+    """The orchestrator does not start on a playbook directory with a typing mistake, naming file and line."""
+    from orchestrator.app import Orchestrator
+    from orchestrator.settings import Settings
+
+    (tmp_path / "a.yaml").write_text(GITHUB.replace("via: auto", "via: bogus"))
+    with pytest.raises(PlaybookError, match=r"a\.yaml:9: step 'revoke': parameter 'via' must be one of"):
+        async with Orchestrator(Settings(bootstrap_servers="127.0.0.1:9", playbooks_dir=tmp_path)):
+            pass
