@@ -12,7 +12,10 @@ import httpx
 import pytest
 
 from orchestrator import embedded
-from orchestrator.settings import GcpSettings
+from orchestrator.actions import StepContext
+from orchestrator.governor import Governor
+from orchestrator.providers.okta import OktaProvider
+from orchestrator.settings import GcpSettings, OktaSettings
 from tests.conftest import Emulator, okta_token
 from tests.support import Harness, events_of, exposure, fresh_settings
 
@@ -168,3 +171,19 @@ async def test_another_token_by_id_is_still_revoked(harness: Harness, logs: tupl
     trail = (await harness.run(event))[event["id"]]
     assert events_of(trail)[-1] == "run.completed"
     assert ("DELETE", f"/api/v1/api-tokens/{token_id}") in _requests(okta)
+
+
+async def test_revoking_a_users_api_tokens_spares_the_orchestrators_own(logs: tuple[Emulator, Emulator],
+                                                                         org: Org) -> None:
+    """okta.revoke_user_api_tokens on the orchestrator's service user revokes its other tokens, never its own."""
+    okta, _ = logs
+    other = okta.seed({"api_tokens": [{"name": "ci", "login": "svc-orchestrator@example.com",
+                                       "token": okta_token()}]})["api_tokens"][0]["id"]
+    settings = OktaSettings(org_url=okta.url, token=okta.admin_token)
+    async with OktaProvider(settings, Governor("okta", concurrency=4)) as provider:
+        result = await provider.perform("okta.revoke_user_api_tokens", {"user": "svc-orchestrator@example.com"},
+                                        StepContext("e"))
+    assert f"DELETE /api/v1/api-tokens/{other}" in result.calls
+    assert f"DELETE /api/v1/api-tokens/{org.own_token_id}" not in result.calls
+    tokens = {t["id"]: t["revoked"] for t in okta.control("GET", "state")["api_tokens"]}
+    assert tokens[other] is True and tokens[org.own_token_id] is False
