@@ -182,7 +182,9 @@ def main() -> None:
     except OrchestratorError as exc:
         if debug:
             _traceback()
-        _say(exc)
+        # One line per problem (a playbook directory may have several), each saying where and what to do.
+        for line in str(exc).splitlines() or [""]:
+            _say(line)
         sys.exit(EXIT_FAILED)
     except (KeyboardInterrupt, typer.Abort):
         _say("interrupted")
@@ -205,7 +207,7 @@ def main() -> None:
     sys.exit(result if isinstance(result, int) else EXIT_OK)
 
 
-# Responder commands (trigger, audit tail, playbooks list|show, api-token), `publish`, `scan-har`,
-# `dlq list|show|decrypt` and run-store commands (status, exposures list, db upgrade|rebuild) register
+# Responder commands (trigger, audit tail, playbooks list|show, api-token), `actions list|show`, `publish`,
+# `scan-har`, `dlq list|show|decrypt` and run-store commands (status, exposures list, db upgrade|rebuild) register
 # themselves on `app`.
-from orchestrator import dlq, har_cli, publish_cli, responder, store_cli  # noqa: E402, F401
+from orchestrator import actions_cli, dlq, har_cli, publish_cli, responder, store_cli  # noqa: E402, F401

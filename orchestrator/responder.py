@@ -99,6 +99,24 @@ def trigger(
                                 timeout_s=timeout, as_json=as_json))
 
 
+def _vouching_role(settings: Settings) -> Role | None:
+    """The CLI vouches for its trigger as a responder (raising its priority) only when it holds the deployment's
+    own fingerprint key, as the orchestrator does; it never creates one, and without one the trigger runs at
+    the priority its severity gives."""
+    from orchestrator import keys
+
+    tokens_dir = settings.api_tokens_file.parent if settings.api_tokens_file is not None else None
+    known = [settings.data_dir / keys.FINGERPRINT_KEY_FILE if settings.data_dir else None,
+             tokens_dir / keys.FINGERPRINT_KEY_FILE if tokens_dir else None]
+    if not (settings.encryption_key or settings.encryption_key_file or any(p and p.is_file() for p in known)):
+        return None
+    try:
+        keys.install(keys.from_settings(settings))
+    except OrchestratorError:
+        return None
+    return Role.RESPONDER
+
+
 def _read_secret() -> str:
     if sys.stdin.isatty():  # typed or pasted by a person: do not echo it to the screen
         return getpass.getpass("secret (not echoed): ").strip()
@@ -107,7 +125,8 @@ def _read_secret() -> str:
 
 async def _trigger(settings: Settings, exposure_id: str, value: bytes, *, follow_run: bool, timeout_s: float,
                    as_json: bool) -> int:
-    await triggers.publish_record(settings.bootstrap_servers, settings.exposures_topic, exposure_id, value)
+    await triggers.publish_record(settings.bootstrap_servers, settings.exposures_topic, exposure_id, value,
+                                  role=_vouching_role(settings))
     if not follow_run:
         _print_json({"id": exposure_id, "topic": settings.exposures_topic}) if as_json else \
             print(f"published {exposure_id} to {settings.exposures_topic}; follow it with "
