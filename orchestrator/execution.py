@@ -15,9 +15,11 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 
 from orchestrator.actions import ActionSpec, Priority, Provider, StepContext, StepResult
 from orchestrator.audit import AuditEvent, AuditTrail
+from orchestrator.auth import Role
 from orchestrator.errors import NotFound, PermanentError, ProviderError, RateLimited, TransientError
 from orchestrator.events import Exposure, Severity
 from orchestrator.governor import deadline
+from orchestrator.own_credentials import OwnCredentials
 from orchestrator.playbooks import OnFailure, Playbook, RetryPolicy, Step
 from orchestrator.redaction import REDACTOR
 from orchestrator.routing import resolve_params, step_applies
@@ -44,6 +46,7 @@ class Executor:
         self.catalog = catalog
         self._step_timeout_s = step_timeout_s
         self.guard = guard
+        self._own = OwnCredentials(providers)
 
     def plan(self, exposure: Exposure, playbook: Playbook,
              succeeded: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
@@ -59,26 +62,28 @@ class Executor:
         return entries
 
     async def run(self, exposure: Exposure, playbook: Playbook, trail: AuditTrail, *,
-                  succeeded: frozenset[str] = frozenset(), run_id: str | None = None,
-                  row_id: int | None = None, resumed: bool = False) -> AuditEvent:
+                  succeeded: frozenset[str] = frozenset(), priority: Priority | None = None,
+                  role: Role | None = None, run_id: str | None = None, row_id: int | None = None,
+                  resumed: bool = False) -> AuditEvent:
         """Run every applicable step in order; write `run.completed`, `run.failed`, `run.planned` or `run.denied`.
 
         Steps named in `succeeded` (a run resumed after its first owner died) are skipped and audited so. The
         guard, when there is one, clears the run first: it may wait for a person, plan only, or deny.
         """
         started = time.monotonic()
+        priority = priority_of(exposure, role) if priority is None else priority
         run_id = run_id or uuid.uuid4().hex
         trail.bind(run_id=run_id, playbook=playbook.name)
         guard = None if exposure.dry_run else self.guard
         planned = self.plan(exposure, playbook, succeeded)
-        bypass = guard is not None and guard.bypasses_brake(exposure) and any(e["destructive"] for e in planned)
+        bypass = guard is not None and guard.bypasses_brake(role) and any(e["destructive"] for e in planned)
         await trail.record(AuditEvent.RUN_STARTED, dry_run=exposure.dry_run or None, reason=exposure.reason,
-                           brake="bypassed: manual trigger by a responder" if bypass else None)
+                           brake=f"bypassed: published by a {role} (signed)" if bypass and role else None)
         if guard is not None:
             from orchestrator.guard import Verdict
 
             clearance = await guard.clear(exposure, playbook, planned, trail, run_id=run_id, row_id=row_id,
-                                          resumed=resumed)
+                                          resumed=resumed, role=role)
             if clearance.verdict is Verdict.PROTECTED:
                 await trail.record(AuditEvent.RUN_PLANNED, duration_ms=_elapsed_ms(started), plan=planned,
                                    **clearance.fields)
@@ -93,7 +98,7 @@ class Executor:
                 await trail.record(AuditEvent.STEP_SKIPPED, step=step.name, action=step.action,
                                    reason=ALREADY_SUCCEEDED)
                 continue
-            outcome = await self._run_step(exposure, playbook, step, trail)
+            outcome = await self._run_step(exposure, playbook, step, trail, priority)
             if outcome.result is not None and exposure.dry_run:
                 plan.append({"step": step.name, "action": step.action, "target": outcome.result.target,
                              "calls": list(outcome.result.calls)})
@@ -113,7 +118,8 @@ class Executor:
             await trail.record(terminal, duration_ms=duration_ms)
         return terminal
 
-    async def _run_step(self, exposure: Exposure, playbook: Playbook, step: Step, trail: AuditTrail) -> _StepOutcome:
+    async def _run_step(self, exposure: Exposure, playbook: Playbook, step: Step, trail: AuditTrail,
+                        priority: Priority) -> _StepOutcome:
         spec = self.catalog[step.action]
         base = {"step": step.name, "action": step.action}
         if not step_applies(step, exposure):
@@ -121,7 +127,9 @@ class Executor:
             return _StepOutcome(ok=True)
         params = resolve_params(step, exposure)
         target = spec.describe(params)
-        problem = spec.missing(params)
+        # A target that does not have its provider's shape (`current`, `..`, a key id of another kind) fails
+        # here, before any call: nothing is sent, and retrying cannot help.
+        problem = spec.missing(params) or spec.invalid(params)
         provider = self.providers.get(spec.provider)
         if problem is None and provider is None:
             problem = f"provider {spec.provider!r} is not configured; see the README section on {spec.provider}"
@@ -145,7 +153,9 @@ class Executor:
             ):
                 attempts.count = attempt.retry_state.attempt_number
                 with attempt:
-                    result = await self._attempt(provider, step.action, params, _context(exposure))
+                    if refusal := await self._own.refusal(spec, params):
+                        raise PermanentError(refusal, code="OwnCredential")
+                    result = await self._attempt(provider, step.action, params, _context(exposure, priority))
         except ProviderError as exc:
             await trail.record(AuditEvent.STEP_FAILED, **base, target=target, attempt=attempts.count,
                                duration_ms=_elapsed_ms(started), error=_describe(exc),
@@ -192,17 +202,19 @@ class _Attempts:
         return float(self._backoff(state))
 
 
-def priority_of(exposure: Exposure) -> Priority:
-    """Who goes first when a provider is short of budget or run slots."""
-    if exposure.actor is not None or exposure.severity is Severity.CRITICAL:
+def priority_of(exposure: Exposure, role: Role | None = None) -> Priority:
+    """Who goes first when a provider is short of budget or run slots: from the severity, and from the role of
+    the principal that published the record (verified, see `orchestrator.provenance`), never from a field such
+    as `actor` that any publisher can write."""
+    if role in (Role.RESPONDER, Role.ADMIN) or exposure.severity is Severity.CRITICAL:
         return Priority.URGENT
     if exposure.severity is Severity.LOW:
         return Priority.LOW
     return Priority.NORMAL
 
 
-def _context(exposure: Exposure) -> StepContext:
-    return StepContext(exposure_id=exposure.id, dry_run=exposure.dry_run, priority=priority_of(exposure))
+def _context(exposure: Exposure, priority: Priority) -> StepContext:
+    return StepContext(exposure_id=exposure.id, dry_run=exposure.dry_run, priority=priority)
 
 
 #: Longest provider error kept in an audit record (cut only after redaction).

@@ -20,8 +20,9 @@ from typing import Any, Protocol
 
 import structlog
 
-from orchestrator import keys
+from orchestrator import provenance
 from orchestrator.audit import AuditEvent, AuditTrail
+from orchestrator.auth import Role
 from orchestrator.brake import RateBrake
 from orchestrator.events import Exposure
 from orchestrator.playbooks import Playbook
@@ -30,10 +31,6 @@ from orchestrator.store.approvals import ApprovalBook, Decision, Gate, GateKind
 from orchestrator.store.store import utcnow
 
 log = structlog.get_logger("orchestrator.guard")
-
-#: `source.detector` of manual triggers (CLI and API): a responder's own trigger bypasses the brake.
-MANUAL_DETECTORS = frozenset({"cli", "api"})
-
 
 class Pager(Protocol):
     """Pages on-call (the configured webhook)."""
@@ -116,14 +113,14 @@ class Guard:
         """Poll now (an answer was just given in this process)."""
         self._wake.set()
 
-    def bypasses_brake(self, exposure: Exposure) -> bool:
-        """A responder's manual trigger is not a storm: it goes on whatever the rate (audited so). Only a trigger
-        sealed with the deployment's key counts: any publisher can write `actor` and `source.detector`."""
-        return (exposure.actor is not None and exposure.source.detector in MANUAL_DETECTORS
-                and keys.seal_matches(exposure.trigger_seal, *exposure.seal_parts))
+    def bypasses_brake(self, role: Role | None) -> bool:
+        """A responder's own trigger is not a storm: it goes on whatever the rate (audited so). Only a role vouched
+        for by a signed record header counts (`orchestrator.provenance`): any publisher can write `actor`."""
+        return role in provenance.RAISING
 
     async def clear(self, exposure: Exposure, playbook: Playbook, plan: list[dict[str, Any]], trail: AuditTrail,
-                    *, run_id: str, row_id: int | None, resumed: bool = False) -> Clearance:
+                    *, run_id: str, row_id: int | None, resumed: bool = False,
+                    role: Role | None = None) -> Clearance:
         """Decide whether the run acts; waits (recording `run.awaiting_approval`) when a person must answer."""
         counts = destructive_counts(plan)
         if not counts:
@@ -132,7 +129,7 @@ class Guard:
         if rule is not None:
             return Clearance(Verdict.PROTECTED, {"reason": "protected", "protected_by": rule})
         if self.book is None:
-            return self._brake_only(exposure, counts)
+            return self._brake_only(role, counts)
         gate = None
         if resumed:  # a fresh run has no gate yet: no store read on the hot path
             gate = await self.book.get(run_id)
@@ -145,7 +142,7 @@ class Guard:
                                     self.policy.approval.timeout_s)
             self._page("run.awaiting_approval", exposure, run_id, gate)
         if gate is None:
-            if self.bypasses_brake(exposure):
+            if self.bypasses_brake(role):
                 self.brake.count(counts)
                 return Clearance(Verdict.GO, {})
             admission = self.brake.admit(counts)
@@ -161,9 +158,9 @@ class Guard:
             gate = await self._wait(gate)
         return await self._answered(gate, counts, trail)
 
-    def _brake_only(self, exposure: Exposure, counts: dict[str, int]) -> Clearance:
+    def _brake_only(self, role: Role | None, counts: dict[str, int]) -> Clearance:
         """Without a store there is nowhere to wait: over the rate, the run ends denied (nothing acted)."""
-        if self.bypasses_brake(exposure):
+        if self.bypasses_brake(role):
             self.brake.count(counts)
             return Clearance(Verdict.GO, {})
         admission = self.brake.admit(counts)

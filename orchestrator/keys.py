@@ -31,7 +31,6 @@ FINGERPRINT_KEY_FILE = "fingerprint.key"
 #: Labels separating the keys derived from the one encryption key.
 _FINGERPRINT_LABEL = b"orchestrator/fingerprint/v1"
 _KEY_ID_LABEL = b"orchestrator/key-id/v1"
-_TRIGGER_LABEL = b"orchestrator/manual-trigger/v1"
 
 _fingerprint_key: bytes = secrets.token_bytes(KEY_BYTES)
 
@@ -161,14 +160,6 @@ def keyed_fingerprint(raw: str) -> str:
     return "hmac-sha256:" + digest[:16]
 
 
-def trigger_seal(*parts: str | None) -> str:
-    """A keyed seal over a manual trigger's identity (id, actor, credential handle): proves that the
-    orchestrator's own trigger paths made it, so a responder's trigger may bypass the mass-action brake and a
-    publisher on the topic, without the key, cannot claim to be one."""
-    key = hmac.new(_fingerprint_key, _TRIGGER_LABEL, hashlib.sha256).digest()
-    return hmac.new(key, "\x1f".join(p or "" for p in parts).encode(), hashlib.sha256).hexdigest()[:32]
-
-
-def seal_matches(seal: str | None, *parts: str | None) -> bool:
-    """True when `seal` is this deployment's seal over `parts` (compared in constant time)."""
-    return seal is not None and hmac.compare_digest(seal, trigger_seal(*parts))
+def keyed_digest(label: bytes, data: bytes) -> str:
+    """HMAC-SHA256 (hex) of `data` under the deployment's fingerprint key, separated from other uses by `label`."""
+    return hmac.new(_fingerprint_key, label + b"\0" + data, hashlib.sha256).hexdigest()

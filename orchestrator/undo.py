@@ -42,12 +42,20 @@ async def undo_run(key: str, *, book: ApprovalBook, providers: Mapping[str, Prov
     await trail.record(AuditEvent.UNDO_STARTED, steps=[s["step"] for s in todo], already_undone=skipped or None)
     reversed_steps: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
+    from orchestrator.providers import catalog
+
+    actions = catalog()
     for step in todo:
         spec = json.loads(step["undo"])
         action, params = str(spec["action"]), {k: str(v) for k, v in spec["params"].items()}
         base = {"step": step["step"], "action": action}
         provider = providers.get(action.split(".", 1)[0])
         try:
+            if action not in actions:
+                raise ProviderError(f"unknown undo action {action}")
+            # Checked like any step's target: the store is ours, but nothing malformed reaches a provider.
+            if problem := actions[action].missing(params) or actions[action].invalid(params):
+                raise ProviderError(problem)
             if provider is None:
                 raise ProviderError(f"provider of {action} is not configured")
             result = await _perform(provider, action, params, StepContext(exposure_id=row["id"],

@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 import structlog
 
+from orchestrator import escaping
+
 log = structlog.get_logger("orchestrator.webhook")
 
 _FIELDS = ("exposure_id", "playbook", "credential_kind", "detector", "actor", "error", "duration_ms", "run_id",
@@ -30,11 +32,12 @@ def summary(record: dict[str, Any], fmt: str) -> dict[str, Any]:
     event = str(record.get("event", "run.failed"))
     if fmt != "slack":
         return {"event": event, **fields}
-    exposure_id = fields.get("exposure_id", "?")
+    # Every field came from an event or a provider: escaped, so none can mention (`<!here>`), link or format.
+    exposure_id = escaping.slack(fields.get("exposure_id", "?"))
     headline = "FAILED" if event == "run.failed" else "HELD (protected principal: plan only)"
     lines = [f":rotating_light: Credential revocation {headline} for exposure `{exposure_id}`"]
-    lines += [f"• {k}: {fields[k]}" for k in ("credential_kind", "playbook", "error", "actor", "detector")
-              if k in fields]
+    lines += [f"• {k}: {escaping.slack(fields[k])}" for k in ("credential_kind", "playbook", "error", "actor",
+                                                               "detector") if k in fields]
     lines.append(f"Follow up: `orchestrator status {exposure_id}`")
     return {"text": "\n".join(lines)}
 
@@ -76,7 +79,7 @@ class OncallNotifier:
         """A safety page (`brake.engaged`, `brake.still_engaged`, `run.awaiting_approval`): named fields only."""
         body = {k: fields[k] for k in _PAGE_FIELDS if fields.get(k) is not None}
         if self._fmt == "slack":
-            lines = [f":octagonal_sign: {event}"] + [f"• {k}: {v}" for k, v in body.items()]
+            lines = [f":octagonal_sign: {event}"] + [f"• {k}: {escaping.slack(v)}" for k, v in body.items()]
             body = {"text": "\n".join(lines)}
         else:
             body = {"event": event, **body}

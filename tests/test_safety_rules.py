@@ -16,7 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from orchestrator import provenance
 from orchestrator.audit import Auditor
+from orchestrator.auth import Role
 from orchestrator.brake import RateBrake
 from orchestrator.errors import PlaybookError
 from orchestrator.events import Exposure
@@ -29,7 +31,6 @@ from orchestrator.store import RunStore, content_of
 from orchestrator.store.approvals import Answer, ApprovalBook, Decision, GateKind
 from orchestrator.store.states import State, can_move
 from orchestrator.store.store import utcnow
-from orchestrator.triggers import TriggerRequest, build_exposure
 
 # -- the policy file ---------------------------------------------------------------------------------------
 
@@ -197,16 +198,15 @@ def test_shipped_playbooks_put_reversible_steps_before_irreversible_ones() -> No
     assert all(actions[spec.undo].destructive is False for spec in actions.values() if spec.undo)
 
 
-def test_only_a_sealed_manual_trigger_bypasses_the_brake() -> None:
-    """A trigger built by the orchestrator bypasses; the same fields forged on the topic, or altered, do not."""
+def test_only_a_role_vouched_for_by_a_signed_header_bypasses_the_brake() -> None:
+    """A responder's or admin's record (signed header) bypasses; a forged or misplaced header, or none, does not."""
     guard = Guard(Policy())
-    built = build_exposure(TriggerRequest(kind="okta.user", owner="u@example.com"), actor="alice", detector="api",
-                           playbooks=())
-    assert guard.bypasses_brake(built)
-    forged = built.model_copy(update={"trigger_seal": None})
-    retargeted = built.model_copy(update={"credential": built.credential.model_copy(update={"owner": "ceo"})})
-    assert not guard.bypasses_brake(forged) and not guard.bypasses_brake(retargeted)
-    assert not guard.bypasses_brake(_exposure(actor="alice", source={"detector": "api"}))
+    value = b'{"id": "x", "credential": {"kind": "okta.user", "owner": "u"}}'
+    name, signed = provenance.header(value, Role.RESPONDER)
+    assert guard.bypasses_brake(provenance.verified_role(value, [(name, signed)]))
+    assert not guard.bypasses_brake(provenance.verified_role(value, [(name, b"responder:" + b"0" * 64)]))
+    assert not guard.bypasses_brake(provenance.verified_role(value + b" ", [(name, signed)]))
+    assert not guard.bypasses_brake(None) and not guard.bypasses_brake(Role.DETECTOR)
 
 
 # -- approvals over a store --------------------------------------------------------------------------------
