@@ -251,10 +251,10 @@ async def test_trigger_wait_in_a_terminal_ends_with_what_was_done(harness: Harne
     planned, done = received(plan), received(real)
     assert plan.exitstatus == 0 and real.exitstatus == 0, (planned, done)
     assert "→ suspend          would suspend the user · user:" in planned and "suspended" not in planned
-    assert f"Dry run for {login}: would clear the sessions, would reset the MFA factors and would suspend the user;" \
+    assert f"Dry run for {login}: would suspend the user, would clear the sessions and would reset the MFA factors;" \
         in " ".join(" ".join(screen_lines(planned)).split())
     assert f"{GREEN}" in done and "✓ suspend          suspended the user · user:" in done
     sentence = " ".join(" ".join(screen_lines(done)).split())
-    assert re.search(f"Cleared the sessions, reset the MFA factors and suspended the user for {re.escape(login)} "
+    assert re.search(f"Suspended the user, cleared the sessions and reset the MFA factors for {re.escape(login)} "
                      r"in [\d.]+ m?s; run [0-9a-f]{8}…", sentence)
     assert max(len(line) for line in screen_lines(planned + done)) <= COLUMNS
