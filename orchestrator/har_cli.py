@@ -19,7 +19,6 @@ from orchestrator import loop
 from orchestrator.cli import UsageProblem, app
 from orchestrator.har import exposures, scan
 from orchestrator.har.detect import preview
-from orchestrator.publish_cli import publish_exposures
 from orchestrator.settings import IngestSettings, Settings
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -56,6 +55,9 @@ def scan_har(
           + (f"; sanitized copy written to {sanitize}" if sanitize is not None else ""), file=sys.stderr)
     if settings is not None:
         events, skipped = exposures.build(result.findings, file=str(file))
+        # Imported here: `publish_cli` imports the CLI app, which imports this module (a cycle when it is first).
+        from orchestrator.publish_cli import publish_exposures
+
         loop.run(publish_exposures(settings.bootstrap_servers, settings.exposures_topic, events))
         print(f"published {len(events)} exposures to {settings.exposures_topic}"
               + (f"; {skipped} findings had nothing an exposure can act on" if skipped else ""), file=sys.stderr)
