@@ -25,6 +25,7 @@ from orchestrator.audit import AuditEvent, AuditTrail
 from orchestrator.auth import Role
 from orchestrator.brake import RateBrake
 from orchestrator.events import Exposure
+from orchestrator.lanes import stepped_aside
 from orchestrator.playbooks import Playbook
 from orchestrator.policy import OnTimeout, Policy
 from orchestrator.store.approvals import ApprovalBook, Decision, Gate, GateKind
@@ -196,7 +197,9 @@ class Guard:
         self._waiters[gate.run_id] = (future, gate)
         self._wake.set()
         try:
-            return await future
+            # Waiting for a person holds no run slot: the provider's other runs (and responders' triggers) go on.
+            async with stepped_aside():
+                return await future
         finally:
             self._waiters.pop(gate.run_id, None)
 

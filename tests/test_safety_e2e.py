@@ -142,7 +142,6 @@ def base_settings(bootstrap: str, okta: Emulator, moto: str, receiver: Receiver,
     settings = fresh_settings(bootstrap, okta.url, okta.admin_token, http_listen=f"127.0.0.1:{free_port()}",
                               api_tokens_file=root / "tokens.json", oncall_webhook_url=receiver.url,
                               policy_file=root / "policy.yaml", playbooks_dir=playbooks, approval_poll_s=0.1,
-                              max_in_flight=1200, max_in_flight_per_provider=1200,
                               aws=AwsSettings(region="us-east-1", endpoint_url=moto))
     return settings, tokens
 

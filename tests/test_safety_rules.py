@@ -23,6 +23,7 @@ from orchestrator.brake import RateBrake
 from orchestrator.errors import PlaybookError
 from orchestrator.events import Exposure
 from orchestrator.guard import Guard, Verdict
+from orchestrator.lanes import PrioritySlots, stepped_aside
 from orchestrator.playbooks import load_playbooks, parse_playbook
 from orchestrator.policy import BrakePolicy, Policy, Protected, parse_policy
 from orchestrator.providers import catalog
@@ -395,3 +396,32 @@ async def _opened(book: ApprovalBook, run_id: str) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"no gate for {run_id}")
+
+
+async def test_a_run_waiting_for_a_person_gives_its_run_slot_back_meanwhile() -> None:
+    """While stepped aside another run takes the only slot; after, and after a cancelled wait, the count is whole."""
+    slots = PrioritySlots(1)
+    aside, resume = asyncio.Event(), asyncio.Event()
+
+    async def waiting() -> None:
+        async with slots.slot(1):
+            async with stepped_aside():
+                aside.set()
+                await resume.wait()
+
+    async with asyncio.timeout(5):
+        task = asyncio.create_task(waiting())
+        await aside.wait()
+        async with slots.slot(0):  # the waiting run's slot, meanwhile
+            pass
+        resume.set()
+        await task
+        cancelled = asyncio.create_task(waiting())
+        aside.clear()
+        resume.clear()
+        await aside.wait()
+        cancelled.cancel()
+        await asyncio.gather(cancelled, return_exceptions=True)
+        async with slots.slot(0):
+            assert slots.waiting == 0 and slots._free == 0  # exactly one slot, taken now
+    assert slots._free == 1
