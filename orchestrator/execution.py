@@ -78,7 +78,7 @@ class Executor:
         planned = self.plan(exposure, playbook, succeeded)
         bypass = guard is not None and guard.bypasses_brake(role) and any(e["destructive"] for e in planned)
         await trail.record(AuditEvent.RUN_STARTED, dry_run=exposure.dry_run or None, reason=exposure.reason,
-                           brake=f"bypassed: published by a {role} (signed)" if bypass and role else None)
+                           brake=f"bypassed: published with the {role} role (signed)" if bypass and role else None)
         if guard is not None:
             from orchestrator.guard import Verdict
 
