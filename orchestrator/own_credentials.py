@@ -46,7 +46,8 @@ class OwnCredentials:
     def __init__(self, providers: Mapping[str, Provider]) -> None:
         self._providers = providers
         self._fingerprints: dict[tuple[str, str], frozenset[str]] = {}
-        self._lock = asyncio.Lock()
+        #: One lock per (provider, kind): a slow provider must not hold up the others' checks.
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     async def refusal(self, spec: ActionSpec, params: Params) -> str | None:
         """Why the step must not run (it names one of our own credentials), or None.
@@ -68,7 +69,7 @@ class OwnCredentials:
         key = (provider_name, kind)
         if (known := self._fingerprints.get(key)) is not None:
             return known
-        async with self._lock:
+        async with self._locks.setdefault(key, asyncio.Lock()):
             if (known := self._fingerprints.get(key)) is None:
                 provider = self._providers.get(provider_name)
                 values: tuple[str, ...] = ()
