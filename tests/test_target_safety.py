@@ -187,3 +187,33 @@ async def test_revoking_a_users_api_tokens_spares_the_orchestrators_own(logs: tu
     assert f"DELETE /api/v1/api-tokens/{org.own_token_id}" not in result.calls
     tokens = {t["id"]: t["revoked"] for t in okta.control("GET", "state")["api_tokens"]}
     assert tokens[other] is True and tokens[org.own_token_id] is False
+
+
+class _FakeOkta:
+    """A provider that knows one own token and counts how often it is asked."""
+
+    name = "okta"
+
+    def __init__(self, token: str) -> None:
+        self.token, self.asked = token, 0
+
+    async def own_credentials(self, kind: str) -> tuple[str, ...]:
+        self.asked += 1
+        return (self.token,) if kind == "okta.api_token" else ()
+
+
+async def test_the_guard_asks_once_and_keeps_only_fingerprints() -> None:
+    """OwnCredentials asks a provider once per kind, refuses the matching value, and holds no raw value."""
+    from pydantic import SecretStr
+
+    from orchestrator.own_credentials import OwnCredentials
+    from orchestrator.providers import catalog
+
+    own = okta_token()
+    provider = _FakeOkta(own)
+    guard = OwnCredentials({"okta": provider})  # type: ignore[dict-item]
+    spec = catalog()["okta.revoke_api_token"]
+    assert await guard.refusal(spec, {"token": SecretStr(okta_token())}) is None
+    refusal = await guard.refusal(spec, {"token": SecretStr(own)})
+    assert refusal is not None and "'token'" in refusal and own not in refusal
+    assert provider.asked == 1 and own not in repr(vars(guard))
