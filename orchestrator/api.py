@@ -2,6 +2,7 @@
 
 Routes: `GET /healthz`, `GET /readyz`, `GET /metrics` (open); `POST /v1/exposures` (role detector),
 `POST /v1/triggers`, `GET /v1/exposures` and `GET /v1/exposures/{id}` (role responder; the run store);
+`POST /v1/ingest/{format}` (no token: signed webhooks, see `orchestrator.api_ingest`);
 `admin` implies every role.
 Bearer tokens come from ORCHESTRATOR_API_TOKENS_FILE (see `orchestrator.auth`); without one, every `/v1`
 route answers 401. Error bodies name fields and reasons, never a submitted value.
@@ -23,7 +24,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 
-from orchestrator import api_exposures, provenance, triggers
+from orchestrator import api_exposures, api_ingest, provenance, triggers
 from orchestrator.auth import Principal, Role, TokenTable, load_tokens
 from orchestrator.broker_health import BrokerHealth
 from orchestrator.consumer import ExposureConsumer
@@ -149,6 +150,7 @@ def create_app(services: ApiServices) -> FastAPI:
 
     if services.store is not None:
         api_exposures.add_routes(app, services.store, as_responder)
+    api_ingest.add_routes(app, settings, services.producer)
 
     return app
 

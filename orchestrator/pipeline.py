@@ -99,10 +99,10 @@ class Pipeline:
         self._claims: dict[Origin, int] = {}  # rows claimed by records in flight, for `fail_safe`
 
     def admit(self, raw: bytes | None, origin: Origin,
-              headers: Sequence[tuple[str, bytes | None]] | None = None) -> Admission:
-        """Decode the record and check who vouches for it; never raises."""
+              headers: Sequence[tuple[str, bytes | None]] = ()) -> Admission:
+        """Decode the record (a CloudEvent too, as its `headers` tell) and check who vouches for it; never raises."""
         try:
-            return Admission(origin, raw, exposure=decode(raw, max_bytes=self._max_event_bytes),
+            return Admission(origin, raw, exposure=decode(raw, max_bytes=self._max_event_bytes, headers=headers),
                              role=provenance.verified_role(raw, headers))
         except InvalidExposure as exc:
             return Admission(origin, raw, rejection=str(exc))
