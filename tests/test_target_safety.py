@@ -217,3 +217,19 @@ async def test_the_guard_asks_once_and_keeps_only_fingerprints() -> None:
     refusal = await guard.refusal(spec, {"token": SecretStr(own)})
     assert refusal is not None and "'token'" in refusal and own not in refusal
     assert provider.asked == 1 and own not in repr(vars(guard))
+
+
+async def test_a_login_is_percent_encoded_once_as_one_path_segment(harness: Harness,
+                                                                   logs: tuple[Emulator, Emulator]) -> None:
+    """An owner login with `+` and `@` reaches Okta percent-encoded exactly once, and its sessions are cleared."""
+    okta, _ = logs
+    login = f"first+{secrets.token_hex(3)}@example.com"
+    okta.seed({"users": [{"login": login, "sessions": 1}]})
+    event = exposure("okta.session", credential={"owner": login})
+    trail = (await harness.run(event))[event["id"]]
+    assert events_of(trail)[-1] == "run.completed"
+    lookups = [r["raw_path"] for r in okta.control("GET", "requests") if r["method"] == "GET"]
+    # `+` encoded once (never %252B); `@` is legal in a path segment and yarl sends it as it is.
+    assert lookups == ["/api/v1/users/" + login.replace("+", "%2B")]
+    user = next(u for u in okta.control("GET", "state")["users"] if u["login"] == login)
+    assert all(s["revoked"] for s in user["sessions"])
