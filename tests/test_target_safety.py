@@ -233,3 +233,19 @@ async def test_a_login_is_percent_encoded_once_as_one_path_segment(harness: Harn
     assert lookups == ["/api/v1/users/" + login.replace("+", "%2B")]
     user = next(u for u in okta.control("GET", "state")["users"] if u["login"] == login)
     assert all(s["revoked"] for s in user["sessions"])
+
+
+async def test_the_user_owning_the_orchestrators_token_is_never_suspended(harness: Harness,
+                                                                          logs: tuple[Emulator, Emulator],
+                                                                          org: Org) -> None:
+    """A critical okta.user exposure of the orchestrator's service user: sessions cleared and factors reset, but
+    no suspension (Okta would deactivate the orchestrator's own token with it)."""
+    okta, _ = logs
+    event = exposure("okta.user", credential={"owner": "svc-orchestrator@example.com"}, severity="critical")
+    trail = (await harness.run(event))[event["id"]]
+    assert events_of(trail)[-1] == "run.failed"
+    [error] = _failures(trail)
+    assert "owns the orchestrator's own API token: refusing to suspend" in error
+    assert not any(r["path"].endswith("/lifecycle/suspend") for r in okta.control("GET", "requests"))
+    user = next(u for u in okta.control("GET", "state")["users"] if u["login"] == "svc-orchestrator@example.com")
+    assert user["status"] == "ACTIVE"
