@@ -19,7 +19,7 @@ from orchestrator import loop
 from orchestrator.cli import UsageProblem, app
 from orchestrator.har import exposures, scan
 from orchestrator.har.detect import preview
-from orchestrator.publish_cli import publish_exposures
+from orchestrator.publishing import publish_exposures
 from orchestrator.settings import IngestSettings, Settings
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
