@@ -19,7 +19,6 @@ from orchestrator import loop
 from orchestrator.cli import UsageProblem, app
 from orchestrator.har import exposures, scan
 from orchestrator.har.detect import preview
-from orchestrator.publish_cli import publish_exposures
 from orchestrator.settings import IngestSettings, Settings
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -55,6 +54,9 @@ def scan_har(
     print(f"{len(result.findings)} findings in {result.entries} entries of {file}"
           + (f"; sanitized copy written to {sanitize}" if sanitize is not None else ""), file=sys.stderr)
     if settings is not None:
+        # Imported here: `publish_cli` imports `orchestrator.cli`, which imports this module.
+        from orchestrator.publish_cli import publish_exposures
+
         events, skipped = exposures.build(result.findings, file=str(file))
         loop.run(publish_exposures(settings.bootstrap_servers, settings.exposures_topic, events))
         print(f"published {len(events)} exposures to {settings.exposures_topic}"
