@@ -3,6 +3,7 @@
     OrchestratorError
     ├── ConfigurationError        bad settings, unreachable dependency at start: stop, tell the operator
     │   └── PlaybookError         a playbook file is invalid: names file, line and reason
+    │       └── PlaybookErrors    several problems, one line each (the first one's fields on the exception)
     ├── InvalidExposure           a record that is not a valid exposure event: reject and dead-letter
     │   └── FormatError           a detector's output that cannot be made into exposures: names line or item
     └── ProviderError             a provider call failed; raised only by `orchestrator.providers`
@@ -34,6 +35,19 @@ class PlaybookError(ConfigurationError):
         self.line = line
         where = f"{path}:{line}" if line is not None else path
         super().__init__(f"{where}: {reason}")
+
+
+class PlaybookErrors(PlaybookError):
+    """Every problem found in one or more playbooks; `str()` is one `file:line: reason` line per problem."""
+
+    def __init__(self, problems: list[PlaybookError]) -> None:
+        first = problems[0]
+        super().__init__(first.path, first.reason, first.line)
+        self.problems = tuple(problems)
+        self.args = ("\n".join(str(p) for p in problems),)
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems)
 
 
 class InvalidExposure(OrchestratorError):
