@@ -29,7 +29,6 @@ _RUNNER = CliRunner()
 MAX = 10 * 1024 * 1024
 
 
-
 def _write(tmp_path: Path, document: Any, name: str = "support.har") -> Path:
     path = tmp_path / name
     path.write_text(json.dumps(document))
