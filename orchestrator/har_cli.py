@@ -18,7 +18,7 @@ from orchestrator import escaping, loop
 from orchestrator.cli import UsageProblem, app
 from orchestrator.har import exposures, scan
 from orchestrator.har.detect import preview
-from orchestrator.publish_cli import publish_exposures
+from orchestrator.publishing import publish_exposures
 from orchestrator.settings import IngestSettings, Settings
 
 
