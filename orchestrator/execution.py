@@ -62,16 +62,16 @@ class Executor:
         return entries
 
     async def run(self, exposure: Exposure, playbook: Playbook, trail: AuditTrail, *,
-                  succeeded: frozenset[str] = frozenset(), priority: Priority | None = None,
-                  role: Role | None = None, run_id: str | None = None, row_id: int | None = None,
-                  resumed: bool = False) -> AuditEvent:
+                  succeeded: frozenset[str] = frozenset(), role: Role | None = None, run_id: str | None = None,
+                  row_id: int | None = None, resumed: bool = False) -> AuditEvent:
         """Run every applicable step in order; write `run.completed`, `run.failed`, `run.planned` or `run.denied`.
 
         Steps named in `succeeded` (a run resumed after its first owner died) are skipped and audited so. The
-        guard, when there is one, clears the run first: it may wait for a person, plan only, or deny.
+        guard, when there is one, clears the run first: it may wait for a person, plan only, or deny. `role` is the
+        publisher's role when a record header vouches for it (`orchestrator.provenance`): priority, and the brake.
         """
         started = time.monotonic()
-        priority = priority_of(exposure, role) if priority is None else priority
+        priority = priority_of(exposure, role)
         run_id = run_id or uuid.uuid4().hex
         trail.bind(run_id=run_id, playbook=playbook.name)
         guard = None if exposure.dry_run else self.guard

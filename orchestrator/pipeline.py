@@ -15,7 +15,6 @@ from typing import Any, Protocol
 import structlog
 
 from orchestrator import provenance
-from orchestrator.actions import Priority
 from orchestrator.audit import AuditEvent, Auditor, AuditTrail
 from orchestrator.auth import Role
 from orchestrator.errors import InvalidExposure
@@ -195,9 +194,8 @@ class Pipeline:
         waiting = claim.outcome is ClaimOutcome.RESUMED and claim.state is State.AWAITING_APPROVAL
         # A run resumed while it waited keeps its id: it is still the run responders were asked to approve.
         terminal = await self._executor.run(exposure, playbook, trail, succeeded=claim.succeeded_steps,
-                                            priority=Priority(admission.priority), role=admission.role,
-                                            run_id=claim.run_id if waiting else None, row_id=trail.row_id,
-                                            resumed=claim.outcome is ClaimOutcome.RESUMED)
+                                            role=admission.role, run_id=claim.run_id if waiting else None,
+                                            row_id=trail.row_id, resumed=claim.outcome is ClaimOutcome.RESUMED)
         await trail.flush()
         await self._settle(trail)
         return terminal
