@@ -25,7 +25,7 @@ from orchestrator.events import Exposure
 from orchestrator.guard import Guard, Verdict
 from orchestrator.lanes import PrioritySlots, stepped_aside
 from orchestrator.playbooks import load_playbooks, parse_playbook
-from orchestrator.policy import BrakePolicy, Policy, Protected, parse_policy
+from orchestrator.policy import BrakePolicy, Policy, Protected, load_policy, parse_policy
 from orchestrator.providers import catalog
 from orchestrator.settings import DEFAULT_PLAYBOOKS_DIR
 from orchestrator.store import RunStore, content_of
@@ -123,7 +123,9 @@ class Clock:
 def test_the_default_brake_admits_50_destructive_steps_in_5_minutes_then_engages_once() -> None:
     """Default policy: 50 steps pass, the 51st engages the brake (a new storm), later ones wait without paging."""
     clock = Clock()
-    brake = RateBrake(BrakePolicy(), clock=clock)
+    default = load_policy(None).brake  # no ORCHESTRATOR_POLICY_FILE
+    assert (default.limit, default.window_s, default.on_timeout.value) == (50, 300.0, "wait")
+    brake = RateBrake(default, clock=clock)
     assert all(brake.admit({"okta": 1}).go for _ in range(50))
     first = brake.admit({"aws": 1})
     assert not first.go and first.engaged_now and "more than 50" in str(first.reason)
