@@ -16,6 +16,7 @@ import typer
 
 from orchestrator.cli import UsageProblem, app
 from orchestrator.errors import OrchestratorError
+from orchestrator.escaping import terminal as t
 from orchestrator.settings import DEFAULT_HTTP_LISTEN
 
 brake_app = typer.Typer(no_args_is_help=True, help="The mass-action brake (role admin): status, release, hold.")
@@ -55,7 +56,7 @@ def _call(method: str, path: str, body: dict[str, Any] | None = None) -> dict[st
         detail = response.json().get("detail", response.text)
     except ValueError:
         detail = response.text
-    raise OrchestratorError(f"HTTP {response.status_code}: {detail}")
+    raise OrchestratorError(t(f"HTTP {response.status_code}: {detail}"))
 
 
 def _print(value: dict[str, Any], as_json: bool, line: str) -> None:
@@ -66,14 +67,14 @@ def _print(value: dict[str, Any], as_json: bool, line: str) -> None:
 def approve(run_id: RunArgument, why: WhyOption = None, as_json: JsonFlag = False) -> None:
     """Approve a run waiting for a second person: it goes on (role responder; not its requester)."""
     gate = _call("POST", f"/v1/runs/{run_id}/approve", {"why": why})
-    _print(gate, as_json, f"approved run {gate['run_id']} (exposure {gate['exposure_id']}) as {gate['decided_by']}")
+    _print(gate, as_json, t(f"approved run {gate['run_id']} (exposure {gate['exposure_id']}) as {gate['decided_by']}"))
 
 
 @app.command()
 def deny(run_id: RunArgument, why: WhyOption = None, as_json: JsonFlag = False) -> None:
     """Deny a run waiting for a second person: it ends, nothing revoked (role responder; not its requester)."""
     gate = _call("POST", f"/v1/runs/{run_id}/deny", {"why": why})
-    _print(gate, as_json, f"denied run {gate['run_id']} (exposure {gate['exposure_id']}) as {gate['decided_by']}")
+    _print(gate, as_json, t(f"denied run {gate['run_id']} (exposure {gate['exposure_id']}) as {gate['decided_by']}"))
 
 
 @app.command()
@@ -86,7 +87,8 @@ def undo(run_id: Annotated[str, typer.Argument(help="The run id (or exposure id)
     lines += [f"  FAILED   {s['step']}: {s['action']}: {s['error']}" for s in result["failed"]]
     lines += [f"  already undone: {', '.join(result['already_undone'])}"] if result["already_undone"] else []
     lines += [f"  cannot be undone: {', '.join(result['irreversible'])}"] if result["irreversible"] else []
-    _print(result, as_json, "\n".join(lines))
+    # Ids, targets and errors came from events and providers: no control character reaches the terminal.
+    _print(result, as_json, "\n".join(t(line) for line in lines))
     if result["failed"]:
         raise typer.Exit(1)
 
@@ -99,7 +101,7 @@ def brake_status(as_json: JsonFlag = False) -> None:
     lines = [f"brake {state}: {status['total']} destructive steps in the last {status['window_s']:g}s "
              f"(limit {status['limit']}); {len(status['waiting'])} runs waiting"]
     lines += [f"  {g['position']:>6}  {g['run_id']}  {g['exposure_id']}  {g['reason']}" for g in status["waiting"]]
-    _print(status, as_json, "\n".join(lines))
+    _print(status, as_json, "\n".join(t(line) for line in lines))
 
 
 @brake_app.command("release")
