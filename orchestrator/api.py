@@ -1,7 +1,8 @@
 """The HTTP API served by `orchestrator run`: health, readiness, metrics, and authenticated exposure routes.
 
 Routes: `GET /healthz`, `GET /readyz`, `GET /metrics` (open); `POST /v1/exposures` (role detector),
-`POST /v1/triggers`, `GET /v1/exposures` and `GET /v1/exposures/{id}` (role responder; the run store);
+`POST /v1/triggers`, `GET /v1/exposures`, `GET /v1/exposures/{id}` and `POST /v1/exposures/{id}/replay`
+(role responder; the run store);
 `admin` implies every role.
 Bearer tokens come from ORCHESTRATOR_API_TOKENS_FILE (see `orchestrator.auth`); without one, every `/v1`
 route answers 401. Error bodies name fields and reasons, never a submitted value.
@@ -142,7 +143,10 @@ def create_app(services: ApiServices) -> FastAPI:
                 "status": f"/v1/exposures/{exposure.id}"}
 
     if services.store is not None:
-        api_exposures.add_routes(app, services.store, as_responder)
+        async def publish(key: str, value: bytes) -> None:
+            await triggers.send(services.producer, settings.exposures_topic, key, value)
+
+        api_exposures.add_routes(app, services.store, as_responder, playbooks=services.playbooks, publish=publish)
 
     return app
 

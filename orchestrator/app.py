@@ -82,7 +82,7 @@ class Orchestrator:
                 executor=Executor(providers, actions, step_timeout_s=settings.step_timeout_s),
                 playbooks=self.playbooks,
                 dead_letters=kafka.KafkaDeadLetters(producer, settings.dlq_topic, key=deployment_keys.encryption,
-                                                    health=self.broker),
+                                                    health=self.broker, bootstrap=settings.bootstrap_servers),
                 max_event_bytes=settings.max_event_bytes,
                 store=store,
             )

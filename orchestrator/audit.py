@@ -39,6 +39,8 @@ class AuditEvent(StrEnum):
     RUN_COMPLETED = "run.completed"
     RUN_FAILED = "run.failed"
     RUN_PLANNED = "run.planned"
+    EXPOSURE_REPLAYED = "exposure.replayed"
+    REPLAY_REFUSED = "replay.refused"
 
     @property
     def terminal(self) -> bool:

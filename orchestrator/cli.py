@@ -151,4 +151,4 @@ def main() -> None:
 
 # Responder commands (trigger, audit tail, playbooks list|show, api-token), `dlq list|show|decrypt` and run-store
 # commands (status, exposures list, db upgrade|rebuild) register themselves on `app`.
-from orchestrator import dlq, responder, store_cli  # noqa: E402, F401
+from orchestrator import dlq, replay_cli, responder, store_cli  # noqa: E402, F401

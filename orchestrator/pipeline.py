@@ -14,12 +14,15 @@ from typing import Any, Protocol
 
 import structlog
 
+from orchestrator import replay
+from orchestrator.actions import Priority
 from orchestrator.audit import AuditEvent, Auditor, AuditTrail
 from orchestrator.errors import InvalidExposure
 from orchestrator.events import Exposure, claimed_id, decode
 from orchestrator.execution import Executor, priority_of
 from orchestrator.playbooks import Playbook
 from orchestrator.redaction import REDACTOR
+from orchestrator.replaying import Replayer
 from orchestrator.routing import UnknownPlaybook, route
 from orchestrator.store import Claim, ClaimOutcome, Content, RunStore, content_of
 from orchestrator.store.states import InvalidTransition
@@ -54,20 +57,28 @@ class Admission:
     raw: bytes | None
     exposure: Exposure | None = None
     rejection: str | None = None
+    #: Set instead of `exposure` for a person's request to replay a failed exposure.
+    replay: replay.ReplayRequest | None = None
 
     @property
     def ordering_key(self) -> str:
         """Records with the same key are processed one after the other."""
+        if self.replay is not None:
+            return self.replay.target
         return self.exposure.credential_key if self.exposure else self.origin.label
 
     @property
     def lane(self) -> str:
         """The provider family the run acts on (`okta` for `okta.user`): runs wait for that provider's slots."""
+        if self.replay is not None:
+            return self.replay.kind.partition(".")[0]
         return self.exposure.credential.kind.partition(".")[0] if self.exposure else "invalid"
 
     @property
     def priority(self) -> int:
         """Lower runs first when a provider's run slots are short."""
+        if self.replay is not None:
+            return Priority.URGENT  # a person asked for it, as for manual triggers
         return priority_of(self.exposure) if self.exposure else 0
 
 
@@ -75,7 +86,17 @@ class DeadLetters(Protocol):
     """Where invalid records go, with the reason and their origin."""
 
     async def send(self, raw: bytes | None, *, origin: Origin, reason: str) -> Awaitable[Any]:
-        """Queue the record as received (the sink makes it safe); the awaitable resolves once stored."""
+        """Queue the record as received (the sink makes it safe); the awaitable resolves once stored, to
+        where (`PARTITION:OFFSET`) when known."""
+        ...
+
+    @property
+    def encrypted(self) -> bool:
+        """True when originals are kept whole, encrypted: a replay can take a secret from them."""
+        ...
+
+    async def fetch(self, location: str) -> bytes:
+        """The original record kept at `location`, decrypted; raises `DeadLetterError` when it cannot be."""
         ...
 
 
@@ -92,10 +113,16 @@ class Pipeline:
         #: Claims, states and steps of every exposure; a private in-memory one when none is handed in.
         self.store = store or RunStore.in_memory()
         self._claims: dict[Origin, int] = {}  # rows claimed by records in flight, for `fail_safe`
+        #: Runs the replay requests read from the topic.
+        self.replays = Replayer(self, auditor=auditor, executor=executor, playbooks=playbooks,
+                                dead_letters=dead_letters)
 
     def admit(self, raw: bytes | None, origin: Origin) -> Admission:
         """Decode the record; never raises."""
         try:
+            if replay.is_request(raw):
+                assert raw is not None
+                return Admission(origin, raw, replay=replay.decode(raw))
             return Admission(origin, raw, exposure=decode(raw, max_bytes=self._max_event_bytes))
         except InvalidExposure as exc:
             return Admission(origin, raw, rejection=str(exc))
@@ -109,6 +136,8 @@ class Pipeline:
 
     async def process(self, admission: Admission) -> AuditEvent:
         """Take the record to its terminal audit record, acknowledged by the broker, and stored."""
+        if admission.replay is not None:
+            return await self.replays.run(admission.replay, origin=admission.origin)
         exposure = admission.exposure
         if exposure is None:
             return await self._reject(admission, admission.rejection or "invalid record")
@@ -187,8 +216,32 @@ class Pipeline:
                                    reason=f"no playbook matches kind {exposure.credential.kind!r}")
         terminal = await self._executor.run(exposure, playbook, trail, succeeded=claim.succeeded_steps)
         await trail.flush()
+        if terminal is AuditEvent.RUN_FAILED and exposure.credential.secret is not None:
+            trail.dead_letter = await self.keep_original(admission.raw, admission.origin, trail.error)
         await self._settle(trail)
         return terminal
+
+    async def keep_original(self, raw: bytes | None, origin: Origin, error: str | None) -> str | None:
+        """Keep a failed run's original record, encrypted, on the dead-letter topic, for a replay to take its
+        secret from (the run store keeps none); where it is, or None without a key or when it failed."""
+        if not self._dead_letters.encrypted:
+            return None
+        try:
+            stored = await self._dead_letters.send(raw, origin=origin, reason=REDACTOR.text(
+                f"run failed, kept for replay: {error or 'failed'}"))
+            location = await stored
+        except Exception as exc:  # noqa: BLE001 - the run's end is still stored; only a replay will lack it
+            log.error("dead_letter.failed", record=origin.label, error=type(exc).__name__)
+            return None
+        return location if isinstance(location, str) else None
+
+    async def settle(self, trail: AuditTrail) -> None:
+        """See `_settle`."""
+        await self._settle(trail)
+
+    async def interrupted(self, trail: StoreTrail) -> None:
+        """See `_interrupted`."""
+        await self._interrupted(trail)
 
     async def _settle(self, trail: AuditTrail) -> None:
         """Store the trail's end (after its records were acknowledged). The audit is the record of truth: a

@@ -50,6 +50,13 @@ exposures = Table(
     Column("source_partition", Integer, nullable=True),
     Column("source_offset", BigInteger, nullable=True),
     Column("id_reused", Boolean, nullable=False, default=False),
+    #: The credential's non-secret handle (`credential.id`): a replay rebuilds the exposure from the row.
+    Column("credential_id", String(500), nullable=True),
+    #: `PARTITION:OFFSET` on the dead-letter topic of the original record, encrypted, kept when a run that
+    #: carried a secret failed with an encryption key configured: what a replay takes the secret from.
+    Column("dead_letter", String(40), nullable=True),
+    #: The id of the last replay request that claimed the row: a redelivered request does nothing twice.
+    Column("replay_request", String(64), nullable=True),
     Index("ix_exposures_id", "id"),
     Index("ix_exposures_received_at", "received_at"),
     Index("ix_exposures_state_received_at", "state", "received_at"),

@@ -45,7 +45,7 @@ from orchestrator.settings import StoreSettings
 from orchestrator.store.content import Content
 from orchestrator.store.engine import database_url, open_engine, upgrade
 from orchestrator.store.schema import exposures, steps
-from orchestrator.store.states import InvalidTransition, State, can_move, move
+from orchestrator.store.states import InvalidTransition, State, can_move, move, reopen
 
 log = structlog.get_logger("orchestrator.store")
 T = TypeVar("T")
@@ -70,6 +70,10 @@ class ClaimOutcome(StrEnum):
     RESUMED = "resumed"  # its owner's lease expired before it ended: run it, skipping succeeded steps
     DUPLICATE = "duplicate"  # this content already ended
     BUSY = "busy"  # another live owner is running it
+    # Replays only:
+    NOT_FAILED = "not-failed"  # the exposure is not (or no longer) failed: nothing to replay
+    DONE = "done"  # this very replay request already ran (a redelivered request)
+    UNKNOWN = "unknown"  # no such row (pruned, or another store)
 
 
 @dataclass(frozen=True)
@@ -205,6 +209,7 @@ class RunStore:
         values = {
             "id": content.id, "content_fingerprint": content.fingerprint, "dedup_key": content.dedup_key,
             "credential_kind": content.kind, "credential_owner": content.owner, "target": content.target,
+            "credential_id": content.credential_id, "dead_letter": None, "replay_request": None,
             "detector": content.detector, "actor": content.actor, "severity": content.severity,
             "received_at": now, "state": State.RECEIVED.value, "playbook": content.playbook,
             "claimed_by": self.owner, "lease_expires_at": now + self.lease, "id_reused": False,
@@ -245,6 +250,52 @@ class RunStore:
         self._active.add(row.row_id)
         return Claim(ClaimOutcome.RESUMED, row.row_id, id_reused=row.id_reused,
                      succeeded_steps=frozenset(succeeded), state=state, source=row_source)
+
+    async def claim_replay(self, row_id: int, exposure_id: str, request_id: str, *,
+                           now: datetime | None = None) -> Claim:
+        """Claim a failed exposure's row for replay request `request_id`, atomically: `NEW` (re-opened, with the
+        steps every earlier run succeeded in), `RESUMED` (this request's replay lost its owner), `BUSY` (a
+        run of the exposure is live), `DONE` (this request already ran), `NOT_FAILED` or `UNKNOWN`."""
+        return await self._run(self._claim_replay, row_id, exposure_id, request_id, now or utcnow())
+
+    def _claim_replay(self, row_id: int, exposure_id: str, request_id: str, now: datetime) -> Claim:
+        sql = self._sql
+        with self.engine.begin() as conn:
+            row = conn.execute(sql.by_row, {"b_row": row_id}).one_or_none()
+            if row is None or row.id != exposure_id:
+                return Claim(ClaimOutcome.UNKNOWN, row_id)
+            state = State(row.state)
+            source = (row.source_topic, row.source_partition, row.source_offset)
+            mine = row.replay_request == request_id
+            if state.terminal and (mine or state is not State.FAILED):
+                outcome = ClaimOutcome.DONE if mine else ClaimOutcome.NOT_FAILED
+                return Claim(outcome, row_id, id_reused=row.id_reused, state=state,
+                             terminal_event=row.terminal_event, source=source)
+            if not state.terminal:
+                lease_live = row.lease_expires_at is not None and row.lease_expires_at > now
+                if not mine or lease_live or row_id in self._active:
+                    return Claim(ClaimOutcome.BUSY, row_id, id_reused=row.id_reused, state=state, source=source)
+                outcome, values, now_state = ClaimOutcome.RESUMED, {}, state
+            else:
+                outcome, now_state = ClaimOutcome.NEW, reopen(state)
+                values = {"state": now_state.value, "replay_request": request_id, "terminal_event": None,
+                          "error": None, "finished_at": None}
+            conn.execute(sql.update_row, {"b_row": row_id, "claimed_by": self.owner,
+                                          "lease_expires_at": now + self.lease, **values})
+            succeeded = conn.execute(sql.succeeded, {"b_row": row_id}).scalars()
+            self._active.add(row_id)
+            return Claim(outcome, row_id, id_reused=row.id_reused, succeeded_steps=frozenset(succeeded),
+                         state=now_state, source=source)
+
+    async def row(self, row_id: int) -> dict[str, Any] | None:
+        """One exposure row, with its steps (as `lookup` gives them)."""
+        return await self._run(self.row_sync, row_id)
+
+    def row_sync(self, row_id: int) -> dict[str, Any] | None:
+        """`row`, blocking."""
+        with self.engine.connect().execution_options(read_only=True) as conn:
+            row = conn.execute(select(exposures).where(exposures.c.row_id == row_id)).one_or_none()
+            return None if row is None else self._with_steps(conn, dict(row._mapping))
 
     async def release(self, row_id: int) -> None:
         """Stop working on a claimed row without ending it (shutdown): its lease expires now, so the next
@@ -293,8 +344,10 @@ class RunStore:
         self._enqueue(lambda conn: self._write_step(conn, row_id, run_id, outcome))
 
     async def finish(self, row_id: int, state: State, *, terminal_event: str, error: str | None = None,
-                     run_id: str | None = None, playbook: str | None = None, at: datetime | None = None) -> None:
-        """Record the terminal state; returns once committed. Clears the claim."""
+                     run_id: str | None = None, playbook: str | None = None, dead_letter: str | None = None,
+                     at: datetime | None = None) -> None:
+        """Record the terminal state; returns once committed. Clears the claim. `dead_letter` is where the
+        original record was kept (encrypted) for a replay."""
         self._active.discard(row_id)
         when = at or utcnow()
         values: dict[str, Any] = {"finished_at": when, "terminal_event": terminal_event, "error": error,
@@ -303,6 +356,8 @@ class RunStore:
             values["run_id"] = run_id
         if playbook is not None:
             values["playbook"] = playbook
+        if dead_letter is not None:
+            values["dead_letter"] = dead_letter
         await self._enqueue(lambda conn: self._transition(conn, row_id, state, **values))
 
     def _enqueue(self, apply: Callable[[Connection], Any]) -> asyncio.Future[Any]:
@@ -400,13 +455,15 @@ class RunStore:
                     raise AmbiguousPrefix(id_or_prefix, sorted(ids))
                 if ids:
                     rows = conn.execute(select(exposures).where(exposures.c.id == ids[0]).order_by(*newest)).all()
-            result = [dict(r._mapping) for r in rows]
-            for entry in result:
-                entry["steps"] = [dict(s._mapping) for s in conn.execute(
-                    select(steps.c.run_id, steps.c.step, steps.c.action, steps.c.state, steps.c.attempts,
-                           steps.c.error, steps.c.started_at, steps.c.finished_at)
-                    .where(steps.c.exposure_row == entry["row_id"]).order_by(steps.c.row_id))]
-            return result
+            return [self._with_steps(conn, dict(r._mapping)) for r in rows]
+
+    @staticmethod
+    def _with_steps(conn: Connection, entry: dict[str, Any]) -> dict[str, Any]:
+        entry["steps"] = [dict(s._mapping) for s in conn.execute(
+            select(steps.c.run_id, steps.c.step, steps.c.action, steps.c.state, steps.c.attempts,
+                   steps.c.error, steps.c.started_at, steps.c.finished_at)
+            .where(steps.c.exposure_row == entry["row_id"]).order_by(steps.c.row_id))]
+        return entry
 
     async def recent(self, **filters: Any) -> tuple[list[dict[str, Any]], str | None]:
         """See `recent_sync`."""
@@ -494,6 +551,8 @@ class _Statements:
         self.update_row = update(exposures).where(exposures.c.row_id == bindparam("b_row"))
         self.transition = update(exposures).where(exposures.c.row_id == bindparam("b_row"),
                                                   exposures.c.state.in_(bindparam("b_from", expanding=True)))
+        by_row = select(exposures).where(exposures.c.row_id == bindparam("b_row"))
+        self.by_row = by_row if is_sqlite else by_row.with_for_update()
         self.state_of = select(exposures.c.state).where(exposures.c.row_id == bindparam("b_row"))
         self.succeeded = select(steps.c.step).where(steps.c.exposure_row == bindparam("b_row"),
                                                     steps.c.state == "succeeded")

@@ -28,6 +28,8 @@ class StoreTrail(AuditTrail):
         self.row_id = row_id
         self._started: dict[str, Any] = {}
         self.error: str | None = None
+        #: Where the original record was kept (encrypted) when the run failed: stored with the end.
+        self.dead_letter: str | None = None
 
     @property
     def run_id(self) -> str | None:
@@ -64,7 +66,8 @@ class StoreTrail(AuditTrail):
             return
         state: State = EVENT_STATES[self.terminal]
         await self._store.finish(self.row_id, state, terminal_event=self.terminal.value, error=self.error,
-                                 run_id=self.run_id, playbook=_text(self._context.get("playbook")))
+                                 run_id=self.run_id, playbook=_text(self._context.get("playbook")),
+                                 dead_letter=self.dead_letter)
 
 
 def _text(value: Any) -> str | None:

@@ -1,0 +1,29 @@
+"""Replays: the credential's handle, where a failed run's original record is kept, the last replay request.
+
+Revision ID: 0002
+Revises: 0001
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("exposures") as batch:
+        batch.add_column(sa.Column("credential_id", sa.String(500), nullable=True))
+        batch.add_column(sa.Column("dead_letter", sa.String(40), nullable=True))
+        batch.add_column(sa.Column("replay_request", sa.String(64), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("exposures") as batch:
+        batch.drop_column("replay_request")
+        batch.drop_column("dead_letter")
+        batch.drop_column("credential_id")
