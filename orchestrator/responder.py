@@ -105,23 +105,47 @@ def _read_secret() -> str:
 
 async def _trigger(settings: Settings, exposure_id: str, value: bytes, *, follow_run: bool, timeout_s: float,
                    as_json: bool) -> int:
-    await triggers.publish_record(settings.bootstrap_servers, settings.exposures_topic, exposure_id, value)
     if not follow_run:
+        await triggers.publish_record(settings.bootstrap_servers, settings.exposures_topic, exposure_id, value)
         _print_json({"id": exposure_id, "topic": settings.exposures_topic}) if as_json else \
             print(f"published {exposure_id} to {settings.exposures_topic}; follow it with "
                   f"`orchestrator status {exposure_id}`")
         return EXIT_OK
-    if not as_json:
-        print(f"published {exposure_id}; following its audit trail (up to {timeout_s:g}s)", flush=True)
+    # A fresh id has no history: only live progress is read, from the audit topic's end as it is before
+    # publishing (never the topic from its beginning: that is minutes with months of records).
+    positioned = asyncio.Event()
+    arrived: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+    async def pump() -> None:
+        try:
+            async with contextlib.aclosing(_stream(settings, exposure_ids=[exposure_id], from_beginning=False,
+                                                   positioned=positioned)) as records:
+                async for record in records:
+                    arrived.put_nowait(record)
+        finally:
+            arrived.put_nowait(None)
+
+    reader = asyncio.create_task(pump())
+    ready = asyncio.create_task(positioned.wait())
     try:
-        async with asyncio.timeout(timeout_s), \
-                contextlib.aclosing(_stream(settings, exposure_ids=[exposure_id])) as records:
-            async for record in records:
+        async with asyncio.timeout(timeout_s):
+            await asyncio.wait([reader, ready], return_when=asyncio.FIRST_COMPLETED)
+            if reader.done():
+                reader.result()  # the reader failed (no broker): its error, as one line
+            await triggers.publish_record(settings.bootstrap_servers, settings.exposures_topic, exposure_id, value)
+            if not as_json:
+                print(f"published {exposure_id}; following its audit trail (up to {timeout_s:g}s)", flush=True)
+            while (record := await arrived.get()) is not None:
                 _print_json(record) if as_json else print(render(record), flush=True)
                 if is_terminal(record):
                     return _finish(record, as_json)
+            reader.result()
     except TimeoutError:
         pass
+    finally:
+        reader.cancel()
+        ready.cancel()
+        await asyncio.gather(reader, ready, return_exceptions=True)
     print(f"orchestrator: timed out after {timeout_s:g}s waiting for {exposure_id} to finish; it may still "
           f"complete: `orchestrator status {exposure_id}`", file=sys.stderr)
     return EXIT_TIMEOUT
