@@ -68,6 +68,35 @@ async def follow(bootstrap: str, topic: str, *, exposure_ids: Collection[str] | 
         await consumer.stop()
 
 
+async def find_end(bootstrap: str, topic: str, exposure_id: str, position: str, content_fingerprint: str, *,
+                   idle_s: float = 1.0) -> dict[str, Any] | None:
+    """The terminal record of the exposure (with this content) written after `position` (`PARTITION:OFFSET` of
+    an earlier record of it, so on its partition), or None once the partition stays quiet for `idle_s`."""
+    partition, _, offset = position.partition(":")
+    if not (partition.isdigit() and offset.isdigit()):
+        return None
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    wanted = exposure_id.encode()
+    try:
+        await kafka.start(consumer, bootstrap)
+        assigned = TopicPartition(topic, int(partition))
+        consumer.assign([assigned])
+        consumer.seek(assigned, int(offset) + 1)
+        while batch := await consumer.getmany(assigned, timeout_ms=int(idle_s * 1000)):
+            for record in batch.get(assigned, []):
+                if record.key != wanted:
+                    continue
+                try:
+                    document = json.loads(record.value)
+                except (TypeError, ValueError):
+                    continue
+                if is_terminal(document) and document.get("content_fingerprint") == content_fingerprint:
+                    return document  # type: ignore[no-any-return]
+        return None
+    finally:
+        await consumer.stop()
+
+
 async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout_s: float | None) -> set[int]:
     """The topic's partitions, waiting for the topic to exist (a broker that came back empty has none yet)."""
     waited = 0.0

@@ -8,7 +8,7 @@ the consumer hands in where the record came from, and dead letters go through a 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,7 +25,7 @@ from orchestrator.redaction import REDACTOR
 from orchestrator.replaying import Replayer
 from orchestrator.routing import UnknownPlaybook, route
 from orchestrator.store import Claim, ClaimOutcome, Content, RunStore, content_of
-from orchestrator.store.states import InvalidTransition
+from orchestrator.store.states import EVENT_STATES, InvalidTransition
 from orchestrator.store.tracking import StoreTrail
 
 log = structlog.get_logger("orchestrator.pipeline")
@@ -100,11 +100,16 @@ class DeadLetters(Protocol):
         ...
 
 
+#: Looks for an exposure's terminal record on the audit topic: (exposure id, position, content fingerprint).
+EndFinder = Callable[[str, str, str], Awaitable[dict[str, Any] | None]]
+
+
 class Pipeline:
     """Handles records; one per process, shared by every in-flight record."""
 
     def __init__(self, *, auditor: Auditor, executor: Executor, playbooks: Sequence[Playbook],
-                 dead_letters: DeadLetters, max_event_bytes: int, store: RunStore | None = None) -> None:
+                 dead_letters: DeadLetters, max_event_bytes: int, store: RunStore | None = None,
+                 find_end: EndFinder | None = None) -> None:
         self._auditor = auditor
         self._executor = executor
         self._playbooks = playbooks
@@ -113,6 +118,8 @@ class Pipeline:
         #: Claims, states and steps of every exposure; a private in-memory one when none is handed in.
         self.store = store or RunStore.in_memory()
         self._claims: dict[Origin, int] = {}  # rows claimed by records in flight, for `fail_safe`
+        self._find_end = find_end
+        self._finding = asyncio.Semaphore(8)  # takeovers of runs that died ending: each reads the audit topic
         #: Runs the replay requests read from the topic.
         self.replays = Replayer(self, auditor=auditor, executor=executor, playbooks=playbooks,
                                 dead_letters=dead_letters)
@@ -152,6 +159,8 @@ class Pipeline:
                 # its offset was committed): its terminal record exists, a second one would be a lie.
                 log.info("exposure.redelivered", exposure_id=exposure.id, state=claim.state.value)
                 return AuditEvent(claim.terminal_event or AuditEvent.EXPOSURE_DUPLICATE)
+            if (ended := await self.ended_meanwhile(exposure.id, content.fingerprint, claim)) is not None:
+                return ended
             owned = claim.outcome in (ClaimOutcome.NEW, ClaimOutcome.RESUMED)
             trail = StoreTrail(
                 self._auditor, exposure.id,
@@ -180,6 +189,29 @@ class Pipeline:
             return terminal
         finally:
             REDACTOR.release(exposure.credential.secret)
+
+    async def ended_meanwhile(self, exposure_id: str, content_fingerprint: str, claim: Claim) -> AuditEvent | None:
+        """A row taken over from an owner that died while writing its terminal record: if the audit topic has
+        that record, store the end it tells and return its event (nothing is run or written again); else None
+        (the record was never written: the run resumes and writes it)."""
+        if claim.outcome is not ClaimOutcome.RESUMED or claim.ending is None or claim.audit_position is None:
+            return None
+        found = None
+        if self._find_end is not None:
+            try:
+                async with self._finding:
+                    found = await self._find_end(exposure_id, claim.audit_position, content_fingerprint)
+            except Exception as exc:  # noqa: BLE001 - then resumed; a second end is the lesser evil than none
+                log.warning("audit.find_end_failed", exposure_id=exposure_id, error=type(exc).__name__)
+        if found is None:
+            return None
+        event = AuditEvent(found["event"])
+        log.info("exposure.end_recovered", exposure_id=exposure_id, terminal=event.value)
+        reason = found.get("error") or found.get("reason")
+        await self.store.finish(claim.row_id, EVENT_STATES[event], terminal_event=event.value,
+                                error=REDACTOR.text(str(reason)) if reason else None, run_id=found.get("run_id"),
+                                playbook=found.get("playbook"))
+        return event
 
     async def _claim(self, admission: Admission, content: Content) -> Claim:
         """Claim the exposure; while another live owner runs it, wait (for its end or its lease's expiry).

@@ -88,6 +88,10 @@ class Claim:
     terminal_event: str | None = None
     #: Where the claimed row's record was read from: equal to the caller's on a redelivery.
     source: tuple[str | None, int | None, int | None] = (None, None, None)
+    #: RESUMED only: its owner was writing this terminal event when it died; and where on the audit topic to
+    #: look for that record (`PARTITION:OFFSET`, a lower bound), before running anything again.
+    ending: str | None = None
+    audit_position: str | None = None
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,7 @@ class RunStore:
             "id": content.id, "content_fingerprint": content.fingerprint, "dedup_key": content.dedup_key,
             "credential_kind": content.kind, "credential_owner": content.owner, "target": content.target,
             "credential_id": content.credential_id, "dead_letter": None, "replay_request": None,
+            "audit_position": None,
             "detector": content.detector, "actor": content.actor, "severity": content.severity,
             "received_at": now, "state": State.RECEIVED.value, "playbook": content.playbook,
             "claimed_by": self.owner, "lease_expires_at": now + self.lease, "id_reused": False,
@@ -249,7 +254,8 @@ class RunStore:
         succeeded = conn.execute(sql.succeeded, {"b_row": row.row_id}).scalars()
         self._active.add(row.row_id)
         return Claim(ClaimOutcome.RESUMED, row.row_id, id_reused=row.id_reused,
-                     succeeded_steps=frozenset(succeeded), state=state, source=row_source)
+                     succeeded_steps=frozenset(succeeded), state=state, source=row_source,
+                     ending=row.terminal_event, audit_position=row.audit_position)
 
     async def claim_replay(self, row_id: int, exposure_id: str, request_id: str, *,
                            now: datetime | None = None) -> Claim:
@@ -279,13 +285,16 @@ class RunStore:
             else:
                 outcome, now_state = ClaimOutcome.NEW, reopen(state)
                 values = {"state": now_state.value, "replay_request": request_id, "terminal_event": None,
+                          "audit_position": None,
                           "error": None, "finished_at": None}
             conn.execute(sql.update_row, {"b_row": row_id, "claimed_by": self.owner,
                                           "lease_expires_at": now + self.lease, **values})
             succeeded = conn.execute(sql.succeeded, {"b_row": row_id}).scalars()
             self._active.add(row_id)
+            resumed = outcome is ClaimOutcome.RESUMED
             return Claim(outcome, row_id, id_reused=row.id_reused, succeeded_steps=frozenset(succeeded),
-                         state=now_state, source=source)
+                         state=now_state, source=source, ending=row.terminal_event if resumed else None,
+                         audit_position=row.audit_position if resumed else None)
 
     async def row(self, row_id: int) -> dict[str, Any] | None:
         """One exposure row, with its steps (as `lookup` gives them)."""
@@ -339,9 +348,16 @@ class RunStore:
         self._enqueue(lambda conn: self._transition(conn, row_id, State.RUNNING, started_at=when, run_id=run_id,
                                                     playbook=playbook))
 
-    def step(self, row_id: int, run_id: str, outcome: StepRow) -> None:
-        """Queue one step's outcome (replacing that step's earlier row in the same run)."""
-        self._enqueue(lambda conn: self._write_step(conn, row_id, run_id, outcome))
+    def step(self, row_id: int, run_id: str, outcome: StepRow) -> asyncio.Future[Any]:
+        """Queue one step's outcome (replacing that step's earlier row in the same run); the future resolves
+        once committed."""
+        return self._enqueue(lambda conn: self._write_step(conn, row_id, run_id, outcome))
+
+    async def ending(self, row_id: int, terminal_event: str, audit_position: str | None) -> None:
+        """Say, before writing it, which terminal record the live row is about to get and after which of its
+        acknowledged audit records; returns once committed (see `Claim.ending`)."""
+        await self._enqueue(lambda conn: conn.execute(self._sql.update_row, {
+            "b_row": row_id, "terminal_event": terminal_event, "audit_position": audit_position}))
 
     async def finish(self, row_id: int, state: State, *, terminal_event: str, error: str | None = None,
                      run_id: str | None = None, playbook: str | None = None, dead_letter: str | None = None,

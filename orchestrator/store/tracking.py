@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from orchestrator.audit import AuditEvent, Auditor, AuditTrail
@@ -38,7 +39,12 @@ class StoreTrail(AuditTrail):
         return value if isinstance(value, str) else None
 
     async def record(self, event: AuditEvent, **fields: Any) -> None:
-        """Write the audit record, then tell the store what it changes."""
+        """Write the audit record, then tell the store what it changes. A terminal record of a claimed row is
+        announced in the store first, after every earlier record is acknowledged: an owner dying between the
+        record and the row's end leaves its successor where to look for it (never a second terminal record)."""
+        if event.terminal and self.row_id is not None and self.terminal is None:
+            await self.flush()
+            await self._store.ending(self.row_id, event.value, self.position)
         await super().record(event, **fields)
         if event.terminal:
             reason = fields.get("error") or fields.get("reason")
@@ -55,10 +61,14 @@ class StoreTrail(AuditTrail):
             if event is AuditEvent.STEP_SUCCEEDED:
                 await self.flush()
             error = fields.get("error")
-            self._store.step(self.row_id, run_id, StepRow(
+            stored = self._store.step(self.row_id, run_id, StepRow(
                 step=name, action=fields.get("action"), state=_STEP_STATES[event],
                 attempts=int(fields.get("attempt") or 0), error=REDACTOR.text(str(error)) if error else None,
                 started_at=self._started.pop(name, None), finished_at=utcnow()))
+            if event is AuditEvent.STEP_SUCCEEDED:
+                # Stored before the run moves on: a resumed run never repeats a step that succeeded. A store
+                # failing here is logged by its writer; the run goes on (the audit is the record of truth).
+                await asyncio.gather(stored, return_exceptions=True)
 
     async def settle(self) -> None:
         """After `flush`: store the terminal state this trail ended in (the claim ends with it)."""

@@ -1,4 +1,5 @@
-"""Replays: the credential's handle, where a failed run's original record is kept, the last replay request.
+"""Replays and exact ends: the credential's handle, where a failed run's original record is kept, the last
+replay request, and where on the audit topic a run's end may be found if its owner died while ending it.
 
 Revision ID: 0002
 Revises: 0001
@@ -20,10 +21,12 @@ def upgrade() -> None:
         batch.add_column(sa.Column("credential_id", sa.String(500), nullable=True))
         batch.add_column(sa.Column("dead_letter", sa.String(40), nullable=True))
         batch.add_column(sa.Column("replay_request", sa.String(64), nullable=True))
+        batch.add_column(sa.Column("audit_position", sa.String(40), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("exposures") as batch:
+        batch.drop_column("audit_position")
         batch.drop_column("replay_request")
         batch.drop_column("dead_letter")
         batch.drop_column("credential_id")

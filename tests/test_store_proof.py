@@ -1,0 +1,113 @@
+"""The run store's proof: two orchestrator processes in one group share a PostgreSQL store; a rebalance and a
+SIGKILL in the middle of 2,000 exposures end each exactly once, and rotate each AWS key exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import string
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import boto3
+import orjson
+
+from orchestrator.audit_stream import follow, is_terminal
+from orchestrator.providers.aws_rotation import TAG_KEY_ID, TAG_REPLACES
+from orchestrator.settings import StoreSettings
+from tests import postgres
+from tests.conftest import Emulator
+from tests.support import exposure, fresh_settings, orchestrator_process, publish, read_all, roomy_rate_limits
+
+CHEAP, SESSIONS, ROTATIONS = 1500, 440, 60
+SECRET_PREFIX = "credential-orchestrator/rotated-access-keys"
+
+
+def _aws_env(moto: str) -> dict[str, str]:
+    """Fake credentials generated now, for moto."""
+    alphabet = string.ascii_uppercase + string.digits
+    return {"AWS_ENDPOINT_URL": moto, "AWS_ACCESS_KEY_ID": "AKIA" + "".join(secrets.choice(alphabet) for _ in range(16)),
+            "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30), "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+async def _until(count: int, terminals: Counter[str]) -> None:
+    async with asyncio.timeout(60):
+        while sum(terminals.values()) < count:
+            await asyncio.sleep(0.05)
+
+
+async def test_two_processes_a_rebalance_and_a_sigkill_end_every_exposure_once_and_rotate_each_key_once(
+        bootstrap: str, okta_clean: Emulator, moto: str, postgres_server: str, tmp_path: Path) -> None:
+    """2,000 exposures on 4 partitions; a second member joins a third of the way in, the first is SIGKILLed two
+    thirds in with runs in flight: every exposure has one terminal record, every IAM user one replacement key."""
+    okta, aws = okta_clean, _aws_env(moto)
+    iam = boto3.client("iam", endpoint_url=moto, region_name="us-east-1", aws_access_key_id=aws["AWS_ACCESS_KEY_ID"],
+                       aws_secret_access_key=aws["AWS_SECRET_ACCESS_KEY"])
+    secretsmanager = boto3.client("secretsmanager", endpoint_url=moto, region_name="us-east-1",
+                                  aws_access_key_id=aws["AWS_ACCESS_KEY_ID"],
+                                  aws_secret_access_key=aws["AWS_SECRET_ACCESS_KEY"])
+    run = secrets.token_hex(3)
+    rotations: dict[str, str] = {}  # exposed key id → user
+    for n in range(ROTATIONS):
+        user = f"proof-{run}-{n}"
+        iam.create_user(UserName=user)
+        rotations[iam.create_access_key(UserName=user)["AccessKey"]["AccessKeyId"]] = user
+    logins = [f"proof.{run}.{n}@example.com" for n in range(SESSIONS)]
+    okta.seed({"users": [{"login": login, "sessions": 1} for login in logins]})
+    events: list[dict[str, Any]] = [exposure("proof.cheap", credential={"id": f"c{n}"}) for n in range(CHEAP)]
+    events += [exposure("okta.session", credential={"owner": login}) for login in logins]
+    events += [exposure("aws.access_key", credential={"id": key, "owner": user},
+                        source={"detector": "aws-key-rotation"}) for key, user in rotations.items()]
+    events.sort(key=lambda _: secrets.randbits(32))  # rotations spread through all three thirds
+    ids = {e["id"] for e in events}
+
+    database = postgres.fresh_database(postgres_server)
+    settings = fresh_settings(bootstrap, okta.url, okta.admin_token, store=StoreSettings(database_url=database))
+    env = {**aws, "ORCHESTRATOR_DATABASE_URL": database, "ORCHESTRATOR_TOPIC_PARTITIONS": "4",
+           # Instances sharing a store share the fingerprint key.
+           "ORCHESTRATOR_ENCRYPTION_KEY": secrets.token_hex(32)}
+    terminals: Counter[str] = Counter()
+    resumed: set[str] = set()
+
+    async def watch() -> None:
+        async for record in follow(bootstrap, settings.audit_topic, exposure_ids=ids):
+            if is_terminal(record):
+                terminals[record["exposure_id"]] += 1
+            if record.get("resumed"):
+                resumed.add(record["exposure_id"])
+
+    thirds = [events[:700], events[700:1400], events[1400:]]
+    okta.control("PUT", "latency", {"ms": 100})  # keeps runs in flight when the member dies
+    with roomy_rate_limits(okta), orchestrator_process(settings, okta, tmp_path / "a.log", **env) as first:
+        watcher = asyncio.create_task(watch())
+        try:
+            await publish(bootstrap, settings.exposures_topic, thirds[0])
+            await _until(300, terminals)
+            with orchestrator_process(settings, okta, tmp_path / "b.log", **env):  # joins: a rebalance
+                await publish(bootstrap, settings.exposures_topic, thirds[1])
+                await _until(1100, terminals)
+                first.kill()  # SIGKILL, runs in flight: the survivor takes its partitions and claims over
+                first.wait()
+                await publish(bootstrap, settings.exposures_topic, thirds[2])
+                await _until(len(events), terminals)
+                await asyncio.sleep(1.0)  # a second terminal record, if any, would land now
+        finally:
+            watcher.cancel()
+            okta.control("PUT", "latency", {"ms": 0})
+    records = [orjson.loads(r.value) for r in await read_all(bootstrap, settings.audit_topic)]
+    ends = Counter(r["exposure_id"] for r in records if is_terminal(r))
+    import json as _j
+    with open("/tmp/proof-debug.jsonl", "w") as out:
+        for r in records:
+            if ends.get(r["exposure_id"], 0) > 1:
+                out.write(_j.dumps(r) + "\n")
+    assert {i: n for i, n in ends.items() if n != 1} == {} and set(ends) == ids
+    assert resumed, "the SIGKILL interrupted no run: the proof proved nothing"
+    for exposed, user in rotations.items():
+        keys = [k["AccessKeyId"] for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]]
+        tags = {t["Key"]: t["Value"] for t in
+                secretsmanager.describe_secret(SecretId=f"{SECRET_PREFIX}/{user}")["Tags"]}
+        assert len(keys) == 1 and keys[0] != exposed, (user, keys)
+        assert tags == {TAG_KEY_ID: keys[0], TAG_REPLACES: exposed}
