@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Engine,
     Table,
@@ -31,7 +32,9 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    false,
     func,
+    literal_column,
     or_,
     select,
     text,
@@ -107,11 +110,23 @@ class StepRow:
     finished_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class _Batchable:
+    """A write as one statement and its parameters, so writes alike run as one `executemany` (PostgreSQL)."""
+
+    key: tuple[Any, ...]
+    statement: Any
+    params: dict[str, Any]
+    #: For a transition: the state it moves to (checked after the batch, as `executemany` gives no per-row count).
+    target: State | None = None
+
+
 @dataclass
 class _Write:
     """A queued write and the future its caller may await."""
 
     apply: Callable[[Connection], Any]
+    batchable: _Batchable | None = None
     done: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -345,19 +360,23 @@ class RunStore:
     def started(self, row_id: int, *, run_id: str, playbook: str, at: datetime | None = None) -> None:
         """Queue `running` (not awaited: the queue keeps order, and the terminal write is awaited)."""
         when = at or utcnow()
-        self._enqueue(lambda conn: self._transition(conn, row_id, State.RUNNING, started_at=when, run_id=run_id,
-                                                    playbook=playbook))
+        self._enqueue_transition(row_id, State.RUNNING, {"started_at": when, "run_id": run_id, "playbook": playbook})
 
     def step(self, row_id: int, run_id: str, outcome: StepRow) -> asyncio.Future[Any]:
         """Queue one step's outcome (replacing that step's earlier row in the same run); the future resolves
         once committed."""
-        return self._enqueue(lambda conn: self._write_step(conn, row_id, run_id, outcome))
+        params = {"exposure_row": row_id, "run_id": run_id, "step": outcome.step, "action": outcome.action,
+                  "state": outcome.state, "attempts": outcome.attempts, "error": outcome.error,
+                  "started_at": outcome.started_at, "finished_at": outcome.finished_at}
+        return self._enqueue(lambda conn: conn.execute(self._sql.upsert_step, params),
+                             _Batchable(("step",), self._sql.upsert_step, params))
 
     async def ending(self, row_id: int, terminal_event: str, audit_position: str | None) -> None:
         """Say, before writing it, which terminal record the live row is about to get and after which of its
         acknowledged audit records; returns once committed (see `Claim.ending`)."""
-        await self._enqueue(lambda conn: conn.execute(self._sql.update_row, {
-            "b_row": row_id, "terminal_event": terminal_event, "audit_position": audit_position}))
+        params = {"b_row": row_id, "terminal_event": terminal_event, "audit_position": audit_position}
+        await self._enqueue(lambda conn: conn.execute(self._sql.update_row, params),
+                            _Batchable(("ending",), self._sql.update_row, params))
 
     async def finish(self, row_id: int, state: State, *, terminal_event: str, error: str | None = None,
                      run_id: str | None = None, playbook: str | None = None, dead_letter: str | None = None,
@@ -374,10 +393,16 @@ class RunStore:
             values["playbook"] = playbook
         if dead_letter is not None:
             values["dead_letter"] = dead_letter
-        await self._enqueue(lambda conn: self._transition(conn, row_id, state, **values))
+        await self._enqueue_transition(row_id, state, values)
 
-    def _enqueue(self, apply: Callable[[Connection], Any]) -> asyncio.Future[Any]:
-        write = _Write(apply)
+    def _enqueue_transition(self, row_id: int, target: State, values: dict[str, Any]) -> asyncio.Future[Any]:
+        params = {"b_row": row_id, "state": target.value, **values}
+        statement = self._sql.transitions[target]
+        return self._enqueue(lambda conn: self._transition(conn, row_id, target, **values),
+                             _Batchable(("transition", target, *sorted(params)), statement, params, target))
+
+    def _enqueue(self, apply: Callable[[Connection], Any], batchable: _Batchable | None = None) -> asyncio.Future[Any]:
+        write = _Write(apply, batchable)
         self._queue.append(write)
         if self._wake is None:  # not started: a one-off caller (CLI, tests) writes at once
             self._wake = asyncio.Event()
@@ -412,12 +437,51 @@ class RunStore:
         # and any other error fails the whole batch, whose waiters retry or report it.
         outcomes: list[tuple[Any, Exception | None]] = []
         with self.engine.begin() as conn:
+            if not self.is_sqlite and all(w.batchable is not None for w in batch):
+                return self._apply_many(conn, [w.batchable for w in batch if w.batchable is not None])
             for write in batch:
                 try:
                     outcomes.append((write.apply(conn), None))
                 except InvalidTransition as exc:
                     log.warning("store.invalid_transition", error=str(exc))
                     outcomes.append((None, exc))
+        return outcomes
+
+    def _apply_many(self, conn: Connection, writes: list[_Batchable]) -> list[tuple[Any, Exception | None]]:
+        """The batch as one `executemany` per kind of write: PostgreSQL then pipelines each kind's statements
+        instead of a round trip per statement. Kinds run in the order they first appear. That may run one row's
+        writes out of order only for writes its caller did not wait for in between, and those (running, a step,
+        the end announced) touch different columns or tables; an end is queued only after the announcement
+        was committed, so never in its batch."""
+        groups: dict[tuple[Any, ...], list[_Batchable]] = {}
+        for write in writes:
+            groups.setdefault(write.key, []).append(write)
+        for group in groups.values():
+            conn.execute(group[0].statement, [w.params for w in group])
+        moved = [w for w in writes if w.target is not None]
+        found: dict[int, Any] = {}
+        if moved:
+            rows = [w.params["b_row"] for w in moved]
+            found = {r.row_id: r for r in conn.execute(
+                select(exposures.c.row_id, exposures.c.state, exposures.c.started_at, exposures.c.finished_at)
+                .where(exposures.c.row_id.in_(rows)))}
+        outcomes: list[tuple[Any, Exception | None]] = []
+        for write in writes:
+            error: Exception | None = None
+            if write.target is not None:
+                row = found.get(write.params["b_row"])
+                # Applied when the row is in the target state with this write's own time (no per-row count).
+                stamp = "started_at" if write.target is State.RUNNING else "finished_at"
+                if row is None:
+                    error = LookupError(f"no exposure row {write.params['b_row']}")
+                elif row.state != write.target.value or getattr(row, stamp) != write.params.get(stamp):
+                    try:  # refused by the WHERE clause: the state machine names the move
+                        move(State(row.state), write.target)
+                        error = InvalidTransition(f"{row.state} → {write.target.value} was not applied")
+                    except InvalidTransition as exc:
+                        error = exc
+                    log.warning("store.invalid_transition", error=str(error))
+            outcomes.append((None, error))
         return outcomes
 
     async def flush(self) -> None:
@@ -433,9 +497,8 @@ class RunStore:
 
     def _transition(self, conn: Connection, row_id: int, target: State, **values: Any) -> None:
         # One statement: the state machine's predecessors of `target` are the WHERE clause.
-        allowed = [state.value for state in State if can_move(state, target)]
-        changed = conn.execute(self._sql.transition, {"b_row": row_id, "b_from": allowed, "state": target.value,
-                                                      **values}).rowcount
+        changed = conn.execute(self._sql.transitions[target], {"b_row": row_id, "state": target.value,
+                                                               **values}).rowcount
         if changed == 0:
             current = conn.execute(self._sql.state_of, {"b_row": row_id}).scalar_one_or_none()
             if current is None:
@@ -565,8 +628,12 @@ class _Statements:
         self.by_key = by_key if is_sqlite else by_key.with_for_update()
         # Executed with the columns to set as parameters beside `b_row`.
         self.update_row = update(exposures).where(exposures.c.row_id == bindparam("b_row"))
-        self.transition = update(exposures).where(exposures.c.row_id == bindparam("b_row"),
-                                                  exposures.c.state.in_(bindparam("b_from", expanding=True)))
+        # One per target state, its allowed predecessors written in the SQL (executemany cannot expand a list;
+        # they are the enum's own constant names).
+        self.transitions = {
+            target: update(exposures).where(exposures.c.row_id == bindparam("b_row"), _one_of(
+                [state.value for state in State if can_move(state, target)]))
+            for target in State}
         by_row = select(exposures).where(exposures.c.row_id == bindparam("b_row"))
         self.by_row = by_row if is_sqlite else by_row.with_for_update()
         self.state_of = select(exposures.c.state).where(exposures.c.row_id == bindparam("b_row"))
@@ -574,6 +641,13 @@ class _Statements:
                                                     steps.c.state == "succeeded")
         self.lease = update(exposures).where(exposures.c.row_id.in_(bindparam("b_rows", expanding=True)),
                                              exposures.c.claimed_by == bindparam("b_owner"))
+
+
+def _one_of(states: list[str]) -> ColumnElement[bool]:
+    """`state IN ('a', 'b')` with the names inline; false for none."""
+    if not states:
+        return false()
+    return exposures.c.state.in_([literal_column(f"'{name}'") for name in states])
 
 
 def _insert_text(table: Table, tail: str, **expressions: str) -> TextClause | TextualSelect:
