@@ -435,30 +435,36 @@ class RunStore:
     def _apply_batch(self, batch: Sequence[_Write]) -> list[tuple[Any, Exception | None]]:
         # No savepoint per write (two more statements each): an invalid transition is refused before it writes,
         # and any other error fails the whole batch, whose waiters retry or report it.
-        outcomes: list[tuple[Any, Exception | None]] = []
+        # Claims (SQLite's, the only writes that are not batchable) first, one by one: a row's claim and its later
+        # writes never share a batch (the claim is awaited first), and a claim that finds a row another write of
+        # the batch would end only waits (busy) and finds it ended next time.
+        outcomes: dict[int, tuple[Any, Exception | None]] = {}
         with self.engine.begin() as conn:
-            if not self.is_sqlite and all(w.batchable is not None for w in batch):
-                return self._apply_many(conn, [w.batchable for w in batch if w.batchable is not None])
-            for write in batch:
-                try:
-                    outcomes.append((write.apply(conn), None))
-                except InvalidTransition as exc:
-                    log.warning("store.invalid_transition", error=str(exc))
-                    outcomes.append((None, exc))
-        return outcomes
+            for n, write in enumerate(batch):
+                if write.batchable is None:
+                    try:
+                        outcomes[n] = (write.apply(conn), None)
+                    except InvalidTransition as exc:
+                        log.warning("store.invalid_transition", error=str(exc))
+                        outcomes[n] = (None, exc)
+            many = [n for n, write in enumerate(batch) if write.batchable is not None]
+            if many:
+                outcomes.update(zip(many, self._apply_many(conn, [batch[n].batchable for n in many]), strict=True))
+        return [outcomes[n] for n in range(len(batch))]
 
-    def _apply_many(self, conn: Connection, writes: list[_Batchable]) -> list[tuple[Any, Exception | None]]:
+    def _apply_many(self, conn: Connection, writes: Sequence[_Batchable | None]) -> list[tuple[Any, Exception | None]]:
         """The batch as one `executemany` per kind of write: PostgreSQL then pipelines each kind's statements
-        instead of a round trip per statement. Kinds run in the order they first appear. That may run one row's
-        writes out of order only for writes its caller did not wait for in between, and those (running, a step,
-        the end announced) touch different columns or tables; an end is queued only after the announcement
-        was committed, so never in its batch."""
+        instead of a round trip per statement, SQLite loops in C instead of Python. Kinds run in the order they
+        first appear. That may run one row's writes out of order only for writes its caller did not wait for in
+        between, and those (running, a step, the end announced) touch different columns or tables; an end is
+        queued only after the announcement was committed, so never in its batch."""
         groups: dict[tuple[Any, ...], list[_Batchable]] = {}
         for write in writes:
+            assert write is not None
             groups.setdefault(write.key, []).append(write)
         for group in groups.values():
             conn.execute(group[0].statement, [w.params for w in group])
-        moved = [w for w in writes if w.target is not None]
+        moved = [w for w in writes if w is not None and w.target is not None]
         found: dict[int, Any] = {}
         if moved:
             rows = [w.params["b_row"] for w in moved]
@@ -468,7 +474,7 @@ class RunStore:
         outcomes: list[tuple[Any, Exception | None]] = []
         for write in writes:
             error: Exception | None = None
-            if write.target is not None:
+            if write is not None and write.target is not None:
                 row = found.get(write.params["b_row"])
                 # Applied when the row is in the target state with this write's own time (no per-row count).
                 stamp = "started_at" if write.target is State.RUNNING else "finished_at"
