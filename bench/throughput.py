@@ -150,6 +150,8 @@ async def main() -> None:
     parser.add_argument("--store", choices=("sqlite", "memory", "postgresql"), action="append", default=None,
                         help="run store backend (repeatable; default sqlite)")
     parser.add_argument("--baseline", metavar="REF", help="also run the code at this git commit (no run store)")
+    parser.add_argument("--rounds", type=int, default=1, help="run every configuration this many times, "
+                        "interleaved (load on a shared machine drifts)")
     args = parser.parse_args()
     latencies = args.latency_ms or [0, 20]
     admin = "00" + secrets.token_urlsafe(32)[:40]
@@ -166,7 +168,7 @@ async def main() -> None:
             configs.append((f"none ({args.baseline})", {}, stack.enter_context(_checkout(args.baseline))))
         for backend in args.store or ["sqlite"]:
             configs.append((backend, _store_env(backend, stack), None))
-        for latency in latencies:
+        for latency in [lat for lat in latencies for _ in range(args.rounds)]:
             for name, store, code in configs:
                 result = await run_once(bootstrap, okta.url, admin, args.count, latency, args.owner, store, code)
                 result = {"store": name, **result}

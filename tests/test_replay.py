@@ -173,3 +173,22 @@ async def test_a_replay_claim_reopens_a_failed_row_once_and_holds_off_every_othe
     assert (await store.claim_replay(row_id, "another-id", "req-3")).outcome is ClaimOutcome.UNKNOWN
     ended = await store.row(row_id)
     assert ended is not None and ended["state"] == "completed" and ended["replay_request"] == "req-1"
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    ([], "give either --exposure ID or --state failed --since T"),
+    (["--exposure", "x", "--state", "failed", "--since", "1h"], "give either"),
+    (["--state", "completed", "--since", "1h"], "only failed exposures can be replayed"),
+    (["--state", "failed"], "--state failed needs --since T"),
+    (["--state", "failed", "--since", "yesterday"], "expected e.g. 15m, 2h, 1d"),
+])
+def test_a_mistyped_replay_is_one_line_and_exit_2(args: list[str], says: str, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Whatever is wrong with the flags: one line naming what to do, exit 2, nothing read or published."""
+    from orchestrator.cli import main
+
+    monkeypatch.setattr("sys.argv", ["orchestrator", "replay", *args])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and len(err.strip().splitlines()) == 1 and says in err and "Traceback" not in err
