@@ -15,9 +15,10 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaProducer
 
-from orchestrator import embedded, kafka
-from orchestrator.audit_stream import follow, is_terminal, render
+from orchestrator import embedded, kafka, live_view
+from orchestrator.audit_stream import follow, is_terminal
 from orchestrator.errors import ConfigurationError
+from orchestrator.progress import in_time_order
 
 DEMO_ADMIN = "sam.support@example.com"
 DEMO_CUSTOMER = "casey.customer@example.com"
@@ -162,9 +163,10 @@ async def watch(bootstrap: str, topic: str, ids: list[str], *, timeout_s: float 
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout_s):
             await read()
-    if echo:
-        for record in sorted(trail, key=lambda r: str(r.get("ts", ""))):
-            print(render(record), flush=True)
+    if echo:  # coloured lines and closing sentences on a terminal, plain stable lines elsewhere
+        with live_view.printer(live_view.console(), with_id=True) as show:
+            for record in in_time_order(trail):
+                show(record)
     return terminals
 
 

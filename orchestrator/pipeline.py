@@ -14,9 +14,10 @@ from typing import Any, Protocol
 
 import structlog
 
-from orchestrator import replay
+from orchestrator import provenance, replay
 from orchestrator.actions import Priority
 from orchestrator.audit import AuditEvent, Auditor, AuditTrail
+from orchestrator.auth import Role
 from orchestrator.errors import InvalidExposure
 from orchestrator.events import Exposure, claimed_id, decode
 from orchestrator.execution import Executor, priority_of
@@ -57,6 +58,8 @@ class Admission:
     raw: bytes | None
     exposure: Exposure | None = None
     rejection: str | None = None
+    #: The publisher's role, when a record header vouches for it (`orchestrator.provenance`).
+    role: Role | None = None
     #: Set instead of `exposure` for a person's request to replay a failed exposure.
     replay: replay.ReplayRequest | None = None
 
@@ -79,7 +82,7 @@ class Admission:
         """Lower runs first when a provider's run slots are short."""
         if self.replay is not None:
             return Priority.URGENT  # a person asked for it, as for manual triggers
-        return priority_of(self.exposure) if self.exposure else 0
+        return priority_of(self.exposure, self.role) if self.exposure else 0
 
 
 class DeadLetters(Protocol):
@@ -124,13 +127,15 @@ class Pipeline:
         self.replays = Replayer(self, auditor=auditor, executor=executor, playbooks=playbooks,
                                 dead_letters=dead_letters)
 
-    def admit(self, raw: bytes | None, origin: Origin) -> Admission:
-        """Decode the record; never raises."""
+    def admit(self, raw: bytes | None, origin: Origin,
+              headers: Sequence[tuple[str, bytes | None]] = ()) -> Admission:
+        """Decode the record (a CloudEvent too, as its `headers` tell) and check who vouches for it; never raises."""
         try:
             if replay.is_request(raw):
                 assert raw is not None
                 return Admission(origin, raw, replay=replay.decode(raw))
-            return Admission(origin, raw, exposure=decode(raw, max_bytes=self._max_event_bytes))
+            return Admission(origin, raw, exposure=decode(raw, max_bytes=self._max_event_bytes, headers=headers),
+                             role=provenance.verified_role(raw, headers))
         except InvalidExposure as exc:
             return Admission(origin, raw, rejection=str(exc))
         except Exception as exc:  # noqa: BLE001 - a decoder bug rejects this record, it must not stop the loop
@@ -246,7 +251,8 @@ class Pipeline:
         if playbook is None:
             return await self._end(trail, AuditEvent.EXPOSURE_UNMATCHED,
                                    reason=f"no playbook matches kind {exposure.credential.kind!r}")
-        terminal = await self._executor.run(exposure, playbook, trail, succeeded=claim.succeeded_steps)
+        terminal = await self._executor.run(exposure, playbook, trail, succeeded=claim.succeeded_steps,
+                                            priority=Priority(admission.priority))
         await trail.flush()
         if terminal is AuditEvent.RUN_FAILED and exposure.credential.secret is not None:
             trail.dead_letter = await self.keep_original(admission.raw, admission.origin, trail.error)
