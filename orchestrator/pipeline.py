@@ -305,6 +305,13 @@ class Pipeline:
         reason = f"internal error: {type(error).__name__}"
         log.error("record.crashed", record=admission.origin.label, error=type(error).__name__)
         try:
+            if admission.replay is not None:  # a request, not an exposure: refused, nothing to dead-letter
+                request = admission.replay
+                trail = self._auditor.trail(request.exposure_id, actor=request.actor,
+                                            replay_request=request.request_id)
+                await trail.record(AuditEvent.REPLAY_REFUSED, reason=request.reason, error=reason)
+                await trail.flush()
+                return True
             if admission.exposure is not None:
                 trail = StoreTrail(self._auditor, admission.exposure.id, {}, store=self.store,
                                    row_id=self._claims.pop(admission.origin, None))

@@ -74,8 +74,12 @@ class Replayer:
             why = f"{request.exposure_id} is {claim.state.value}: only failed exposures can be replayed" \
                 if claim.outcome is ClaimOutcome.NOT_FAILED else "its row is gone from the run store"
             return await self._refuse(trail, request, why)
-        if (ended := await self._pipeline.ended_meanwhile(request.exposure_id, row["content_fingerprint"],
-                                                          claim)) is not None:
+        try:
+            ended = await self._pipeline.ended_meanwhile(request.exposure_id, row["content_fingerprint"], claim)
+        except BaseException:
+            await store.release(claim.row_id)  # not left claimed (and renewed) by a request that failed here
+            raise
+        if ended is not None:
             return ended
         trail.row_id = claim.row_id
         secret = exposure.credential.secret
