@@ -81,7 +81,9 @@ class Admission:
     def priority(self) -> int:
         """Lower runs first when a provider's run slots are short."""
         if self.replay is not None:
-            return Priority.URGENT  # a person asked for it, as for manual triggers
+            # Priority comes only from a role a header vouches for (`orchestrator.provenance`), never from what
+            # a record says; a replay request carries none.
+            return Priority.NORMAL
         return priority_of(self.exposure, self.role) if self.exposure else 0
 
 
@@ -252,7 +254,7 @@ class Pipeline:
             return await self._end(trail, AuditEvent.EXPOSURE_UNMATCHED,
                                    reason=f"no playbook matches kind {exposure.credential.kind!r}")
         terminal = await self._executor.run(exposure, playbook, trail, succeeded=claim.succeeded_steps,
-                                            priority=Priority(admission.priority))
+                                            role=admission.role)
         await trail.flush()
         if terminal is AuditEvent.RUN_FAILED and exposure.credential.secret is not None:
             trail.dead_letter = await self.keep_original(admission.raw, admission.origin, trail.error)

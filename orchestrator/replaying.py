@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from orchestrator import replay
-from orchestrator.actions import Priority
 from orchestrator.audit import AuditEvent, Auditor
 from orchestrator.dead_letters import MAX_STORED_BYTES, DeadLetterError
 from orchestrator.errors import InvalidExposure
@@ -99,8 +98,7 @@ class Replayer:
                                source=f"dead letter {row['dead_letter']}" if row.get("dead_letter") else "store")
             # The requester and their reason are the run's: steps and records see who asked for it and why.
             again = exposure.model_copy(update={"actor": request.actor, "reason": request.reason})
-            terminal = await self._executor.run(again, playbook, trail, succeeded=succeeded,
-                                                priority=Priority.URGENT)
+            terminal = await self._executor.run(again, playbook, trail, succeeded=succeeded)
         except asyncio.CancelledError:
             await self._pipeline.interrupted(trail)
             raise
