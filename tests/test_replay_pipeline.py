@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
+from orchestrator import replay
 from orchestrator.audit_stream import follow, is_terminal
 from orchestrator.auth import Role, new_token, token_entry
 from orchestrator.embedded import free_port
 from orchestrator.execution import ALREADY_SUCCEEDED
 from orchestrator.settings import Settings
 from tests.conftest import Emulator, okta_token
-from tests.support import Harness, exposure, fresh_settings, read_all, run_cli
+from tests.support import Harness, exposure, fresh_settings, publish, read_all, run_cli
 
 FORBIDDEN = {"errorCode": "E0000006", "errorSummary": "You do not have permission to perform the requested action",
              "errorLink": "E0000006", "errorId": "oae-test", "errorCauses": []}
@@ -104,6 +106,15 @@ async def test_failed_runs_are_replayed_through_the_api_and_the_cli_skipping_wha
 
         refused = await http.post(f"/v1/exposures/{user['id']}/replay", headers=headers)
         assert refused.status_code == 409 and "only failed exposures" in refused.json()["detail"]
+        # A request the consumer cannot run (a row this store does not have) is audited, not acted on.
+        bogus = replay.new_request({**ended, "row_id": 10**9}, actor="mallory", reason="why not",
+                                   at=datetime.now(UTC))
+        await publish(bootstrap, settings.exposures_topic, [replay.encode(bogus)], key=leaked["id"].encode())
+        async with asyncio.timeout(20):
+            async for record in follow(bootstrap, settings.audit_topic, exposure_ids=[leaked["id"]]):
+                if record["event"] == "replay.refused":
+                    break
+        assert record["actor"] == "mallory" and "in the run store" in record["error"]
         await harness.stop()
     audit = await read_all(bootstrap, settings.audit_topic)
     assert audit and all(value.encode() not in r.value for r in audit)
