@@ -1,7 +1,8 @@
 """The HTTP API served by `orchestrator run`: health, readiness, metrics, and authenticated exposure routes.
 
 Routes: `GET /healthz`, `GET /readyz`, `GET /metrics` (open); `POST /v1/exposures` (role detector),
-`POST /v1/triggers`, `GET /v1/exposures` and `GET /v1/exposures/{id}` (role responder; the run store);
+`POST /v1/triggers`, `GET /v1/exposures`, `GET /v1/exposures/{id}` and `POST /v1/exposures/{id}/replay`
+(role responder; the run store);
 `GET /v1/approvals`, `POST /v1/runs/{id}/approve|deny` (role responder), `GET /v1/brake`,
 `POST /v1/brake/release|hold`, `POST /v1/runs/{id}/undo` (role admin; see `orchestrator.api_safety`);
 `POST /v1/ingest/{format}` (no token: signed webhooks, see `orchestrator.api_ingest`);
@@ -158,7 +159,10 @@ def create_app(services: ApiServices) -> FastAPI:
                 "status": f"/v1/exposures/{exposure.id}"}
 
     if services.store is not None:
-        api_exposures.add_routes(app, services.store, as_responder)
+        async def publish(key: str, value: bytes) -> None:
+            await triggers.send(services.producer, settings.exposures_topic, key, value)
+
+        api_exposures.add_routes(app, services.store, as_responder, playbooks=services.playbooks, publish=publish)
     if services.guard is not None and services.guard.book is not None and services.auditor is not None:
         api_safety.add_routes(app, services.guard, services.auditor, services.providers or {},
                               as_responder=as_responder, as_admin=Depends(_requires(Role.ADMIN, services.tokens)))

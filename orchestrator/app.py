@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import os
 import signal
@@ -14,7 +15,7 @@ from types import TracebackType
 import structlog
 from aiokafka import AIOKafkaProducer
 
-from orchestrator import api, kafka, keys
+from orchestrator import api, audit_stream, kafka, keys
 from orchestrator.actions import Provider
 from orchestrator.audit import AuditObserver, Auditor, KafkaAuditSink
 from orchestrator.broker_health import BrokerHealth
@@ -104,9 +105,10 @@ class Orchestrator:
                 executor=Executor(providers, actions, step_timeout_s=settings.step_timeout_s, guard=guard),
                 playbooks=self.playbooks,
                 dead_letters=kafka.KafkaDeadLetters(producer, settings.dlq_topic, key=deployment_keys.encryption,
-                                                    health=self.broker),
+                                                    health=self.broker, bootstrap=settings.bootstrap_servers),
                 max_event_bytes=settings.max_event_bytes,
                 store=store,
+                find_end=functools.partial(audit_stream.find_end, settings.bootstrap_servers, settings.audit_topic),
             )
             raw_consumer = kafka.make_consumer(settings)
             await kafka.start(raw_consumer, settings.bootstrap_servers)

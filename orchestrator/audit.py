@@ -51,6 +51,8 @@ class AuditEvent(StrEnum):
     UNDO_STEP_FAILED = "undo.step_failed"
     UNDO_COMPLETED = "undo.completed"
     UNDO_FAILED = "undo.failed"
+    EXPOSURE_REPLAYED = "exposure.replayed"
+    REPLAY_REFUSED = "replay.refused"
 
     @property
     def terminal(self) -> bool:
@@ -187,6 +189,8 @@ class AuditTrail:
         self._context = context
         self._pending: list[Awaitable[Any]] = []
         self.terminal: AuditEvent | None = None
+        #: `PARTITION:OFFSET` of the last record the broker acknowledged (after a `flush`), when known.
+        self.position: str | None = None
 
     def bind(self, **context: Any) -> None:
         """Add fields to every later record of this trail."""
@@ -203,4 +207,6 @@ class AuditTrail:
     async def flush(self) -> None:
         """Wait for the broker to acknowledge every record written so far."""
         pending, self._pending = self._pending, []
-        await asyncio.gather(*pending)
+        for stored in await asyncio.gather(*pending):
+            if hasattr(stored, "offset") and hasattr(stored, "partition"):
+                self.position = f"{stored.partition}:{stored.offset}"

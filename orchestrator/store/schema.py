@@ -50,6 +50,17 @@ exposures = Table(
     Column("source_partition", Integer, nullable=True),
     Column("source_offset", BigInteger, nullable=True),
     Column("id_reused", Boolean, nullable=False, default=False),
+    #: The credential's non-secret handle (`credential.id`): a replay rebuilds the exposure from the row.
+    Column("credential_id", String(500), nullable=True),
+    #: `PARTITION:OFFSET` on the dead-letter topic of the original record, encrypted, kept when a run that
+    #: carried a secret failed with an encryption key configured: what a replay takes the secret from.
+    Column("dead_letter", String(40), nullable=True),
+    #: The id of the last replay request that claimed the row: a redelivered request does nothing twice.
+    Column("replay_request", String(64), nullable=True),
+    #: Set with `terminal_event` while the row is still live, just before its terminal record is written:
+    #: `PARTITION:OFFSET` of its last acknowledged audit record. If the owner dies now, whoever takes the row
+    #: over looks there for the terminal record before running anything (exactly one terminal record).
+    Column("audit_position", String(40), nullable=True),
     Index("ix_exposures_id", "id"),
     Index("ix_exposures_received_at", "received_at"),
     Index("ix_exposures_state_received_at", "state", "received_at"),

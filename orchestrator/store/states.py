@@ -42,6 +42,11 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 }
 
 
+#: The one way out of a final state: a replay (asked for by a person) re-opens a failed exposure for a new run.
+#: Kept apart from `TRANSITIONS`, which is what the pipeline's own records may do.
+REOPENINGS: dict[State, State] = {State.FAILED: State.RECEIVED}
+
+
 class InvalidTransition(ValueError):
     """A move the state machine does not allow (a bug in the caller)."""
 
@@ -56,6 +61,13 @@ def move(current: State, target: State) -> State:
     if not can_move(current, target):
         raise InvalidTransition(f"{current.value} → {target.value} is not allowed")
     return target
+
+
+def reopen(current: State) -> State:
+    """The state a replay moves `current` to, or `InvalidTransition` (only a failed exposure is replayed)."""
+    if current not in REOPENINGS:
+        raise InvalidTransition(f"{current.value} cannot be replayed: only failed exposures can")
+    return REOPENINGS[current]
 
 
 #: The state an audit event puts its exposure in; events not listed leave the state as it is.
