@@ -76,7 +76,7 @@ async def test_failed_runs_are_replayed_through_the_api_and_the_cli_skipping_wha
         await _stored_end(http, user["id"], headers)
 
         plan = (await http.post(f"/v1/exposures/{user['id']}/replay", headers=headers, json={"dry_run": True})).json()
-        assert plan["skip"] == ["clear-sessions", "suspend"] and plan["run"] == ["reset-factors"]
+        assert plan["skip"] == ["suspend", "clear-sessions"] and plan["run"] == ["reset-factors"]
         answer = await http.post(f"/v1/exposures/{user['id']}/replay", headers=headers,
                                  json={"reason": "factor reset was refused, INC-7"})
         assert answer.status_code == 202 and answer.json()["actor"] == "oncall-bot"
@@ -90,8 +90,8 @@ async def test_failed_runs_are_replayed_through_the_api_and_the_cli_skipping_wha
         again = replayed[[r["event"] for r in replayed].index("exposure.replayed"):]
         assert again[0]["actor"] == "oncall-bot" and again[0]["reason"] == "factor reset was refused, INC-7"
         assert [(r["event"], r.get("step")) for r in again if r["event"].startswith("step.") and
-                r["event"] != "step.started"] == [("step.skipped", "clear-sessions"),
-                                                  ("step.succeeded", "reset-factors"), ("step.skipped", "suspend")]
+                r["event"] != "step.started"] == [("step.skipped", "suspend"), ("step.skipped", "clear-sessions"),
+                                                  ("step.succeeded", "reset-factors")]
         assert {r["reason"] for r in again if r["event"] == "step.skipped"} == {ALREADY_SUCCEEDED}
         assert again[-1]["event"] == "run.completed" and all(r["actor"] == "oncall-bot" for r in again)
         assert again[-1]["run_id"] != first[user["id"]][-1]["run_id"]
