@@ -319,3 +319,27 @@ def test_any_unsigned_delivery_is_refused_never_an_error(route: str, headers: di
             return (await client.post(f"/v1/ingest/{route}", content=body, headers=headers)).status_code
 
     assert asyncio.run(post()) in (400, 401, 404)
+
+
+# Latin-1 is how the HTTP server decodes header bytes: any of them can reach a verifier.
+_HEADER_TEXT = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=255), max_size=80)
+
+
+@pytest.mark.parametrize("signature", ["sha256=\u00e9", "sha256=" + "\u00ff" * 64, "sha256=0\u00a0"])
+def test_a_non_ascii_hmac_signature_is_rejected_not_an_error(signature: str) -> None:
+    """A signature header holding non-ASCII text (a latin-1 byte) is Rejected, not a TypeError (HTTP 500)."""
+    with pytest.raises(signatures.Rejected):
+        signatures.github_hmac(b"{}", signature, "s3cret")
+    with pytest.raises(signatures.Rejected):
+        signatures.gitguardian_hmac(b"{}", signature, str(int(time.time())), "s3cret", now=time.time(),
+                                    max_age_s=300)
+
+
+@settings(max_examples=80, deadline=None)
+@given(given_hex=_HEADER_TEXT)
+def test_any_sha256_signature_text_is_accepted_or_rejected(given_hex: str) -> None:
+    """Whatever follows `sha256=`, the HMAC check rejects it or (for the right digest) accepts; nothing else."""
+    try:
+        signatures.github_hmac(b"{}", "sha256=" + given_hex, "s3cret")
+    except signatures.Rejected:
+        pass

@@ -86,6 +86,9 @@ def _hmac_sha256(body: bytes, header: str | None, key: bytes, name: str) -> None
     scheme, _, given = header.strip().partition("=")
     if scheme.lower() != "sha256" or not given:
         raise Rejected(f"{name} is not sha256=<hex>")
+    given = given.strip().lower()
+    if not given.isascii():  # compare_digest raises TypeError on non-ASCII text (a latin-1 header byte)
+        raise Rejected(f"{name} is not sha256=<hex>")
     expected = hmac.new(key, body, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, given.strip().lower()):
+    if not hmac.compare_digest(expected, given):
         raise Rejected(f"{name} does not match the body")
