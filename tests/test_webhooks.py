@@ -343,3 +343,19 @@ def test_any_sha256_signature_text_is_accepted_or_rejected(given_hex: str) -> No
         signatures.github_hmac(b"{}", "sha256=" + given_hex, "s3cret")
     except signatures.Rejected:
         pass
+
+
+@pytest.mark.parametrize("stamp", ["\u00b2", "\u0661\u0662", "9" * 400, "9" * 5000, "-1", "+1", "1e9"])
+def test_a_malformed_gitguardian_timestamp_is_rejected_not_an_error(stamp: str) -> None:
+    """Unicode digits, a number beyond a float or beyond int's digit limit in `Timestamp`: Rejected, not a 500."""
+    with pytest.raises(signatures.Rejected):
+        signatures.gitguardian_hmac(b"{}", "sha256=" + "0" * 64, stamp, "s3cret", now=time.time(), max_age_s=300)
+
+
+@settings(max_examples=80, deadline=None)
+@given(stamp=st.text(alphabet=st.characters(categories=["Nd", "No"]) | st.sampled_from("0123456789 "),
+                     min_size=1, max_size=5000))
+def test_any_digit_like_timestamp_is_rejected(stamp: str) -> None:
+    """Whatever digits (any script, any length) `Timestamp` holds, a wrong signature is Rejected, nothing else."""
+    with pytest.raises(signatures.Rejected):
+        signatures.gitguardian_hmac(b"{}", "sha256=" + "0" * 64, stamp, "s3cret", now=time.time(), max_age_s=300)

@@ -13,12 +13,15 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
+_UNIX_SECONDS = re.compile(r"[0-9]{1,15}")
 
 
 class Rejected(Exception):
@@ -37,7 +40,9 @@ def github_hmac(body: bytes, header: str | None, secret: str) -> None:
 def gitguardian_hmac(body: bytes, header: str | None, timestamp: str | None, secret: str, *, now: float,
                      max_age_s: float) -> None:
     """Check `Gitguardian-Signature` and that `Timestamp` is within `max_age_s` of `now`; raise `Rejected`."""
-    if not timestamp or not timestamp.strip().isdigit():
+    # ASCII digits only, and few of them: str.isdigit also takes "²" (which int() refuses), and a long number
+    # overflows the float subtraction or int()'s digit limit.
+    if not timestamp or not _UNIX_SECONDS.fullmatch(timestamp.strip()):
         raise Rejected("missing or malformed Timestamp header")
     if abs(now - int(timestamp)) > max_age_s:
         raise Rejected(f"stale delivery: Timestamp is more than {max_age_s:g} s away from now")
