@@ -135,12 +135,12 @@ async def _gitguardian(ingest: _Ingest, config: IngestSettings, request: Request
         return _unauthorized("GitGuardian webhooks are not configured (ORCHESTRATOR_GITGUARDIAN_WEBHOOK_SECRET)")
     signature = request.headers.get("gitguardian-signature")
     try:
-        signatures.gitguardian_hmac(body, signature, request.headers.get("timestamp"),
-                                    config.gitguardian_webhook_secret, now=ingest.clock(),
-                                    max_age_s=config.webhook_max_age_s)
+        digest = signatures.gitguardian_hmac(body, signature, request.headers.get("timestamp"),
+                                             config.gitguardian_webhook_secret, now=ingest.clock(),
+                                             max_age_s=config.webhook_max_age_s)
     except signatures.Rejected as exc:
         return _unauthorized(str(exc))
-    return await ingest.publish("gitguardian", body, f"gitguardian:{signature}")
+    return await ingest.publish("gitguardian", body, f"gitguardian:{digest}")
 
 
 async def _ssf(ingest: _Ingest, config: IngestSettings, request: Request, body: bytes) -> Response:

@@ -359,3 +359,18 @@ def test_any_digit_like_timestamp_is_rejected(stamp: str) -> None:
     """Whatever digits (any script, any length) `Timestamp` holds, a wrong signature is Rejected, nothing else."""
     with pytest.raises(signatures.Rejected):
         signatures.gitguardian_hmac(b"{}", "sha256=" + "0" * 64, stamp, "s3cret", now=time.time(), max_age_s=300)
+
+
+async def test_a_gitguardian_delivery_replayed_with_its_signature_respelled_is_refused(ingest: Ingest) -> None:
+    """The same signed delivery again with its signature in upper case, `SHA256=` or a space: a replay, 401."""
+    key_id, key_secret = aws_key_id(), aws_secret()
+    body = _incident(key_id, key_secret)
+    headers = _gitguardian_headers(body, ingest.gitguardian_secret)
+    digest = headers["Gitguardian-Signature"].removeprefix("sha256=")
+    first = await ingest.client.post("/v1/ingest/gitguardian", content=body, headers=headers)
+    assert first.status_code == 202
+    for respelled in ("sha256=" + digest.upper(), "SHA256=" + digest, "sha256= " + digest):
+        again = await ingest.client.post("/v1/ingest/gitguardian", content=body,
+                                         headers={**headers, "Gitguardian-Signature": respelled})
+        assert again.status_code == 401 and "replayed" in again.json()["detail"]
+    assert _secrets_of(await ingest.published()).count(key_secret) == 1

@@ -38,15 +38,19 @@ def github_hmac(body: bytes, header: str | None, secret: str) -> None:
 
 
 def gitguardian_hmac(body: bytes, header: str | None, timestamp: str | None, secret: str, *, now: float,
-                     max_age_s: float) -> None:
-    """Check `Gitguardian-Signature` and that `Timestamp` is within `max_age_s` of `now`; raise `Rejected`."""
+                     max_age_s: float) -> str:
+    """Check `Gitguardian-Signature` and that `Timestamp` is within `max_age_s` of `now`; raise `Rejected`.
+
+    Returns the signature's canonical hex digest: the header may spell it in other cases and spacing, so the
+    digest, not the header, is what tells a replay.
+    """
     # ASCII digits only, and few of them: str.isdigit also takes "²" (which int() refuses), and a long number
     # overflows the float subtraction or int()'s digit limit.
     if not timestamp or not _UNIX_SECONDS.fullmatch(timestamp.strip()):
         raise Rejected("missing or malformed Timestamp header")
     if abs(now - int(timestamp)) > max_age_s:
         raise Rejected(f"stale delivery: Timestamp is more than {max_age_s:g} s away from now")
-    _hmac_sha256(body, header, (timestamp.strip() + secret).encode(), "Gitguardian-Signature")
+    return _hmac_sha256(body, header, (timestamp.strip() + secret).encode(), "Gitguardian-Signature")
 
 
 def github_partner(body: bytes, key_id: str | None, signature: str | None,
@@ -85,7 +89,7 @@ def partner_keys(document: Any) -> dict[str, ec.EllipticCurvePublicKey]:
     return keys
 
 
-def _hmac_sha256(body: bytes, header: str | None, key: bytes, name: str) -> None:
+def _hmac_sha256(body: bytes, header: str | None, key: bytes, name: str) -> str:
     if not header:
         raise Rejected(f"missing {name} header")
     scheme, _, given = header.strip().partition("=")
@@ -97,3 +101,4 @@ def _hmac_sha256(body: bytes, header: str | None, key: bytes, name: str) -> None
     expected = hmac.new(key, body, hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, given):
         raise Rejected(f"{name} does not match the body")
+    return expected
