@@ -14,6 +14,7 @@ Responses name reasons, never a submitted value.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -113,7 +114,10 @@ async def _github(ingest: _Ingest, config: IngestSettings, request: Request, bod
             return _unauthorized(str(exc))
         except KeysUnavailable as exc:
             return JSONResponse({"detail": str(exc)}, status_code=503)
-        return await ingest.publish("github-secret-scanning", body, f"github-partner:{signature}")
+        # Keyed by the body, not the signature: an ECDSA signature has a twin, (r, n - s), that verifies as well,
+        # and base64 has several spellings of the same bytes.
+        return await ingest.publish("github-secret-scanning", body,
+                                    f"github-partner:{hashlib.sha256(body).hexdigest()}")
     if config.github_webhook_secret is None:
         return _unauthorized("GitHub webhooks are not configured (ORCHESTRATOR_GITHUB_WEBHOOK_SECRET)")
     signature = headers.get("x-hub-signature-256")

@@ -21,6 +21,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -374,3 +375,21 @@ async def test_a_gitguardian_delivery_replayed_with_its_signature_respelled_is_r
                                          headers={**headers, "Gitguardian-Signature": respelled})
         assert again.status_code == 401 and "replayed" in again.json()["detail"]
     assert _secrets_of(await ingest.published()).count(key_secret) == 1
+
+
+_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+async def test_a_partner_delivery_replayed_with_its_signature_malleated_is_refused(ingest: Ingest) -> None:
+    """ECDSA's (r, n - s) twin of a captured partner signature verifies too: the same body again is a replay."""
+    token = github_token()
+    body = json.dumps([{"token": token, "type": "github_personal_access_token", "url": "https://gist.github.com/2",
+                        "source": "gist"}]).encode()
+    signed = _partner_headers(body, ingest.partner_key)
+    r, s = decode_dss_signature(base64.b64decode(signed["Github-Public-Key-Signature"]))
+    twin = base64.b64encode(encode_dss_signature(r, _P256_ORDER - s)).decode()
+    first = await ingest.client.post("/v1/ingest/github-secret-scanning", content=body, headers=signed)
+    again = await ingest.client.post("/v1/ingest/github-secret-scanning", content=body,
+                                     headers={**signed, "Github-Public-Key-Signature": twin})
+    assert (first.status_code, again.status_code) == (202, 401) and "replayed" in again.json()["detail"]
+    assert _secrets_of(await ingest.published()).count(token) == 1
