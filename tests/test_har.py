@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import sys
+import tracemalloc
 import uuid
 from pathlib import Path
 from typing import Any
@@ -245,3 +246,31 @@ def test_tokens_in_referer_and_location_urls_are_found_and_removed(tmp_path: Pat
     scan.write_sanitized(source, clean, found, max_bytes=MAX)
     text = clean.read_text()
     assert _leaks(text, [state_token, access_token]) == [] and "access_token=REDACTED&x=1" in text
+
+
+@pytest.mark.parametrize("where", ["top", "log"])
+def test_deep_nesting_outside_the_entries_is_refused(tmp_path: Path, where: str) -> None:
+    """Nesting deeper than 256 levels is refused in one line wherever it is, also under a top-level key the
+    scanner skips (yajl's prefixes made 20,000 levels there, 40 kB of file, cost 1 GB)."""
+    deep = "[" * 300 + "]" * 300
+    text = (f'{{"other": {deep}, "log": {{"entries": []}}}}' if where == "top"
+            else f'{{"log": {{"other": {deep}, "entries": []}}}}')
+    path = tmp_path / "deep.har"
+    path.write_text(text)
+    with pytest.raises(HarError, match="deeper than 256 levels"):
+        scan.scan_file(path, max_bytes=MAX)
+
+
+def test_long_keys_nested_do_not_multiply_memory(tmp_path: Path) -> None:
+    """200 levels of 5 kB keys (1 MB of file) are read in memory near the file's size, not its square."""
+    key = "k" * 5000
+    document = '{"log": {"entries": [' + f'{{"{key}": ' * 200 + "1" + "}" * 200 + "]}}"
+    path = tmp_path / "keys.har"
+    path.write_text(document)
+    tracemalloc.start()
+    try:
+        scan.scan_file(path, max_bytes=MAX)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * len(document)
