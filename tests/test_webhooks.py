@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from orchestrator import kafka
 from orchestrator.api import ApiServices, create_app
+from orchestrator.errors import ConfigurationError
 from orchestrator.metrics import Metrics
 from orchestrator.settings import IngestSettings, Settings
 from orchestrator.webhooks import signatures
@@ -393,3 +394,10 @@ async def test_a_partner_delivery_replayed_with_its_signature_malleated_is_refus
                                      headers={**signed, "Github-Public-Key-Signature": twin})
     assert (first.status_code, again.status_code) == (202, 401) and "replayed" in again.json()["detail"]
     assert _secrets_of(await ingest.published()).count(token) == 1
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "-nan"])
+def test_a_webhook_max_age_of_nan_is_refused(value: str) -> None:
+    """`ORCHESTRATOR_WEBHOOK_MAX_AGE_S=nan` is not a positive number: with it, no Timestamp would ever be stale."""
+    with pytest.raises(ConfigurationError, match="ORCHESTRATOR_WEBHOOK_MAX_AGE_S"):
+        IngestSettings.from_env({"ORCHESTRATOR_WEBHOOK_MAX_AGE_S": value})
