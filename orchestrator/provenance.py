@@ -39,7 +39,8 @@ def verified_role(value: bytes | None, headers: Iterable[tuple[str, bytes | None
         if name != HEADER or raw is None:
             continue
         role_text, _, digest = raw.decode("ascii", "replace").partition(":")
-        if role_text not in Role._value2member_map_:
+        # compare_digest raises TypeError on non-ASCII text: such a digest is simply not ours.
+        if role_text not in Role._value2member_map_ or not digest.isascii():
             return None
         role = Role(role_text)
         return role if role in RAISING and hmac.compare_digest(digest, _digest(value, role)) else None
