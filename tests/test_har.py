@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import stat
 import sys
 import time
 import tracemalloc
@@ -290,3 +292,18 @@ def test_masking_with_thousands_of_found_values_stays_linear() -> None:
     assert not any(value in text for value, text in zip(values, masked, strict=True))
     assert masker.data(f"<{values[7]}>".encode()) == f"<{masker.mask}>".encode()
     assert elapsed < 5, f"masking 5,000 strings took {elapsed:.1f} s"
+
+
+def test_sanitize_refuses_a_target_that_is_not_a_regular_file_or_is_the_input(tmp_path: Path) -> None:
+    """`--sanitize` onto a FIFO or device (`/dev/stdout`: the rename replaced the node itself, as root) or onto
+    the HAR being scanned is one line, and leaves that path as it was."""
+    source = _write(tmp_path, har([entry(url=f"https://x.example.com/?token={github_token()}")]))
+    original = source.read_bytes()
+    fifo = tmp_path / "out.har"
+    os.mkfifo(fifo)
+    result = scan.scan_file(source, max_bytes=MAX)
+    for target, message in ((fifo, "not a regular file"), (source, "the file being scanned")):
+        with pytest.raises(HarError, match=message) as raised:
+            scan.write_sanitized(source, target, result, max_bytes=MAX)
+        assert "\n" not in str(raised.value)
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and source.read_bytes() == original
