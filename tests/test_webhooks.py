@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import gzip
 import hashlib
 import hmac
-import http.server
 import json
 import secrets
-import threading
 import time
 import tracemalloc
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +34,7 @@ from orchestrator.settings import IngestSettings, Settings
 from orchestrator.webhooks import signatures
 from orchestrator.webhooks.keys import CachedKeys, KeysUnavailable
 from tests.har_canaries import aws_key_id, aws_secret, github_token, okta_session_id
-from tests.support import read_all
+from tests.support import gzip_server, read_all
 
 CAEP_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
 
@@ -408,35 +404,10 @@ def test_a_webhook_max_age_of_nan_is_refused(value: str) -> None:
         IngestSettings.from_env({"ORCHESTRATOR_WEBHOOK_MAX_AGE_S": value})
 
 
-@contextlib.contextmanager
-def _gzip_server(content: bytes) -> Iterator[str]:
-    """An HTTP server answering every GET with `content` gzip-encoded; its URL."""
-    encoded = gzip.compress(content, compresslevel=1)
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Encoding", "gzip")
-            self.send_header("Content-Length", str(len(encoded)))
-            self.end_headers()
-            self.wfile.write(encoded)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/keys"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 async def test_a_gzip_bomb_for_keys_is_refused_without_inflating_it() -> None:
     """A key source answering 32 MB of gzip-encoded zeros (32 kB on the wire) is refused once past 1 MiB of
     content, inflated in bounded steps, never whole into memory; a gzip-encoded key list still loads."""
-    with _gzip_server(b"\0" * (32 * 1024 * 1024)) as url:
+    with gzip_server(b"\0" * (32 * 1024 * 1024)) as url:
         tracemalloc.start()
         try:
             with pytest.raises(KeysUnavailable, match="above"):
@@ -445,5 +416,5 @@ async def test_a_gzip_bomb_for_keys_is_refused_without_inflating_it() -> None:
         finally:
             tracemalloc.stop()
     assert peak < 16 * 1024 * 1024
-    with _gzip_server(b'{"keys": []}') as url:
+    with gzip_server(b'{"keys": []}') as url:
         assert await CachedKeys(url, lambda document: document, ttl_s=60).get() == {"keys": []}
