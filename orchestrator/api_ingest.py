@@ -122,16 +122,16 @@ async def _github(ingest: _Ingest, config: IngestSettings, request: Request, bod
         return _unauthorized("GitHub webhooks are not configured (ORCHESTRATOR_GITHUB_WEBHOOK_SECRET)")
     signature = headers.get("x-hub-signature-256")
     try:
-        signatures.github_hmac(body, signature, config.github_webhook_secret)
+        digest = signatures.github_hmac(body, signature, config.github_webhook_secret)
     except signatures.Rejected as exc:
         return _unauthorized(str(exc))
     event = headers.get("x-github-event", "")
     if event not in _GITHUB_EVENTS:
         return JSONResponse({"published": 0, "ignored": f"event {event[:60]!r} carries no exposure"},
                             status_code=202)
-    # The signature covers no timestamp: the delivery id is what tells a replay from a new delivery.
-    return await ingest.publish("github-secret-scanning", body,
-                                f"github:{headers.get('x-github-delivery') or signature}")
+    # The signature covers no timestamp and X-GitHub-Delivery is not signed (a replay can carry any id): the
+    # signed body's digest is what tells a replay; a redelivery by GitHub has the same body, so it is one too.
+    return await ingest.publish("github-secret-scanning", body, f"github:{digest}")
 
 
 async def _gitguardian(ingest: _Ingest, config: IngestSettings, request: Request, body: bytes) -> Response:

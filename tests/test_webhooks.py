@@ -418,3 +418,19 @@ async def test_a_gzip_bomb_for_keys_is_refused_without_inflating_it() -> None:
     assert peak < 16 * 1024 * 1024
     with gzip_server(b'{"keys": []}') as url:
         assert await CachedKeys(url, lambda document: document, ttl_s=60).get() == {"keys": []}
+
+
+async def test_a_github_delivery_replayed_under_a_new_delivery_id_is_refused(ingest: Ingest) -> None:
+    """X-GitHub-Delivery is not signed: a captured delivery sent again with another id (or its signature in
+    upper case) is still a replay, 401, one exposure published."""
+    token = github_token()
+    body = _alert(token)
+    headers = _github_headers(body, ingest.github_secret)
+    first = await ingest.client.post("/v1/ingest/github-secret-scanning", content=body, headers=headers)
+    assert first.status_code == 202
+    for changed in ({"X-GitHub-Delivery": str(uuid.uuid4())},
+                    {"X-GitHub-Delivery": "", "X-Hub-Signature-256": headers["X-Hub-Signature-256"].upper()}):
+        again = await ingest.client.post("/v1/ingest/github-secret-scanning", content=body,
+                                         headers={**headers, **changed})
+        assert again.status_code == 401 and "replayed" in again.json()["detail"]
+    assert _secrets_of(await ingest.published()).count(token) == 1

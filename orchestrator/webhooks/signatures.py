@@ -32,9 +32,9 @@ class UnknownKey(Rejected):
     """The delivery names a key that is not (yet) among the known ones: refresh the keys, then decide."""
 
 
-def github_hmac(body: bytes, header: str | None, secret: str) -> None:
-    """Check `X-Hub-Signature-256`; raise `Rejected`."""
-    _hmac_sha256(body, header, secret.encode(), "X-Hub-Signature-256")
+def github_hmac(body: bytes, header: str | None, secret: str) -> str:
+    """Check `X-Hub-Signature-256`; raise `Rejected`. Returns the canonical hex digest (what tells a replay)."""
+    return _hmac_sha256(body, header, secret.encode(), "X-Hub-Signature-256")
 
 
 def gitguardian_hmac(body: bytes, header: str | None, timestamp: str | None, secret: str, *, now: float,
