@@ -18,6 +18,7 @@ from orchestrator import escaping, loop
 from orchestrator.cli import UsageProblem, app
 from orchestrator.har import exposures, scan
 from orchestrator.har.detect import preview
+from orchestrator.publishing import publish_exposures
 from orchestrator.settings import IngestSettings, Settings
 
 
@@ -52,9 +53,6 @@ def scan_har(
     print(f"{len(result.findings)} findings in {result.entries} entries of {file}"
           + (f"; sanitized copy written to {sanitize}" if sanitize is not None else ""), file=sys.stderr)
     if settings is not None:
-        # Imported here: `publish_cli` imports `orchestrator.cli`, which imports this module.
-        from orchestrator.publish_cli import publish_exposures
-
         events, skipped = exposures.build(result.findings, file=str(file))
         loop.run(publish_exposures(settings.bootstrap_servers, settings.exposures_topic, events))
         print(f"published {len(events)} exposures to {settings.exposures_topic}"
