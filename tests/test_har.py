@@ -307,3 +307,16 @@ def test_sanitize_refuses_a_target_that_is_not_a_regular_file_or_is_the_input(tm
             scan.write_sanitized(source, target, result, max_bytes=MAX)
         assert "\n" not in str(raised.value)
     assert stat.S_ISFIFO(fifo.stat().st_mode) and source.read_bytes() == original
+
+
+@pytest.mark.parametrize("content", [
+    b'{"log": {"entries": [], "entries": []}}',
+    b'{"log": {"entries": []}, "log": {"entries": []}}',
+])
+def test_a_second_entries_array_is_refused(tmp_path: Path, content: bytes) -> None:
+    """Two `entries` arrays (or two `log` objects): refused in one line, not a sanitized copy with both, of which
+    JSON readers keep only the last."""
+    path = tmp_path / "twice.har"
+    path.write_bytes(content)
+    with pytest.raises(HarError, match="more than one"):
+        scan.scan_file(path, max_bytes=MAX)

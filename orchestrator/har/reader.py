@@ -97,6 +97,8 @@ def _parts(events: Iterator[tuple[str, Any]], name: str) -> Iterator[Part]:
         if value != "log":
             _skip(events)
             continue
+        if seen_log:  # JSON readers keep the last of duplicate keys: a copy holding both would show one
+            raise HarError(f"{not_har}: it has more than one \"log\" object")
         seen_log = True
         if next(events)[0] != "start_map":
             raise HarError(f"{not_har}: \"log\" is not an object")
@@ -106,6 +108,8 @@ def _parts(events: Iterator[tuple[str, Any]], name: str) -> Iterator[Part]:
             if key != "entries":
                 yield Field(key, _build(events))
                 continue
+            if seen_entries:
+                raise HarError(f"{not_har}: \"log\" has more than one \"entries\" array")
             seen_entries = True
             if next(events)[0] != "start_array":
                 raise HarError(f"{not_har}: \"log.entries\" is not an array")
