@@ -1,4 +1,5 @@
-"""The on-call webhook: a non-secret summary of each failed run, POSTed to Slack or any JSON endpoint.
+"""The on-call webhook: a non-secret summary of each failed run, of each run held for a protected principal,
+and the safety pages (`brake.engaged`, approvals to give), POSTed to Slack or any JSON endpoint.
 
 An `Auditor` observer: it sees records after redaction and sends only named, non-secret fields. Sending is
 bounded (one attempt, a timeout, a cap on notifications in flight) and never fails the pipeline: a
@@ -8,6 +9,7 @@ notification that cannot be delivered is logged and dropped.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -19,17 +21,21 @@ from orchestrator import escaping
 log = structlog.get_logger("orchestrator.webhook")
 
 _FIELDS = ("exposure_id", "playbook", "credential_kind", "detector", "actor", "error", "duration_ms", "run_id",
-           "ts")
+           "ts", "reason", "protected_by")
+#: Fields a safety page may carry (all non-secret).
+_PAGE_FIELDS = ("exposure_id", "run_id", "kind", "reason", "requester", "credential_kind", "waiting", "follow_up")
 
 
 def summary(record: dict[str, Any], fmt: str) -> dict[str, Any]:
     """The webhook body for a `run.failed` record: Slack's `{"text": ...}` or a flat JSON object."""
     fields = {k: record[k] for k in _FIELDS if record.get(k) is not None}
+    event = str(record.get("event", "run.failed"))
     if fmt != "slack":
-        return {"event": "run.failed", **fields}
+        return {"event": event, **fields}
     # Every field came from an event or a provider: escaped, so none can mention (`<!here>`), link or format.
     exposure_id = escaping.slack(fields.get("exposure_id", "?"))
-    lines = [f":rotating_light: Credential revocation FAILED for exposure `{exposure_id}`"]
+    headline = "FAILED" if event == "run.failed" else "HELD (protected principal: plan only)"
+    lines = [f":rotating_light: Credential revocation {headline} for exposure `{exposure_id}`"]
     lines += [f"• {k}: {escaping.slack(fields[k])}" for k in ("credential_kind", "playbook", "error", "actor",
                                                                "detector") if k in fields]
     lines.append(f"Follow up: `orchestrator status {exposure_id}`")
@@ -62,13 +68,31 @@ class OncallNotifier:
             self._client = None
 
     def observe(self, record: dict[str, Any]) -> None:
-        """Audit observer: schedule a notification for each `run.failed` record."""
-        if record.get("event") != "run.failed" or self._client is None:
+        """Audit observer: schedule a notification for each `run.failed` record, and for each run held back
+        because it touches a protected principal (`run.planned` with reason protected)."""
+        protected = record.get("event") == "run.planned" and record.get("reason") == "protected"
+        if record.get("event") != "run.failed" and not protected:
             return
-        if len(self._pending) >= self._max_pending:
+        self._schedule(summary(record, self._fmt), record)
+
+    def page(self, event: str, fields: Mapping[str, Any]) -> None:
+        """A safety page (`brake.engaged`, `brake.still_engaged`, `run.awaiting_approval`): named fields only."""
+        body = {k: fields[k] for k in _PAGE_FIELDS if fields.get(k) is not None}
+        if self._fmt == "slack":
+            lines = [f":octagonal_sign: {event}"] + [f"• {k}: {escaping.slack(v)}" for k, v in body.items()]
+            body = {"text": "\n".join(lines)}
+        else:
+            body = {"event": event, **body}
+        # Brake pages are never dropped for the cap: one per storm, and the storm itself must not silence it.
+        self._schedule(body, {"exposure_id": fields.get("exposure_id")}, capped=not event.startswith("brake."))
+
+    def _schedule(self, body: dict[str, Any], record: Mapping[str, Any], *, capped: bool = True) -> None:
+        if self._client is None:
+            return
+        if capped and len(self._pending) >= self._max_pending:
             log.warning("oncall.dropped", exposure_id=record.get("exposure_id"), reason="too many in flight")
             return
-        task = asyncio.get_running_loop().create_task(self._send(summary(record, self._fmt), record))
+        task = asyncio.get_running_loop().create_task(self._send(body, dict(record)))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
