@@ -8,6 +8,7 @@ import http.server
 import json
 import secrets
 import threading
+import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from orchestrator.formats import Options, parse
 from orchestrator.publish_cli import load_jwks
 from orchestrator.publishing import publish_exposures
 from tests.conftest import Emulator
-from tests.support import Harness, events_of, fresh_settings, roomy_rate_limits, run_cli
+from tests.support import Harness, events_of, fresh_settings, gzip_server, roomy_rate_limits, run_cli
 from tests.test_formats import github_token, sign_set
 
 SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
@@ -210,3 +211,16 @@ def test_jwks_is_read_from_a_file_or_a_url(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_gzip_bomb_given_as_jwks_is_refused_without_inflating_it() -> None:
+    """`--jwks URL` answering 32 MB of gzip-encoded zeros is one line past 1 MiB, never inflated whole."""
+    with gzip_server(b"\0" * (32 * 1024 * 1024)) as url:
+        tracemalloc.start()
+        try:
+            with pytest.raises(ConfigurationError, match="above the 1 MiB"):
+                load_jwks(url)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024
