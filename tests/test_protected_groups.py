@@ -8,6 +8,7 @@ import json
 import secrets
 import string
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -15,11 +16,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator import provenance
+from orchestrator.audit import Auditor
 from orchestrator.auth import Role, new_token, token_entry
 from orchestrator.embedded import free_port
+from orchestrator.emulators.okta_state import OktaState
 from orchestrator.errors import NotFound, PermanentError, PlaybookError
+from orchestrator.events import Exposure
 from orchestrator.governor import Governor
+from orchestrator.guard import Clearance, Guard, Verdict
+from orchestrator.playbooks import parse_playbook
 from orchestrator.policy import Policy, Protected, parse_policy
+from orchestrator.providers import catalog
 from orchestrator.providers.okta import OktaProvider
 from orchestrator.settings import OktaSettings
 from orchestrator.triggers import publish_record
@@ -68,6 +75,59 @@ def test_a_user_is_protected_exactly_when_in_a_listed_group(listed: list[str], m
     assert (policy.protects_member("okta.user", member_of) is not None) == expected
 
 
+class Directory:
+    """Our `guard.Directory` protocol answered from a table (or by raising), counting the questions asked."""
+
+    def __init__(self, groups: dict[str, tuple[str, ...]], error: Exception | None = None) -> None:
+        self.groups, self.error, self.asked = groups, error, []
+
+    async def member_groups(self, user: str | None, session_id: str | None, *, exposure_id: str) -> tuple[str, ...]:
+        self.asked.append((user, session_id))
+        if self.error is not None:
+            raise self.error
+        return self.groups.get(user or session_id or "", ())
+
+
+_PLAN = [{"step": "s", "action": "okta.suspend_user", "target": "user=u", "destructive": True}]
+_PLAYBOOK = "name: p\nmatch: {kinds: [okta.user]}\nsteps:\n  - {name: s, action: okta.suspend_user, " \
+            "params: {user: {field: credential.owner}}}\n"
+
+
+async def _clear(directory: Directory | None, credential: dict[str, str]) -> Clearance:
+    guard = Guard(Policy(protected={"okta": Protected(groups=[GROUP])}),
+                  directories={"okta": directory} if directory else None)
+    exposure = Exposure.model_validate({"id": "e-1", "credential": credential, "source": {"detector": "scanner"}})
+    trail = Auditor(_NoSink(), echo=False).trail("e-1")
+    return await guard.clear(exposure, parse_playbook(_PLAYBOOK, "p.yaml", catalog()), _PLAN, trail, run_id="r",
+                             row_id=None)
+
+
+class _NoSink:
+    async def send(self, exposure_id: str, record: bytes) -> Any:
+        raise AssertionError("the guard records nothing for a run it clears or protects")
+
+
+async def test_the_guard_protects_members_and_fails_safe_when_membership_cannot_be_read() -> None:
+    """Member: protected; non-member: go; a lookup that raises (or Okta not configured): protected, with a
+    note naming why but not the error's text when it is not ours; an exposure naming no user: nothing asked."""
+    user = {"kind": "okta.user", "owner": "alice@example.com"}
+    directory = Directory({"alice@example.com": ("00g1", GROUP.upper())})
+    member = await _clear(directory, user)
+    assert member.verdict is Verdict.PROTECTED and member.fields["protected_by"] == f"okta group {GROUP}"
+    assert (await _clear(Directory({}), user)).verdict is Verdict.GO
+    broken = await _clear(Directory({}, RuntimeError("secret-ish text")), user)
+    assert broken.verdict is Verdict.PROTECTED and broken.fields["reason"] == "protected"
+    assert "could not be checked (RuntimeError)" in broken.fields["note"] and "secret" not in broken.fields["note"]
+    unconfigured = await _clear(None, user)
+    assert unconfigured.verdict is Verdict.PROTECTED and "okta is not configured" in unconfigured.fields["note"]
+    by_session = Directory({"102abc": (GROUP,)})
+    assert (await _clear(by_session, {"kind": "okta.user", "id": "102abc"})).verdict is Verdict.PROTECTED
+    assert by_session.asked == [(None, "102abc")]
+    tokens = Directory({}, RuntimeError("must not be asked"))
+    assert (await _clear(tokens, {"kind": "okta.api_token", "id": "00T1"})).verdict is Verdict.GO
+    assert tokens.asked == []
+
+
 # -- the emulator and the provider -------------------------------------------------------------------------
 
 
@@ -97,13 +157,34 @@ def test_the_emulator_lists_a_users_groups_as_okta_does_one_page_at_a_time(okta:
     assert httpx.get(f"{okta.url}/api/v1/users/{uid}/groups?limit=0", headers=headers).status_code == 400
 
 
+@settings(max_examples=60, deadline=None)
+@given(count=st.integers(min_value=0, max_value=12), others=st.integers(min_value=0, max_value=4),
+       limit=st.integers(min_value=1, max_value=5))
+def test_following_the_after_cursor_lists_each_of_a_users_groups_once(count: int, others: int, limit: int) -> None:
+    """Emulator paging: pages of at most `limit`, a cursor while more remain, every membership exactly once."""
+    state = OktaState()
+    ids = state.seed({"users": [{"login": "a@example.com"}, {"login": "b@example.com"}],
+                      "groups": [*({"name": f"a{n}", "members": ["a@example.com"]} for n in range(count)),
+                                 *({"name": f"b{n}", "members": ["b@example.com"]} for n in range(others))]})
+    seen: list[str] = []
+    after: str | None = None
+    while True:
+        page, after = state.user_groups("a@example.com", after=after, limit=limit)
+        assert len(page) <= limit
+        seen += [g.name for g in page]
+        if after is None:
+            break
+    assert sorted(seen) == sorted(f"a{n}" for n in range(count)) and len(ids["groups"]) == count + others
+
+
 async def test_the_provider_reads_memberships_through_the_sdk_and_refuses_a_partial_list(okta: Emulator) -> None:
     """`member_groups` returns names and ids via okta-sdk; more than one page, or an unknown user, raises."""
     member, crowded, nobody = _user_id(), _user_id(), _user_id()
     okta.seed({"users": [{"id": u, "login": f"{u}@example.com"} for u in (member, crowded)],
                "groups": [{"name": f"{GROUP}-{member}", "members": [member]},
                           *({"name": f"many-{crowded}-{n}", "members": [crowded]} for n in range(201))]})
-    async with OktaProvider(OktaSettings(org_url=okta.url, token=okta.admin_token), Governor("okta", concurrency=8)) as provider:
+    settings = OktaSettings(org_url=okta.url, token=okta.admin_token)
+    async with OktaProvider(settings, Governor("okta", concurrency=8)) as provider:
         groups = await provider.member_groups(f"{member}@example.com", None, exposure_id="exp-1")
         assert f"{GROUP}-{member}" in groups and any(g.startswith("00g") for g in groups)
         with pytest.raises(PermanentError, match="more groups than one page"):
