@@ -163,7 +163,7 @@ class Pipeline:
             return await self._reject(admission, admission.rejection or "invalid record")
         REDACTOR.register(exposure.credential.secret)
         try:
-            content = content_of(exposure)
+            content = content_of(exposure, actor_verified=admission.actor_verified)
             claim = await self._claim(admission, content)
             origin = admission.origin
             if claim.outcome is ClaimOutcome.DUPLICATE and claim.source == (origin.topic, origin.partition,

@@ -236,8 +236,9 @@ async def test_a_member_of_a_protected_group_is_planned_not_suspended_and_a_non_
 
 async def test_actor_is_audited_as_verified_only_when_a_signed_header_vouches_for_it(
         running: tuple[Harness, str, str]) -> None:
-    """A record written straight to the topic claiming `actor: rt-admin` is audited `actor_verified: false`; one
-    posted to the API (actor set from the detector's token) and one the CLI signs are `actor_verified: true`.
+    """A record written straight to the topic claiming `actor: rt-admin` is audited (and stored)
+    `actor_verified: false`; one posted to the API (actor set from the detector's token) and one the CLI signs
+    are `actor_verified: true`.
     (A kind no playbook matches: the records are about who asked, not about any revocation.)"""
     harness, url, token = running
     claimed = exposure("inventory.thing", actor="rt-admin", credential={"id": "t-1"})
@@ -255,6 +256,10 @@ async def test_actor_is_audited_as_verified_only_when_a_signed_header_vouches_fo
     assert first["posted"]["actor"] == "det-1" and first["posted"]["actor_verified"] is True
     assert first["signed"]["actor"] == "rt-cli" and first["signed"]["actor_verified"] is True
     assert all(r["actor_verified"] is False for r in trails[claimed["id"]])
+    store = harness.orchestrator.store
+    assert store is not None  # the run store's row says the same
+    assert [(await store.lookup(e["id"]))[0]["actor_verified"] for e in (claimed, posted, signed)] == [
+        False, True, True]
     # A detector's signature vouches for the actor only: it never raises priority like a responder's.
     value = json.dumps(signed).encode()
     assert provenance.verified_role(value, [provenance.header(value, Role.DETECTOR)]) is None

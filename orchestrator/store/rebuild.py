@@ -56,6 +56,7 @@ def _new_row(exposure_id: str, content: str, record: dict[str, Any], at: datetim
     return {"id": exposure_id, "content_fingerprint": content, "dedup_key": f"{exposure_id}:{content}",
             "credential_kind": _str(record, "credential_kind") or "unknown", "credential_owner": None,
             "target": _str(record, "target"), "detector": _str(record, "detector"), "actor": _str(record, "actor"),
+            "actor_verified": record.get("actor_verified") is True,
             "severity": _str(record, "severity"), "received_at": at, "state": State.RECEIVED.value,
             "id_reused": bool(record.get("id_reused")), "claimed_by": None, "lease_expires_at": None,
             "credential_id": None, "dead_letter": None, "replay_request": None}

@@ -235,6 +235,7 @@ class RunStore:
             "credential_id": content.credential_id, "dead_letter": None, "replay_request": None,
             "audit_position": None,
             "detector": content.detector, "actor": content.actor, "severity": content.severity,
+            "actor_verified": content.actor_verified,
             "received_at": now, "state": State.RECEIVED.value, "playbook": content.playbook,
             "claimed_by": self.owner, "lease_expires_at": now + self.lease, "id_reused": False,
             "source_topic": source[0], "source_partition": source[1], "source_offset": source[2],
