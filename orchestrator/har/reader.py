@@ -147,14 +147,9 @@ def _build(events: Iterator[tuple[str, Any]], *, end_array_ok: bool = False) -> 
     depth = 1
     for event, value in events:
         builder.event(event, value)
-        if event in ("start_map", "start_array"):
-            depth += 1
-            if depth > MAX_DEPTH:
-                raise HarError(f"a value nests deeper than {MAX_DEPTH} levels: not a HAR this scanner reads")
-        elif event in ("end_map", "end_array"):
-            depth -= 1
-            if depth == 0:
-                return builder.value
+        depth = _nested(event, depth)
+        if depth == 0:
+            return builder.value
     raise ijson.IncompleteJSONError("unexpected end of file")
 
 
@@ -163,12 +158,18 @@ def _skip(events: Iterator[tuple[str, Any]]) -> None:
     depth = 1 if event in ("start_map", "start_array") else 0
     while depth:
         event, _ = next(events)
-        if event in ("start_map", "start_array"):
-            depth += 1
-            if depth > MAX_DEPTH:
-                raise HarError(f"a value nests deeper than {MAX_DEPTH} levels: not a HAR this scanner reads")
-        elif event in ("end_map", "end_array"):
-            depth -= 1
+        depth = _nested(event, depth)
+
+
+def _nested(event: str, depth: int) -> int:
+    """The nesting depth after `event`; refuses values nested deeper than `MAX_DEPTH`."""
+    if event in ("start_map", "start_array"):
+        if depth >= MAX_DEPTH:
+            raise HarError(f"a value nests deeper than {MAX_DEPTH} levels: not a HAR this scanner reads")
+        return depth + 1
+    if event in ("end_map", "end_array"):
+        return depth - 1
+    return depth
 
 
 def _reason(exc: Exception) -> str:
