@@ -38,17 +38,40 @@ class _Model(BaseModel):
         return value
 
 
+#: Kinds whose `credential.id` is itself a bearer secret: an Okta session id is the value of the `sid`
+#: cookie (whoever has it holds the session through `/api/v1/sessions/{id}`), and `okta.user` carries one
+#: to find the user. Their id reaches the provider step raw, and every record only as its fingerprint.
+SECRET_ID_KINDS: frozenset[str] = frozenset({"okta.session", "okta.user"})
+
+
 class Credential(_Model):
     """What leaked. `secret` is the raw value: used only to act, never logged or audited."""
 
     kind: str = Field(min_length=1, max_length=100, description="okta.session | okta.user | okta.api_token | "
                       "aws.access_key | aws.session | github.token | slack.token | gcp.service_account_key | ...")
     id: str | None = Field(default=None, min_length=1, max_length=500,
-                           description="non-secret handle: session id, token id, access key id, key id")
+                           description="handle: session id, token id, access key id, key id (a secret itself "
+                                       "for the kinds in SECRET_ID_KINDS)")
     owner: str | None = Field(default=None, min_length=1, max_length=500,
                               description="owning principal: login, user id, IAM user or role, SA email")
     secret: SecretStr | None = Field(default=None, min_length=8, max_length=16 * 1024,
                                      description="raw secret value; used only to act on it")
+
+    @property
+    def id_is_secret(self) -> bool:
+        """True when `id` is itself a bearer secret (`SECRET_ID_KINDS`): redacted like `secret`, stored as its
+        fingerprint."""
+        return self.id is not None and self.kind in SECRET_ID_KINDS
+
+    @property
+    def shown_id(self) -> str | None:
+        """`id` as records may show it: its keyed fingerprint when it is a secret, else itself."""
+        return fingerprint(self.id) if self.id_is_secret else self.id
+
+    @property
+    def live_secrets(self) -> tuple[SecretStr | str | None, ...]:
+        """What the redactor must mask while this credential is handled: its secret, and its id when secret."""
+        return (self.secret, self.id if self.id_is_secret else None)
 
 
 class Source(_Model):
@@ -99,7 +122,7 @@ class Exposure(_Model):
     def credential_key(self) -> str:
         """Identifies the credential, without its secret: exposures with the same key run in order."""
         cred = self.credential
-        handle = cred.id or cred.owner or fingerprint(cred.secret)
+        handle = cred.shown_id or cred.owner or fingerprint(cred.secret)
         return f"{cred.kind}:{handle}"
 
 

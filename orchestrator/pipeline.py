@@ -161,7 +161,8 @@ class Pipeline:
         exposure = admission.exposure
         if exposure is None:
             return await self._reject(admission, admission.rejection or "invalid record")
-        REDACTOR.register(exposure.credential.secret)
+        for secret in exposure.credential.live_secrets:
+            REDACTOR.register(secret)
         try:
             content = content_of(exposure, actor_verified=admission.actor_verified)
             claim = await self._claim(admission, content)
@@ -202,7 +203,8 @@ class Pipeline:
             self._claims.pop(origin, None)
             return terminal
         finally:
-            REDACTOR.release(exposure.credential.secret)
+            for secret in exposure.credential.live_secrets:
+                REDACTOR.release(secret)
 
     async def ended_meanwhile(self, exposure_id: str, content_fingerprint: str, claim: Claim) -> AuditEvent | None:
         """A row taken over from an owner that died while writing its terminal record: if the audit topic has

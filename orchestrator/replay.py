@@ -19,7 +19,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrator.errors import InvalidExposure
-from orchestrator.events import SECRET_FIELD_PATHS, Exposure, describe_validation_error
+from orchestrator.events import SECRET_FIELD_PATHS, SECRET_ID_KINDS, Exposure, describe_validation_error
 from orchestrator.playbooks import FieldRef, Playbook, Step
 from orchestrator.store.content import content_of
 
@@ -106,10 +106,10 @@ def rebuild(row: Mapping[str, Any]) -> Rebuilt | None:
     return None if first is None else Rebuilt(first, exact=False)
 
 
-def reads_secret(step: Step) -> bool:
-    """True when the step takes a parameter, or a condition, from the raw secret."""
+def reads_secret(step: Step, *, paths: frozenset[str] = SECRET_FIELD_PATHS) -> bool:
+    """True when the step takes a parameter, or a condition, from the raw secret (any of `paths`)."""
     fields = [v.field for v in step.params.values() if isinstance(v, FieldRef)] + list(step.when)
-    return any(path in SECRET_FIELD_PATHS for path in fields)
+    return any(path in paths for path in fields)
 
 
 @dataclass(frozen=True)
@@ -165,9 +165,16 @@ def store_problem(row: Mapping[str, Any], playbook: Playbook, succeeded: frozens
     rebuilt = rebuild(row)
     if rebuilt is not None and rebuilt.exact:
         return None
-    needing = [s.name for s in playbook.steps if s.name not in succeeded and reads_secret(s)]
     why = ("no encrypted copy of the original record was kept (ORCHESTRATOR_ENCRYPTION_KEY was not set when it "
            "failed)")
+    if row.get("credential_id") and row["credential_kind"] in SECRET_ID_KINDS:
+        # The row keeps only the id's fingerprint: a step given it would act on the wrong session.
+        reading = [s.name for s in playbook.steps
+                   if s.name not in succeeded and reads_secret(s, paths=SECRET_FIELD_PATHS | {"credential.id"})]
+        if reading:
+            return (f"cannot replay {row['id']}: step(s) {', '.join(reading)} need the {row['credential_kind']} "
+                    f"id, a secret the run store keeps only as its fingerprint, and {why}")
+    needing = [s.name for s in playbook.steps if s.name not in succeeded and reads_secret(s)]
     if needing:
         return (f"cannot replay {row['id']}: step(s) {', '.join(needing)} need the raw secret, which the run store "
                 f"does not keep, and {why}")

@@ -81,13 +81,15 @@ class Replayer:
         if ended is not None:
             return ended
         trail.row_id = claim.row_id
-        secret = exposure.credential.secret
-        REDACTOR.register(secret)
+        secrets = exposure.credential.live_secrets
+        for secret in secrets:
+            REDACTOR.register(secret)
         try:
             return await self._replay(trail, request, exposure, playbook, claim.succeeded_steps, row,
                                       resumed=claim.outcome is ClaimOutcome.RESUMED)
         finally:
-            REDACTOR.release(secret)
+            for secret in secrets:
+                REDACTOR.release(secret)
 
     async def _replay(self, trail: StoreTrail, request: replay.ReplayRequest, exposure: Exposure,
                       playbook: Playbook, succeeded: frozenset[str], row: dict[str, Any], *,

@@ -21,7 +21,8 @@ class Content:
     actor: str | None
     severity: str
     playbook: str | None
-    #: The credential's non-secret handle, kept so a replay can rebuild the exposure.
+    #: The credential's handle, kept so a replay can rebuild the exposure (its fingerprint when the id is a
+    #: secret: `Credential.shown_id`).
     credential_id: str | None = None
     #: Whether a signed header vouched for `actor` (`orchestrator.provenance`); not part of the fingerprint.
     actor_verified: bool = False
@@ -35,15 +36,16 @@ class Content:
 def content_of(exposure: Exposure, *, actor_verified: bool = False) -> Content:
     """The exposure's identity: the same id with the same content is a duplicate, with other content is not.
 
-    The content is the credential's fingerprint, kind and handle, the requested playbook and whether it is a
+    The content is the credential's fingerprint, kind and handle (the keyed fingerprint of an id that is a
+    secret: stable, so the same session still deduplicates), the requested playbook and whether it is a
     dry run (a plan followed by the real run with the same id must not make the real run a duplicate).
     """
     cred = exposure.credential
-    parts = (fingerprint(cred.secret), cred.kind, cred.id or "", cred.owner or "", exposure.playbook or "",
+    parts = (fingerprint(cred.secret), cred.kind, cred.shown_id or "", cred.owner or "", exposure.playbook or "",
              "dry-run" if exposure.dry_run else "")
     # 128 bits: collision-free in practice, and short, as every audit record of the exposure carries it.
     digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
-    return Content(id=exposure.id, fingerprint=digest, kind=cred.kind, credential_id=cred.id,
+    return Content(id=exposure.id, fingerprint=digest, kind=cred.kind, credential_id=cred.shown_id,
                    target=exposure.credential_key, owner=cred.owner, detector=exposure.source.detector,
                    actor=exposure.actor, severity=exposure.severity.value, playbook=exposure.playbook,
                    actor_verified=actor_verified)

@@ -52,7 +52,7 @@ exposures = Table(
     Column("source_partition", Integer, nullable=True),
     Column("source_offset", BigInteger, nullable=True),
     Column("id_reused", Boolean, nullable=False, default=False),
-    #: The credential's non-secret handle (`credential.id`): a replay rebuilds the exposure from the row.
+    #: The credential's handle (`credential.id`; its fingerprint when the id is a secret, `SECRET_ID_KINDS`).
     Column("credential_id", String(500), nullable=True),
     #: `PARTITION:OFFSET` on the dead-letter topic of the original record, encrypted, kept when a run that
     #: carried a secret failed with an encryption key configured: what a replay takes the secret from.
