@@ -268,7 +268,8 @@ class Pipeline:
                                             role=admission.role, run_id=claim.run_id if waiting else None,
                                             row_id=trail.row_id, resumed=claim.outcome is ClaimOutcome.RESUMED)
         await trail.flush()
-        if terminal is AuditEvent.RUN_FAILED and exposure.credential.secret is not None:
+        # An id that is a secret is kept only as its fingerprint too: a replay needs the original for it.
+        if terminal is AuditEvent.RUN_FAILED and any(s is not None for s in exposure.credential.live_secrets):
             trail.dead_letter = await self.keep_original(admission.raw, admission.origin, trail.error)
         await self._settle(trail)
         return terminal

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import secrets
@@ -16,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator import replay
+from orchestrator.audit_stream import follow, is_terminal
 from orchestrator.auth import Role, new_token, token_entry
 from orchestrator.embedded import free_port
 from orchestrator.events import SECRET_ID_KINDS, Exposure, fingerprint
@@ -25,7 +27,7 @@ from orchestrator.settings import DEFAULT_PLAYBOOKS_DIR
 from orchestrator.store import content_of
 from orchestrator.store.engine import SQLITE_FILE
 from tests.conftest import Emulator
-from tests.support import Harness, captured_logs, events_of, exposure, fresh_settings
+from tests.support import Harness, captured_logs, events_of, exposure, fresh_settings, read_all
 
 PLAYBOOKS = load_playbooks(DEFAULT_PLAYBOOKS_DIR, catalog())
 _SESSION_ID = st.text(alphabet="0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-", min_size=10,
@@ -87,12 +89,12 @@ def test_a_replay_knowing_only_the_fingerprint_says_it_cannot_act() -> None:
 @pytest.fixture(scope="module")
 async def served(bootstrap: str, okta: Emulator, tmp_path_factory: pytest.TempPathFactory
                  ) -> AsyncIterator[tuple[Harness, str]]:
-    """One orchestrator with its API and a SQLite run store; yields it and an admin token."""
+    """One orchestrator with its API, a SQLite run store and an encryption key; yields it and an admin token."""
     token = new_token()
     tokens_file = tmp_path_factory.mktemp("sid-api") / "tokens.json"
     tokens_file.write_text(json.dumps({"tokens": [token_entry(token, "admin-bot", [Role.ADMIN])]}))
     settings_ = fresh_settings(bootstrap, okta.url, okta.admin_token, http_listen=f"127.0.0.1:{free_port()}",
-                               api_tokens_file=tokens_file)
+                               api_tokens_file=tokens_file, encryption_key=secrets.token_hex(32))
     async with Harness(settings_) as harness:
         yield harness, token
 
@@ -133,3 +135,50 @@ async def test_a_canary_session_id_is_nowhere_and_the_session_is_cleared(served:
     for where, text in (("audit", json.dumps(trails)), ("logs", logs.getvalue()), ("store", stored),
                         ("api", "\n".join(answers))):
         assert sid not in text and dt not in text, where
+
+
+async def _stored_end(http: httpx.AsyncClient, exposure_id: str) -> dict[str, Any]:
+    """The exposure's store row once it has ended (the store is written after the terminal record)."""
+    async with asyncio.timeout(10):
+        while True:
+            document: dict[str, Any] = (await http.get(f"/v1/exposures/{exposure_id}")).json()
+            if document.get("done"):
+                return document
+            await asyncio.sleep(0.1)
+
+
+async def test_a_failed_session_run_is_replayed_from_its_encrypted_original(served: tuple[Harness, str],
+                                                                            okta_clean: Emulator) -> None:
+    """The store knows only the sid's fingerprint: the replay takes the raw sid from the encrypted dead letter."""
+    harness, token = served
+    login = f"sidreplay.{secrets.token_hex(4)}@example.com"
+    okta_clean.seed({"users": [{"login": login, "sessions": [_sid()]}]})
+    sid = next(u for u in okta_clean.control("GET", "state")["users"] if u["login"] == login)["sessions"][0]["id"]
+    okta_clean.control("POST", "faults", {"method": "DELETE", "path": "^/api/v1/users/[^/]+/sessions$",
+                                          "status": 403, "count": 1,
+                                          "body": {"errorCode": "E0000006", "errorSummary": "forbidden"}})
+    event = exposure("okta.session", credential={"id": sid})
+    with captured_logs() as logs:  # the failed step's log line names its parameters: the sid among them
+        assert events_of((await harness.run(event))[event["id"]])[-1] == "run.failed"
+    assert "step.failed" in logs.getvalue() and sid not in logs.getvalue()
+    api_url = harness.orchestrator.api_url
+    assert api_url is not None
+    async with httpx.AsyncClient(base_url=api_url, timeout=15,
+                                 headers={"Authorization": f"Bearer {token}"}) as http:
+        assert (await _stored_end(http, event["id"]))["dead_letter"]
+        answer = await http.post(f"/v1/exposures/{event['id']}/replay", json={"reason": "403 was transient"})
+        assert answer.status_code == 202, answer.text
+        trail: list[dict[str, Any]] = []
+        async with asyncio.timeout(30):
+            async for record in follow(harness.settings.bootstrap_servers, harness.settings.audit_topic,
+                                       exposure_ids=[event["id"]]):
+                trail.append(record)
+                if sum(map(is_terminal, trail)) == 2:
+                    break
+    replayed = next(r for r in trail if r["event"] == "exposure.replayed")
+    assert replayed["source"].startswith("dead letter ") and trail[-1]["event"] == "run.completed"
+    assert all(s["revoked"] for s in next(u for u in okta_clean.control("GET", "state")["users"]
+                                          if u["login"] == login)["sessions"])
+    audit = await read_all(harness.settings.bootstrap_servers, harness.settings.audit_topic)
+    assert audit and all(sid.encode() not in r.value for r in audit)
+    assert sid not in _sqlite_text(harness.settings.store.data_dir / SQLITE_FILE)
