@@ -34,6 +34,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.events import SECRET_ID_KINDS
 from orchestrator.keys import key_id
 from orchestrator.redaction import Redactor
 
@@ -198,6 +199,8 @@ class _Cleaner:
         self._renamed = 0
         #: The record's own secrets (strings where a secret goes): dropped wherever else it repeats them.
         self._own = {v for v in _strings_at_secret_places(document, (), 0) if len(v) >= _OWN_SECRET_MIN}
+        # An id that is a bearer secret (an Okta session id) is one too, though `id` is a handle's place.
+        self._own |= set(_secret_ids(document, 0))
 
     def clean(self, value: Any, *, parents: tuple[str, ...], depth: int) -> Any:
         if depth > _MAX_DEPTH:
@@ -235,6 +238,20 @@ def _strings_at_secret_places(value: Any, parents: tuple[str, ...], depth: int) 
             yield from _strings_at_secret_places(v, (*parents, "[]"), depth + 1)
     elif isinstance(value, str) and _secret_place(parents):
         yield value
+
+
+def _secret_ids(value: Any, depth: int) -> Iterator[str]:
+    """The `id` of every `credential` object whose kind's id is a secret (`SECRET_ID_KINDS`)."""
+    if depth > _MAX_DEPTH:
+        return
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    if isinstance(value, dict):
+        credential = value.get("credential")
+        if isinstance(credential, dict) and credential.get("kind") in SECRET_ID_KINDS \
+                and isinstance(credential.get("id"), str) and credential["id"]:
+            yield credential["id"]
+    for child in children:
+        yield from _secret_ids(child, depth + 1)
 
 
 def _secret_place(parents: tuple[str, ...]) -> bool:

@@ -19,10 +19,12 @@ from hypothesis import strategies as st
 from orchestrator import replay
 from orchestrator.audit_stream import follow, is_terminal
 from orchestrator.auth import Role, new_token, token_entry
+from orchestrator.dead_letters import sanitise
 from orchestrator.embedded import free_port
 from orchestrator.events import SECRET_ID_KINDS, Exposure, fingerprint
 from orchestrator.playbooks import load_playbooks
 from orchestrator.providers import catalog
+from orchestrator.redaction import Redactor
 from orchestrator.settings import DEFAULT_PLAYBOOKS_DIR
 from orchestrator.store import content_of
 from orchestrator.store.engine import SQLITE_FILE
@@ -52,6 +54,16 @@ def test_no_store_column_or_target_holds_a_secret_id(kind: str, sid: str, owner:
     assert content.credential_id == fingerprint(sid) and content.target == f"{kind}:{fingerprint(sid)}"
     assert event.credential.id == sid  # what the provider step reads stays raw
     assert content_of(event).fingerprint == content.fingerprint  # the same session deduplicates
+
+
+@settings(max_examples=60, deadline=None)
+@given(kind=st.sampled_from(sorted(SECRET_ID_KINDS)), sid=_SESSION_ID, severity=st.sampled_from(["high", "oops"]))
+def test_an_unencrypted_dead_letter_drops_a_secret_id(kind: str, sid: str, severity: str) -> None:
+    """Sealed without a key, even unregistered (a record rejected before it was handled), the sid is dropped."""
+    raw = json.dumps({"id": "e1", "severity": severity, "reason": f"seen in cookie sid={sid}",
+                      "credential": {"kind": kind, "id": sid}}).encode()
+    value, _ = sanitise(raw, Redactor())
+    assert sid.encode() not in value and b'"kind"' in value
 
 
 def test_a_handle_that_is_not_secret_is_still_shown() -> None:
