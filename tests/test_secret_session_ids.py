@@ -29,7 +29,7 @@ from orchestrator.settings import DEFAULT_PLAYBOOKS_DIR
 from orchestrator.store import content_of
 from orchestrator.store.engine import SQLITE_FILE
 from tests.conftest import Emulator
-from tests.support import Harness, captured_logs, events_of, exposure, fresh_settings, read_all
+from tests.support import Harness, captured_logs, events_of, exposure, fresh_settings, read_all, run_cli
 
 PLAYBOOKS = load_playbooks(DEFAULT_PLAYBOOKS_DIR, catalog())
 _SESSION_ID = st.text(alphabet="0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-", min_size=10,
@@ -144,8 +144,13 @@ async def test_a_canary_session_id_is_nowhere_and_the_session_is_cleared(served:
     assert all(f"okta.session:{fingerprint(sid)}" in answer for answer in answers[1:])  # they answered
     stored = _sqlite_text(harness.settings.store.data_dir / SQLITE_FILE)
     assert fingerprint(sid) in stored
+    env = {"ORCHESTRATOR_DATA_DIR": str(harness.settings.store.data_dir)}
+    listed, status = await asyncio.gather(asyncio.to_thread(run_cli, "exposures", "list", "--json", env=env),
+                                          asyncio.to_thread(run_cli, "status", by_dt["id"], "--json", env=env))
+    assert listed.returncode == status.returncode == 0, listed.stderr + status.stderr
+    assert fingerprint(sid) in listed.stdout and fingerprint(sid) in status.stdout
     for where, text in (("audit", json.dumps(trails)), ("logs", logs.getvalue()), ("store", stored),
-                        ("api", "\n".join(answers))):
+                        ("api", "\n".join(answers)), ("cli", listed.stdout + listed.stderr + status.stdout)):
         assert sid not in text and dt not in text, where
 
 
