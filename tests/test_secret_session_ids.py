@@ -15,13 +15,16 @@ import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
 from orchestrator import replay
 from orchestrator.audit_stream import follow, is_terminal
 from orchestrator.auth import Role, new_token, token_entry
+from orchestrator.cli import app
 from orchestrator.dead_letters import sanitise
 from orchestrator.embedded import free_port
 from orchestrator.events import SECRET_ID_KINDS, Exposure, fingerprint
+from orchestrator.har.exposures import exposure_id
 from orchestrator.playbooks import load_playbooks
 from orchestrator.providers import catalog
 from orchestrator.redaction import Redactor
@@ -29,6 +32,7 @@ from orchestrator.settings import DEFAULT_PLAYBOOKS_DIR
 from orchestrator.store import content_of
 from orchestrator.store.engine import SQLITE_FILE
 from tests.conftest import Emulator
+from tests.har_canaries import entry, har
 from tests.support import Harness, captured_logs, events_of, exposure, fresh_settings, read_all, run_cli
 
 PLAYBOOKS = load_playbooks(DEFAULT_PLAYBOOKS_DIR, catalog())
@@ -119,18 +123,26 @@ def _sqlite_text(path: Path) -> str:
 
 
 async def test_a_canary_session_id_is_nowhere_and_the_session_is_cleared(served: tuple[Harness, str],
-                                                                         okta_clean: Emulator) -> None:
-    """sid and DT-cookie exposures: no audit record, log line, store column or API answer holds the sid."""
+                                                                         okta_clean: Emulator, tmp_path: Path) -> None:
+    """`scan-har --publish` of sid and DT cookies: no audit record, log line, store column, API answer or CLI
+    output holds either, the sid shows as its fingerprint, and the user's sessions are cleared."""
     harness, token = served
     login = f"sid.{secrets.token_hex(4)}@example.com"
     okta_clean.seed({"users": [{"login": login, "sessions": [_sid()], "tokens": [{"clientId": "0oaapp1"}]}]})
     user = next(u for u in okta_clean.control("GET", "state")["users"] if u["login"] == login)
     sid, dt = user["sessions"][0]["id"], secrets.token_urlsafe(24)
-    by_sid = exposure("okta.session", credential={"id": sid, "secret": sid}, source={"detector": "har-scanner"})
-    by_dt = exposure("okta.session", credential={"id": sid, "secret": dt}, source={"detector": "har-scanner"})
-    with captured_logs() as logs:
-        trails = await harness.run(by_sid, by_dt)
+    capture = har([entry(f"{okta_clean.url}/app/UserHome", headers={"cookie": f"sid={sid}; DT={dt}"})])
+    path = tmp_path / "t.har"
+    path.write_text(json.dumps(capture))
+    env = {"KAFKA_BOOTSTRAP_SERVERS": harness.settings.bootstrap_servers,
+           "ORCHESTRATOR_EXPOSURES_TOPIC": harness.settings.exposures_topic}
+    with captured_logs() as logs:  # the user's reproduction: `scan-har t.har --publish`
+        result = await asyncio.to_thread(CliRunner().invoke, app, ["scan-har", str(path), "--publish"], env=env)
+        assert result.exit_code == 0, result.stderr
+        by_sid, by_dt = ({"id": exposure_id("okta.session", value)} for value in (sid, dt))
+        trails = await harness.collect(by_sid["id"], by_dt["id"])
     assert all(events_of(trail)[-1] == "run.completed" for trail in trails.values())
+    assert "exposure.received" in logs.getvalue()  # the capture did see the run's log lines
     user = next(u for u in okta_clean.control("GET", "state")["users"] if u["login"] == login)
     assert all(s["revoked"] for s in user["sessions"]) and user["tokens"] == []
     received = next(r for r in trails[by_dt["id"]] if r["event"] == "exposure.received")
