@@ -105,7 +105,7 @@ class StepRow:
 
     step: str
     action: str | None
-    state: str  # started | succeeded | failed | skipped
+    state: str  # started | succeeded | failed | skipped | planned (a dry run) | undone
     attempts: int = 0
     error: str | None = None
     started_at: datetime | None = None
