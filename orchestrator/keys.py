@@ -40,9 +40,8 @@ class MissingFingerprintKey(ConfigurationError):
 
     def __init__(self, path: Path) -> None:
         super().__init__(
-            f"no fingerprint key at {path.absolute()}: it is created by `orchestrator run`/`dev` in its data "
-            f"directory; set ORCHESTRATOR_DATA_DIR to that directory (or ORCHESTRATOR_ENCRYPTION_KEY[_FILE] "
-            f"as the orchestrator has it)")
+            f"no fingerprint key at {path.absolute()}: only `orchestrator run`/`dev` creates it; set "
+            f"ORCHESTRATOR_DATA_DIR to its data directory (or ORCHESTRATOR_ENCRYPTION_KEY[_FILE] as it has them)")
         self.path = path
 
 
