@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from orchestrator import keys, provenance
 from orchestrator.auth import Role, new_token, token_entry
 from orchestrator.embedded import free_port
+from orchestrator.store.rebuild import fold
 from tests.conftest import Emulator
 from tests.support import Harness, exposure, fresh_settings, read_all, run_cli
 
@@ -37,7 +38,7 @@ async def harness(bootstrap: str, okta: Emulator, tmp_path_factory: pytest.TempP
 
 async def test_a_dry_run_is_recorded_planned_and_undo_says_nothing_was_done(
         harness: tuple[Harness, str], okta: Emulator) -> None:
-    """Every step record of a dry run says `dry_run: true`; `status` shows its steps planned, not succeeded;
+    """Every step record of a dry run says `dry_run: true`; `status` (and a rebuilt store) shows its steps planned;
     `undo` prints one line saying nothing was done and exits 1, and the user is untouched."""
     running, token = harness
     login = f"dry.{secrets.token_hex(4)}@example.com"
@@ -48,6 +49,8 @@ async def test_a_dry_run_is_recorded_planned_and_undo_says_nothing_was_done(
     steps = [r for r in trail if r["event"].startswith("step.")]
     assert any(r["event"] == "step.succeeded" for r in steps)
     assert all(r.get("dry_run") is True for r in steps), steps
+    [rebuilt] = fold(trail)  # `db rebuild` from the audit topic reads them as planned too
+    assert {s.state for s in rebuilt.steps.values() if s.state != "skipped"} == {"planned"}
     run_id = trail[-1]["run_id"]
 
     store_env = {"ORCHESTRATOR_DATA_DIR": str(running.settings.store.data_dir)}
