@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from orchestrator import keys, provenance
 from orchestrator.auth import Role, new_token, token_entry
 from orchestrator.embedded import free_port
+from orchestrator.metrics import Metrics
 from orchestrator.store.rebuild import fold
 from tests.conftest import Emulator
 from tests.support import Harness, exposure, fresh_settings, read_all, run_cli
@@ -69,6 +70,18 @@ async def test_a_dry_run_is_recorded_planned_and_undo_says_nothing_was_done(
     assert undo_json.returncode == 1 and answer["planned"] is True and answer["irreversible"] == []
     users: list[dict[str, Any]] = okta.control("GET", "state")["users"]
     assert next(u for u in users if u["login"] == login)["status"] == "ACTIVE"
+
+
+def test_metrics_count_a_dry_run_step_as_planned() -> None:
+    """`orchestrator_step_duration_seconds` labels a dry run's step `planned`, never `succeeded`."""
+    metrics = Metrics()
+    for dry_run in (True, None, True):
+        metrics.observe({"event": "step.succeeded", "action": "okta.suspend_user", "duration_ms": 5,
+                         "dry_run": dry_run})
+    sample = metrics.registry.get_sample_value
+    labels = {"action": "okta.suspend_user"}
+    assert sample("orchestrator_step_duration_seconds_count", {**labels, "outcome": "planned"}) == 2
+    assert sample("orchestrator_step_duration_seconds_count", {**labels, "outcome": "succeeded"}) == 1
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
