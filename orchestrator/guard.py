@@ -23,7 +23,7 @@ import structlog
 from orchestrator import provenance
 from orchestrator.audit import AuditEvent, AuditTrail
 from orchestrator.auth import Role
-from orchestrator.brake import RateBrake
+from orchestrator.brake import Admission, RateBrake
 from orchestrator.errors import ProviderError
 from orchestrator.events import Exposure
 from orchestrator.lanes import stepped_aside
@@ -161,11 +161,8 @@ class Guard:
                                     self.policy.approval.timeout_s)
             self._page("run.awaiting_approval", exposure, run_id, gate)
         if gate is None:
-            if self.bypasses_brake(role):
-                self.brake.count(counts)
-                return Clearance(Verdict.GO, {})
-            admission = self.brake.admit(counts)
-            if admission.go:
+            admission = self._brake_admission(role, counts)
+            if admission is None:
                 return Clearance(Verdict.GO, {})
             gate = await self._open(exposure, run_id, row_id, GateKind.BRAKE, plan, admission.reason,
                                     self.policy.brake.timeout_s)
@@ -177,13 +174,19 @@ class Guard:
             gate = await self._wait(gate)
         return await self._answered(gate, counts, trail)
 
-    def _brake_only(self, role: Role | None, counts: dict[str, int]) -> Clearance:
-        """Without a store there is nowhere to wait: over the rate, the run ends denied (nothing acted)."""
+    def _brake_admission(self, role: Role | None, counts: dict[str, int]) -> Admission | None:
+        """None when the run may go on (a responder's or admin's bypass, counted; or under the rate), else the
+        brake's answer holding it."""
         if self.bypasses_brake(role):
             self.brake.count(counts)
-            return Clearance(Verdict.GO, {})
+            return None
         admission = self.brake.admit(counts)
-        if admission.go:
+        return None if admission.go else admission
+
+    def _brake_only(self, role: Role | None, counts: dict[str, int]) -> Clearance:
+        """Without a store there is nowhere to wait: over the rate, the run ends denied (nothing acted)."""
+        admission = self._brake_admission(role, counts)
+        if admission is None:
             return Clearance(Verdict.GO, {})
         if admission.engaged_now:
             self._page_brake("brake.engaged", admission.reason)

@@ -21,6 +21,7 @@ from orchestrator import kafka
 from orchestrator.audit_stream import follow, is_terminal
 from orchestrator.errors import ConfigurationError
 from orchestrator.formats import Options, parse
+from orchestrator.keys import deployment_fingerprint_key
 from orchestrator.publish_cli import load_jwks
 from orchestrator.publishing import publish_exposures
 from tests.conftest import Emulator
@@ -51,6 +52,7 @@ def _sessions_revoked(okta: Emulator, login: str) -> list[bool]:
 
 
 def _cli_env(harness: Harness, tmp_path: Path) -> dict[str, str]:
+    deployment_fingerprint_key(tmp_path / "data")  # as `orchestrator run` would: `publish` never creates it
     return {"KAFKA_BOOTSTRAP_SERVERS": harness.settings.bootstrap_servers,
             "ORCHESTRATOR_EXPOSURES_TOPIC": harness.settings.exposures_topic,
             "ORCHESTRATOR_DATA_DIR": str(tmp_path / "data")}
@@ -112,6 +114,7 @@ async def offline_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, An
     events.write_text(json.dumps([{"id": "by-hand-1", "credential": {"kind": "okta.user", "owner": "sam@x.io"}},
                                   {"id": "by-hand-2", "credential": {"kind": "okta.usr", "owner": "sam@x.io"}}]))
     env = {"ORCHESTRATOR_DATA_DIR": str(tmp_path / "data")}
+    deployment_fingerprint_key(tmp_path / "data")  # as `orchestrator run` would: `publish` never creates it
     plain, redacted, broken, by_hand = await asyncio.gather(
         asyncio.to_thread(run_cli, "publish", "-f", "gitleaks", "--dry-run", str(report), env=env),
         asyncio.to_thread(run_cli, "publish", "-f", "gitleaks", "--redact", str(report), env=env),

@@ -81,7 +81,9 @@ def _apply(row: Rebuilt, event: str, record: dict[str, Any], at: datetime) -> No
     step = _str(record, "step")
     if event in _STEP_STATES and run_id and step:
         attempt = record.get("attempt")
-        row.steps[(run_id, step)] = StepRow(step=step, action=_str(record, "action"), state=_STEP_STATES[event],
+        # As the live store has it: a dry run's succeeded step was only planned.
+        state = "planned" if event == "step.succeeded" and record.get("dry_run") is True else _STEP_STATES[event]
+        row.steps[(run_id, step)] = StepRow(step=step, action=_str(record, "action"), state=state,
                                             attempts=attempt if isinstance(attempt, int) else 0,
                                             error=_str(record, "error"), finished_at=at,
                                             undo=json.dumps(record["undo"]) if isinstance(record.get("undo"), dict)
