@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Path, Query
 
+from orchestrator import api_examples as ex
 from orchestrator.store import AmbiguousPrefix, RunStore, State
 
 #: Fields of a store row that are the store's own bookkeeping, not the exposure's story.
@@ -16,13 +17,14 @@ _HIDDEN = frozenset({"row_id", "dedup_key", "source_topic", "source_partition", 
 def add_routes(app: FastAPI, store: RunStore, as_responder: Any) -> None:
     """Register the read routes on `app` (role responder)."""
 
-    @app.get("/v1/exposures", tags=["exposures"])
+    @app.get("/v1/exposures", tags=["exposures"], responses={200: ex.EXPOSURE_LIST})
     async def list_exposures(
-        state: Annotated[State | None, Query(description="only this state")] = None,
+        state: Annotated[State | None, Query(description="only this state", openapi_examples=ex.STATE_FILTER)] = None,
         kind: Annotated[str | None, Query(max_length=100, description="only this credential kind")] = None,
         owner: Annotated[str | None, Query(max_length=500, description="only this credential owner")] = None,
         detector: Annotated[str | None, Query(max_length=200, description="only this detector")] = None,
-        since: Annotated[datetime | None, Query(description="received at or after (ISO 8601)")] = None,
+        since: Annotated[datetime | None, Query(description="received at or after (ISO 8601)",
+                                                openapi_examples=ex.SINCE_FILTER)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
         cursor: Annotated[str | None, Query(max_length=200, description="`next` of the previous page")] = None,
         _: Any = as_responder,
@@ -36,8 +38,10 @@ def add_routes(app: FastAPI, store: RunStore, as_responder: Any) -> None:
         return {"exposures": [document(r) for r in rows], "next": following}
 
     @app.get("/v1/exposures/{exposure_id:path}", tags=["exposures"],
-             responses={404: {"description": "unknown"}, 409: {"description": "ambiguous prefix"}})
-    async def get_exposure(exposure_id: str, _: Any = as_responder) -> dict[str, Any]:
+             responses={200: ex.EXPOSURE_ONE, 404: {"description": "unknown"},
+                        409: {"description": "ambiguous prefix"}})
+    async def get_exposure(exposure_id: Annotated[str, Path(openapi_examples=ex.EXPOSURE_ID)],
+                           _: Any = as_responder) -> dict[str, Any]:
         """An exposure (by id, or a prefix matching one), where it stands, its steps; earlier reports of the
         same id with other content under `runs`."""
         try:

@@ -120,6 +120,8 @@ class Settings:
     api_tokens_file: Path | None = None
     oncall_webhook_url: str | None = field(default=None, repr=False)  # a Slack webhook URL is a secret
     oncall_webhook_format: str = "json"
+    #: An unmatched exposure pages on-call once per credential kind per this many seconds.
+    oncall_unmatched_interval_s: float = 3600.0
     #: Dead letters are stored AES-256-GCM encrypted under this key (64 hex digits or base64 of 32 bytes);
     #: without one, their secret-looking values are dropped. See `orchestrator.keys`.
     encryption_key: str | None = field(default=None, repr=False)
@@ -185,6 +187,8 @@ class Settings:
             oncall_webhook_url=env.get("ORCHESTRATOR_ONCALL_WEBHOOK_URL", "").strip() or None,
             oncall_webhook_format=reader.choice("ORCHESTRATOR_ONCALL_WEBHOOK_FORMAT", cls.oncall_webhook_format,
                                                 ("slack", "json")),
+            oncall_unmatched_interval_s=reader.number("ORCHESTRATOR_ONCALL_UNMATCHED_INTERVAL_S",
+                                                      cls.oncall_unmatched_interval_s),
             encryption_key=env.get("ORCHESTRATOR_ENCRYPTION_KEY", "").strip() or None,
             encryption_key_file=Path(key_file) if key_file else None,
             data_dir=Path(data_dir) if data_dir else DEFAULT_DATA_DIR,

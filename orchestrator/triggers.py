@@ -6,6 +6,7 @@ both go through here, so a trigger means the same thing whichever way it arrives
 
 from __future__ import annotations
 
+import difflib
 import getpass
 import json
 import socket
@@ -22,6 +23,7 @@ from orchestrator.audit_stream import follow, is_terminal
 from orchestrator.errors import ConfigurationError
 from orchestrator.events import Credential, Exposure, Severity, Source
 from orchestrator.playbooks import Playbook
+from orchestrator.routing import route
 
 
 class TriggerRequest(BaseModel):
@@ -39,10 +41,42 @@ class TriggerRequest(BaseModel):
     severity: Severity = Severity.HIGH
     reason: str | None = Field(default=None, max_length=2000, description="why; recorded in the audit trail")
     dry_run: bool = Field(default=False, description="resolve read-only and record the plan; revoke nothing")
+    allow_unmatched: bool = Field(default=False, description="publish even when no playbook matches the kind "
+                                  "(the run then ends `exposure.unmatched`)")
 
 
 class UnknownPlaybookName(ValueError):
     """A trigger names a playbook that is not loaded."""
+
+
+class UnmatchedTrigger(ValueError):
+    """No loaded playbook would run for this trigger: publishing it would silently do nothing.
+
+    The message never repeats the submitted kind (the API answers with it); `suggestions` are known kinds.
+    """
+
+    def __init__(self, message: str, suggestions: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.suggestions = tuple(suggestions)
+
+
+#: How many known kinds an unmatched trigger suggests, and how alike they must be (difflib's ratio).
+SUGGESTIONS, SUGGESTION_CUTOFF = 3, 0.6
+
+
+def known_kinds(playbooks: Sequence[Playbook]) -> list[str]:
+    """Every credential kind some loaded playbook matches, sorted."""
+    return sorted({kind for playbook in playbooks for kind in playbook.match.kinds})
+
+
+def closest_kinds(kind: str, known: Sequence[str], *, limit: int = SUGGESTIONS) -> list[str]:
+    """The known kinds most like `kind`, best first (case-insensitive); the kind itself when it is known."""
+    wanted = kind.strip().lower()
+    by_folded = {k.lower(): k for k in known}
+    if wanted in by_folded:
+        return [by_folded[wanted]]
+    matches = difflib.get_close_matches(wanted, sorted(by_folded), n=limit, cutoff=SUGGESTION_CUTOFF)
+    return [by_folded[m] for m in matches]
 
 
 def default_actor() -> str:
@@ -50,19 +84,36 @@ def default_actor() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
+def check_routable(exposure: Exposure, playbooks: Sequence[Playbook]) -> None:
+    """Raise `UnmatchedTrigger` unless a playbook would run for `exposure` (as the pipeline routes it)."""
+    if exposure.playbook is not None or route(exposure, playbooks) is not None:
+        return
+    known = known_kinds(playbooks)
+    if exposure.credential.kind in known:
+        raise UnmatchedTrigger(f"no playbook matches this kind at severity {exposure.severity.value} from "
+                               f"detector {exposure.source.detector} (see `orchestrator playbooks list`).")
+    suggestions = closest_kinds(exposure.credential.kind, known)
+    hint = f"did you mean {' or '.join(suggestions)}?" if suggestions else f"known kinds: {', '.join(known)}."
+    raise UnmatchedTrigger(f"no playbook matches this kind; {hint}", suggestions)
+
+
 def build_exposure(request: TriggerRequest, *, actor: str, detector: str,
                    playbooks: Sequence[Playbook]) -> Exposure:
-    """The exposure a trigger publishes, with a fresh id; raise `UnknownPlaybookName` or pydantic's error."""
+    """The exposure a trigger publishes, with a fresh id; raise `UnknownPlaybookName`, `UnmatchedTrigger`
+    (unless `allow_unmatched`) or pydantic's error."""
     if request.playbook is not None and request.playbook not in {p.name for p in playbooks}:
         known = ", ".join(sorted(p.name for p in playbooks))
         raise UnknownPlaybookName(f"unknown playbook {request.playbook!r}; known: {known}")
-    return Exposure(
+    exposure = Exposure(
         id=f"manual-{uuid.uuid4().hex}",
         credential=Credential(kind=request.kind, id=request.id, owner=request.owner, secret=request.secret),
         source=Source(detector=detector),
         severity=request.severity, playbook=request.playbook, actor=actor, reason=request.reason,
         dry_run=request.dry_run,
     )
+    if not request.allow_unmatched:
+        check_routable(exposure, playbooks)
+    return exposure
 
 
 def encode(exposure: Exposure) -> bytes:

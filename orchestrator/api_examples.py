@@ -1,0 +1,67 @@
+"""Examples the HTTP API's OpenAPI document shows in Swagger UI (/docs) and ReDoc (/redoc), one set per route.
+
+Secrets in them are obvious placeholders, never real-looking values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.openapi.models import Example
+
+_ID = "manual-5ad5c1e0f3a94f1d9d1f6a2b7c3e8d40"
+
+
+def _json(example: Any, description: str = "") -> dict[str, Any]:
+    """A `responses` entry carrying one JSON example."""
+    return {"description": description, "content": {"application/json": {"example": example}}}
+
+
+EXPOSURE_BODY: dict[str, Example] = {
+    "har-session": Example(summary="An Okta session cookie found in a HAR upload", value={
+        "id": "har-scanner-2026-12-02-0001", "credential": {"kind": "okta.session", "id": "102EXAMPLEsession"},
+        "source": {"detector": "har-scanner", "location": "support-case-00123/upload.har", "verified": True},
+        "severity": "high"}),
+    "aws-key": Example(summary="An AWS access key pushed to a repository", value={
+        "id": "repo-scan-7731", "credential": {"kind": "aws.access_key", "id": "AKIAEXAMPLEKEYID0000",
+                                               "owner": "ci-deployer"},
+        "source": {"detector": "repo-scanner", "location": "github.com/acme/infra@4f2a1c9"},
+        "severity": "critical"}),
+}
+EXPOSURE_ACCEPTED = _json({"id": "har-scanner-2026-12-02-0001"}, "published to the exposures topic")
+
+TRIGGER_BODY: dict[str, Example] = {
+    "dry-run-user": Example(summary="Preview what would be done to a compromised user", value={
+        "kind": "okta.user", "owner": "sam.support@example.com", "severity": "critical",
+        "reason": "laptop compromised, INC-4211", "dry_run": True}),
+    "leaked-token": Example(summary="Revoke a leaked Slack token (the value is used, never echoed)", value={
+        "kind": "slack.token", "secret": "xoxb-EXAMPLE-not-a-real-token", "reason": "pasted in #general"}),
+    "named-playbook": Example(summary="Run a named playbook instead of routing", value={
+        "kind": "okta.user", "owner": "sam.support@example.com", "playbook": "okta-user"}),
+}
+TRIGGER_ACCEPTED = _json({"id": _ID, "actor": "pagerduty-runbook", "dry_run": True,
+                          "status": f"/v1/exposures/{_ID}"}, "published; follow it at `status`")
+TRIGGER_REFUSED = _json({"detail": "kind: no playbook matches this kind; did you mean okta.user? Set "
+                                   "allow_unmatched to publish it anyway."},
+                        "a field is invalid, or no playbook would run (never echoes the values sent)")
+
+_EXPOSURE_ROW = {"id": _ID, "state": "completed", "credential_kind": "okta.user",
+                 "target": "okta-user:sam.support@example.com", "playbook": "okta-user", "actor": "responder-bot",
+                 "detector": "api", "terminal_event": "run.completed", "error": None,
+                 "received_at": "2026-12-02T03:14:07Z", "finished_at": "2026-12-02T03:14:08Z"}
+EXPOSURE_LIST = _json({"exposures": [_EXPOSURE_ROW], "next": "eyJyb3ciOiA0Mn0"}, "newest first")
+EXPOSURE_ONE = _json({**_EXPOSURE_ROW, "done": True, "steps": [
+    {"step": "clear-sessions", "action": "okta.clear_user_sessions", "state": "succeeded", "attempts": 1,
+     "error": None, "finished_at": "2026-12-02T03:14:08Z"}], "runs": []}, "the exposure and its steps")
+EXPOSURE_ID = {"full id": Example(value=_ID), "unique prefix": Example(value="manual-5ad5")}
+STATE_FILTER = {"failed runs": Example(value="failed"), "still running": Example(value="running")}
+SINCE_FILTER = {"an ISO 8601 time": Example(value="2026-12-02T00:00:00Z")}
+
+HEALTHY = _json({"status": "ok"}, "alive")
+READY: dict[int | str, dict[str, Any]] = {200: _json({"status": "ready"}, "ready"),
+         503: _json({"status": "not ready", "reason": "no partitions of the exposures topic assigned yet"},
+                    "not ready")}
+_PROMETHEUS = ('# TYPE orchestrator_exposures_total counter\n'
+               'orchestrator_exposures_total{outcome="run.completed"} 42.0\n')
+METRICS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Prometheus text format", "content": {"text/plain": {"example": _PROMETHEUS}}}}
