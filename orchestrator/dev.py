@@ -7,20 +7,24 @@ import contextlib
 import json
 import os
 import secrets
+import shlex
+import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import httpx
 from aiokafka import AIOKafkaProducer
 
-from orchestrator import embedded, kafka
+from orchestrator import dev_data, embedded, kafka
 from orchestrator.audit_stream import follow, is_terminal, render
+from orchestrator.auth import Role, new_token, token_entry, write_private
+from orchestrator.dev_data import DEMO_ADMIN
 from orchestrator.errors import ConfigurationError
 
-DEMO_ADMIN = "sam.support@example.com"
-DEMO_CUSTOMER = "casey.customer@example.com"
+#: Where `orchestrator dev` puts the broker and the HTTP API when those ports are free (else on free ones).
+DEFAULT_KAFKA_PORT, DEFAULT_API_PORT = 9092, 8080
 
 
 @dataclass
@@ -31,27 +35,52 @@ class DevEnvironment:
     started: list[str] = field(default_factory=list)
     okta_url: str | None = None
     demo: dict[str, str] = field(default_factory=dict)
+    #: What each emulator was seeded with (`--show-data`).
+    samples: list[dev_data.Sample] = field(default_factory=list)
+    #: Variables another shell needs to use this instance: printed as `export` lines.
+    exports: dict[str, str] = field(default_factory=dict)
+    #: Ports asked for but taken, and where their service went instead.
+    moved: list[str] = field(default_factory=list)
+
+
+def pick_port(preferred: int, what: str, dev: DevEnvironment) -> int:
+    """`preferred` when nothing listens on it (0: any), else a free port, noted in `dev.moved`."""
+    if preferred:
+        if embedded.port_is_free(preferred):
+            return preferred
+        port = embedded.free_port()
+        dev.moved.append(f"port {preferred} is taken: {what} on {port} instead")
+        return port
+    return embedded.free_port()
 
 
 @contextlib.contextmanager
-def environment(base: Mapping[str, str]) -> Iterator[DevEnvironment]:
+def environment(base: Mapping[str, str], *, kafka_port: int = DEFAULT_KAFKA_PORT,
+                api_port: int = DEFAULT_API_PORT) -> Iterator[DevEnvironment]:
     """Start Tansu and every provider's emulator, except where the environment names a real one.
 
     Kafka: unless `KAFKA_BOOTSTRAP_SERVERS`. Okta: unless `OKTA_CLIENT_ORGURL`. AWS: moto unless
     `AWS_ENDPOINT_URL` (with throwaway credentials, so the developer's own AWS credentials are never used).
     GitHub, Slack, GCP: unless `ORCHESTRATOR_GITHUB_API_URL`, `ORCHESTRATOR_SLACK_API_URL`,
-    `ORCHESTRATOR_GCP_IAM_URL`.
+    `ORCHESTRATOR_GCP_IAM_URL`. Each emulator is seeded with sample data (`dev.samples`). The HTTP API
+    listens on `api_port` unless ORCHESTRATOR_HTTP_LISTEN says otherwise, with an admin token of its own
+    unless ORCHESTRATOR_API_TOKENS_FILE is set.
     """
     env = dict(base)
     dev = DevEnvironment(env=env)
     with contextlib.ExitStack() as stack:
         if not env.get("KAFKA_BOOTSTRAP_SERVERS"):
-            broker = stack.enter_context(embedded.tansu())
+            broker = stack.enter_context(embedded.tansu(pick_port(kafka_port, "the broker", dev)))
             env["KAFKA_BOOTSTRAP_SERVERS"] = broker.url
             dev.started.append(f"Tansu broker (in memory) at {broker.url}")
             # The embedded broker is fresh every time: join the group quickly.
             env.setdefault("ORCHESTRATOR_KAFKA_SESSION_TIMEOUT_MS", "6000")
             env.setdefault("ORCHESTRATOR_KAFKA_HEARTBEAT_INTERVAL_MS", "500")
+        dev.exports["KAFKA_BOOTSTRAP_SERVERS"] = env["KAFKA_BOOTSTRAP_SERVERS"]
+        # `status` and `exposures list` read the run store: from any directory, the same one.
+        env.setdefault("ORCHESTRATOR_DATA_DIR", str(Path(".orchestrator").resolve()))
+        dev.exports["ORCHESTRATOR_DATA_DIR"] = env["ORCHESTRATOR_DATA_DIR"]
+        _serve_api(stack, dev, api_port)
         if not env.get("OKTA_CLIENT_ORGURL"):
             admin_token = "00" + secrets.token_urlsafe(30)[:40]
             okta = stack.enter_context(embedded.emulator("okta", "--admin-token", admin_token))
@@ -59,7 +88,8 @@ def environment(base: Mapping[str, str]) -> Iterator[DevEnvironment]:
                        OKTA_TESTING_TESTINGDISABLEHTTPSCHECK="true")
             dev.okta_url = okta.url
             dev.started.append(f"Okta emulator at {okta.url}")
-            dev.demo = _seed_okta_demo(okta.url)
+            samples, dev.demo = dev_data.seed_okta(okta.url)
+            dev.samples += samples
         if not env.get("AWS_ENDPOINT_URL"):
             _emulate_aws(stack, dev)
         for name, label, variable, path in (("github", "GitHub", "ORCHESTRATOR_GITHUB_API_URL", ""),
@@ -68,13 +98,33 @@ def environment(base: Mapping[str, str]) -> Iterator[DevEnvironment]:
                 server = stack.enter_context(embedded.emulator(name))
                 env[variable] = server.url + path
                 dev.started.append(f"{label} emulator at {server.url}")
+                dev.samples += dev_data.seed_github(server.url) if name == "github" else \
+                    dev_data.seed_slack(server.url)
         if not env.get("ORCHESTRATOR_GCP_IAM_URL"):
             server = stack.enter_context(embedded.emulator("gcp"))
             token = "ya29.dev-" + secrets.token_urlsafe(24)
-            httpx.post(f"{server.url}/_emulator/state", json={"access_tokens": [token]}, timeout=10).raise_for_status()
+            dev.samples += dev_data.seed_gcp(server.url, token)
             env.update(ORCHESTRATOR_GCP_IAM_URL=server.url, ORCHESTRATOR_GCP_ACCESS_TOKEN=token)
             dev.started.append(f"GCP IAM emulator at {server.url}")
         yield dev
+
+
+def _serve_api(stack: contextlib.ExitStack, dev: DevEnvironment, api_port: int) -> None:
+    """Put the HTTP API on `api_port` (or a free one) with a fresh admin token, unless configured already."""
+    env = dev.env
+    if "ORCHESTRATOR_HTTP_LISTEN" not in env:
+        env["ORCHESTRATOR_HTTP_LISTEN"] = f"127.0.0.1:{pick_port(api_port, 'the HTTP API', dev)}"
+    listen = env["ORCHESTRATOR_HTTP_LISTEN"].strip()
+    if listen.lower() in {"", "off", "none"}:
+        return
+    dev.exports["ORCHESTRATOR_API_URL"] = f"http://{listen}"
+    if not env.get("ORCHESTRATOR_API_TOKENS_FILE"):
+        directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="orchestrator-dev-")))
+        token = new_token()
+        write_private(directory / "api-tokens.json",
+                      json.dumps({"tokens": [token_entry(token, "dev", [Role.ADMIN])]}))
+        env["ORCHESTRATOR_API_TOKENS_FILE"] = str(directory / "api-tokens.json")
+        dev.exports["ORCHESTRATOR_API_TOKEN"] = token
 
 
 def _emulate_aws(stack: contextlib.ExitStack, dev: DevEnvironment) -> None:
@@ -87,26 +137,10 @@ def _emulate_aws(stack: contextlib.ExitStack, dev: DevEnvironment) -> None:
         server = stack.enter_context(embedded.moto())
         dev.env["AWS_ENDPOINT_URL"] = server.url
         dev.started.append(f"AWS (moto) at {server.url}")
+        dev.samples += dev_data.seed_aws(server.url, dev.env)
     else:
         dev.env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{embedded.free_port()}"
         dev.started.append("AWS: no emulator (pip install 'moto[server]'); aws.* steps will fail, never reach AWS")
-
-
-def _seed_okta_demo(okta_url: str) -> dict[str, str]:
-    """Users, sessions and an API token for the demo; token values are generated now, never stored."""
-    session_id = "102" + secrets.token_hex(12)
-    token_value = "00" + secrets.token_urlsafe(30)[:40]
-    state = {
-        "users": [
-            {"login": DEMO_CUSTOMER, "email": DEMO_CUSTOMER, "sessions": [session_id, "102" + secrets.token_hex(12)],
-             "grants": [{"clientId": "0oa-demo-portal"}], "tokens": [{"clientId": "0oa-demo-portal"}]},
-            {"login": DEMO_ADMIN, "email": DEMO_ADMIN, "sessions": ["102" + secrets.token_hex(12)], "factors": 2},
-        ],
-        "api_tokens": [{"name": "support-automation", "login": DEMO_ADMIN, "token": token_value}],
-    }
-    response = httpx.post(f"{okta_url}/_emulator/state", json=state, timeout=10)
-    response.raise_for_status()
-    return {"session_id": session_id, "api_token": token_value}
 
 
 def demo_exposures(dev: DevEnvironment) -> list[dict[str, Any]]:
@@ -168,15 +202,38 @@ async def watch(bootstrap: str, topic: str, ids: list[str], *, timeout_s: float 
     return terminals
 
 
-def banner(dev: DevEnvironment) -> str:
-    """The loud notice of what is emulated and what, if anything, is real."""
+def banner(dev: DevEnvironment, *, show_data: bool = False) -> str:
+    """The loud notice of what is emulated and what, if anything, is real; the `export` lines another shell
+    needs, the next commands to try, and with `show_data` the sample data."""
     emulated = " ".join(dev.started)
     real = [name for name, marker in (("Kafka", "Tansu"), ("Okta", "Okta"), ("AWS", "AWS"), ("GitHub", "GitHub"),
                                       ("Slack", "Slack"), ("GCP", "GCP")) if marker not in emulated]
     headline = ("EMBEDDED DEVELOPMENT MODE: every provider is a local emulator; nothing real is touched"
                 if not real else f"DEVELOPMENT MODE: REAL {', '.join(real)} configured from the environment")
-    return "\n".join(["=" * 78, headline, *(f"  started: {s}" for s in dev.started),
-                      "  emulated data lives in memory and is gone when this process exits", "=" * 78])
+    lines = ["=" * 78, headline, *(f"  started: {s}" for s in dev.started), *(f"  note: {m}" for m in dev.moved),
+             "  emulated data lives in memory and is gone when this process exits", "=" * 78,
+             "In another shell, paste:",
+             *(f"  export {name}={shlex.quote(value)}" for name, value in dev.exports.items()),
+             "Then try:", *(f"  {command}" for command in _next_commands(dev))]
+    if show_data and dev.samples:
+        lines.append(dev_data.show(dev.samples))
+    elif dev.samples:
+        lines.append("  orchestrator dev --show-data   # lists the sample users, keys and tokens to try them on")
+    return "\n".join(lines)
+
+
+def _next_commands(dev: DevEnvironment) -> list[str]:
+    owner = DEMO_ADMIN if dev.demo else "someone@example.com"
+    commands = [f"orchestrator trigger --kind okta.user --owner {owner} --dry-run   # the plan, nothing revoked",
+                f"orchestrator trigger --kind okta.user --owner {owner} --wait",
+                "orchestrator exposures list", "orchestrator audit tail --follow"]
+    if "ORCHESTRATOR_API_URL" in dev.exports:
+        url = dev.exports["ORCHESTRATOR_API_URL"]
+        commands.append(f"open {url}/docs   # the HTTP API, with Swagger UI (and {url}/redoc)")
+        if "ORCHESTRATOR_API_TOKEN" in dev.exports:
+            commands.append('curl -H "Authorization: Bearer $ORCHESTRATOR_API_TOKEN" '
+                            '"$ORCHESTRATOR_API_URL/v1/exposures"')
+    return commands
 
 
 def process_env(dev: DevEnvironment) -> None:

