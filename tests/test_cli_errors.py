@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import time
-from pathlib import Path
-
 from orchestrator.embedded import free_port
-from tests.support import orchestrator_command, run_cli
+from tests.support import run_cli
 
 
 def _one_line(stderr: str) -> str:
