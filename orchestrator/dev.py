@@ -229,7 +229,7 @@ def _next_commands(dev: DevEnvironment) -> list[str]:
                 "orchestrator exposures list", "orchestrator audit tail --follow"]
     if "ORCHESTRATOR_API_URL" in dev.exports:
         url = dev.exports["ORCHESTRATOR_API_URL"]
-        commands.append(f"open {url}/docs   # the HTTP API, with Swagger UI (and {url}/redoc)")
+        commands.append(f"xdg-open {url}/docs   # the HTTP API's Swagger UI (ReDoc: {url}/redoc)")
         if "ORCHESTRATOR_API_TOKEN" in dev.exports:
             commands.append('curl -H "Authorization: Bearer $ORCHESTRATOR_API_TOKEN" '
                             '"$ORCHESTRATOR_API_URL/v1/exposures"')

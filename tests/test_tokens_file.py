@@ -132,3 +132,16 @@ def test_unmatched_pages_once_per_kind_per_interval() -> None:
     assert not pager.admit("acme.widget")
     now[0] = 3600.0
     assert pager.admit("acme.widget") and pager.admit("acme.third")
+
+
+def test_orchestrator_run_refuses_a_readable_tokens_file_in_one_line(tmp_path: Path) -> None:
+    """`orchestrator run` with a group-readable tokens file stops before connecting: one line, the chmod to run."""
+    path = tmp_path / "tokens.json"
+    _write_tokens(path, new_token())
+    path.chmod(0o640)
+    result = run_cli("run", env={"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "ORCHESTRATOR_API_TOKENS_FILE": str(path),
+                                 "ORCHESTRATOR_HTTP_LISTEN": "127.0.0.1:0"})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [f"orchestrator: ORCHESTRATOR_API_TOKENS_FILE {path} is accessible to "
+                                                  f"group or others (mode 0640); like an SSH key it must be private: "
+                                                  f"chmod 600 {path}"]
