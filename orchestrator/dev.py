@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import json
 import os
 import secrets
 import shlex
 import tempfile
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,31 +83,7 @@ def environment(base: Mapping[str, str], *, kafka_port: int = DEFAULT_KAFKA_PORT
         env.setdefault("ORCHESTRATOR_DATA_DIR", str(Path(".orchestrator").resolve()))
         dev.exports["ORCHESTRATOR_DATA_DIR"] = env["ORCHESTRATOR_DATA_DIR"]
         _serve_api(stack, dev, api_port)
-        if not env.get("OKTA_CLIENT_ORGURL"):
-            admin_token = "00" + secrets.token_urlsafe(30)[:40]
-            okta = stack.enter_context(embedded.emulator("okta", "--admin-token", admin_token))
-            env.update(OKTA_CLIENT_ORGURL=okta.url, OKTA_CLIENT_TOKEN=admin_token,
-                       OKTA_TESTING_TESTINGDISABLEHTTPSCHECK="true")
-            dev.okta_url = okta.url
-            dev.started.append(f"Okta emulator at {okta.url}")
-            samples, dev.demo = dev_data.seed_okta(okta.url)
-            dev.samples += samples
-        if not env.get("AWS_ENDPOINT_URL"):
-            _emulate_aws(stack, dev)
-        for name, label, variable, path in (("github", "GitHub", "ORCHESTRATOR_GITHUB_API_URL", ""),
-                                            ("slack", "Slack", "ORCHESTRATOR_SLACK_API_URL", "/api")):
-            if not env.get(variable):
-                server = stack.enter_context(embedded.emulator(name))
-                env[variable] = server.url + path
-                dev.started.append(f"{label} emulator at {server.url}")
-                dev.samples += dev_data.seed_github(server.url) if name == "github" else \
-                    dev_data.seed_slack(server.url)
-        if not env.get("ORCHESTRATOR_GCP_IAM_URL"):
-            server = stack.enter_context(embedded.emulator("gcp"))
-            token = "ya29.dev-" + secrets.token_urlsafe(24)
-            dev.samples += dev_data.seed_gcp(server.url, token)
-            env.update(ORCHESTRATOR_GCP_IAM_URL=server.url, ORCHESTRATOR_GCP_ACCESS_TOKEN=token)
-            dev.started.append(f"GCP IAM emulator at {server.url}")
+        _start_emulators(stack, dev)
         yield dev
 
 
@@ -127,20 +105,63 @@ def _serve_api(stack: contextlib.ExitStack, dev: DevEnvironment, api_port: int) 
         dev.exports["ORCHESTRATOR_API_TOKEN"] = token
 
 
-def _emulate_aws(stack: contextlib.ExitStack, dev: DevEnvironment) -> None:
-    """Point AWS at moto with throwaway credentials; without moto, at a closed port so nothing real is called."""
-    for variable in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
-        dev.env.pop(variable, None)
-    dev.env.update(AWS_ACCESS_KEY_ID="AKIADEV" + secrets.token_hex(6).upper(),
+def _start_emulators(stack: contextlib.ExitStack, dev: DevEnvironment) -> None:
+    """Start every emulator the environment does not replace, all at once (each takes about a second to
+    import and listen), then seed each with its sample data, again all at once."""
+    env = dev.env
+    okta_token = "00" + secrets.token_urlsafe(30)[:40]
+    gcp_token = "ya29.dev-" + secrets.token_urlsafe(24)
+    wanted: dict[str, Callable[[], contextlib.AbstractContextManager[embedded.ChildProcess]]] = {}
+    if not env.get("OKTA_CLIENT_ORGURL"):
+        wanted["okta"] = functools.partial(embedded.emulator, "okta", "--admin-token", okta_token)
+    emulate_aws = not env.get("AWS_ENDPOINT_URL")
+    if emulate_aws:
+        # Throwaway credentials and no profile: the developer's own AWS configuration is never used.
+        for variable in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+            env.pop(variable, None)
+        env.update(AWS_ACCESS_KEY_ID="AKIADEV" + secrets.token_hex(6).upper(),
                    AWS_SECRET_ACCESS_KEY=secrets.token_urlsafe(30), AWS_REGION="us-east-1")
-    if embedded.moto_available():
-        server = stack.enter_context(embedded.moto())
-        dev.env["AWS_ENDPOINT_URL"] = server.url
-        dev.started.append(f"AWS (moto) at {server.url}")
-        dev.samples += dev_data.seed_aws(server.url, dev.env)
-    else:
-        dev.env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{embedded.free_port()}"
-        dev.started.append("AWS: no emulator (pip install 'moto[server]'); aws.* steps will fail, never reach AWS")
+        if embedded.moto_available():
+            wanted["aws"] = embedded.moto
+    for name, variable in (("github", "ORCHESTRATOR_GITHUB_API_URL"), ("slack", "ORCHESTRATOR_SLACK_API_URL"),
+                           ("gcp", "ORCHESTRATOR_GCP_IAM_URL")):
+        if not env.get(variable):
+            wanted[name] = functools.partial(embedded.emulator, name)
+    servers = stack.enter_context(embedded.together(wanted))
+    seeders: dict[str, Callable[[str], list[dev_data.Sample]]] = {
+        "okta": lambda url: _seed_okta(dev, url), "aws": lambda url: dev_data.seed_aws(url, env),
+        "github": dev_data.seed_github, "slack": dev_data.seed_slack,
+        "gcp": lambda url: dev_data.seed_gcp(url, gcp_token)}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(len(servers), 1)) as pool:
+        seeding = {name: pool.submit(seeders[name], server.url) for name, server in servers.items()}
+    for name in ("okta", "aws", "github", "slack", "gcp"):  # the banner's order, whatever finished first
+        if name == "aws" and emulate_aws and name not in servers:
+            env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{embedded.free_port()}"
+            dev.started.append("AWS: no emulator (pip install 'moto[server]'); aws.* steps will fail, never reach AWS")
+        if name not in servers:
+            continue
+        url = servers[name].url
+        dev.samples += seeding[name].result()
+        if name == "okta":
+            env.update(OKTA_CLIENT_ORGURL=url, OKTA_CLIENT_TOKEN=okta_token,
+                       OKTA_TESTING_TESTINGDISABLEHTTPSCHECK="true")
+            dev.okta_url = url
+        elif name == "aws":
+            env["AWS_ENDPOINT_URL"] = url
+        elif name == "gcp":
+            env.update(ORCHESTRATOR_GCP_IAM_URL=url, ORCHESTRATOR_GCP_ACCESS_TOKEN=gcp_token)
+        else:
+            env[f"ORCHESTRATOR_{name.upper()}_API_URL"] = url + ("/api" if name == "slack" else "")
+        dev.started.append(_LABELS[name].format(url=url))
+
+
+_LABELS = {"okta": "Okta emulator at {url}", "aws": "AWS (moto) at {url}", "github": "GitHub emulator at {url}",
+           "slack": "Slack emulator at {url}", "gcp": "GCP IAM emulator at {url}"}
+
+
+def _seed_okta(dev: DevEnvironment, url: str) -> list[dev_data.Sample]:
+    samples, dev.demo = dev_data.seed_okta(url)
+    return samples
 
 
 def demo_exposures(dev: DevEnvironment) -> list[dict[str, Any]]:
