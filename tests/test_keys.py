@@ -37,7 +37,8 @@ def test_an_encryption_key_is_read_as_hex_or_base64(encode: object) -> None:
 
 
 @pytest.mark.parametrize("text", ["not-a-key-at-all", secrets.token_hex(16), base64.b64encode(b"x" * 31).decode(),
-                                  "z" * 64])
+                                  "z" * 64],
+                         ids=["not a key", "16 random bytes as hex", "31 bytes as base64", "64 non-hex digits"])
 def test_a_wrong_key_is_refused_with_its_source_and_no_value(text: str) -> None:
     """Anything but 32 bytes is a configuration error naming where it came from, not showing it."""
     with pytest.raises(ConfigurationError, match="ORCHESTRATOR_ENCRYPTION_KEY must hold a 32-byte key") as caught:
