@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from typer.testing import CliRunner
 
 from orchestrator import dev as devmode
 from orchestrator.cli import app
-from orchestrator.embedded import free_port
+from orchestrator.embedded import ChildProcess, free_port
 from tests.support import orchestrator_command, run_cli
 
 
@@ -44,10 +45,9 @@ class Dev:
             time.sleep(0.1)
 
 
-@pytest.fixture(scope="module")
-def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
+@contextmanager
+def _dev(where: Path) -> Iterator[Dev]:
     """`orchestrator dev --show-data` with its broker port taken by another listener and a free API port."""
-    where = tmp_path_factory.mktemp("dev")
     log = where / "dev.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRATOR_", "KAFKA_", "OKTA_CLIENT_",
                                                                     "AWS_"))}
@@ -73,7 +73,7 @@ def _exports(text: str) -> dict[str, str]:
     return dict(re.findall(r"^  export (\w+)=(\S+)$", text, re.MULTILINE))
 
 
-def test_the_banner_gives_lines_to_paste_and_commands_to_try(dev: Dev) -> None:
+def _check_banner(dev: Dev) -> None:
     """The banner exports the broker, run store, API URL and an API token, and names the next commands."""
     exports = _exports(dev.text())
     assert set(exports) == {"KAFKA_BOOTSTRAP_SERVERS", "ORCHESTRATOR_DATA_DIR", "ORCHESTRATOR_API_URL",
@@ -82,7 +82,7 @@ def test_the_banner_gives_lines_to_paste_and_commands_to_try(dev: Dev) -> None:
     assert "orchestrator trigger --kind okta.user" in dev.text() and "orchestrator exposures list" in dev.text()
 
 
-def test_a_taken_port_falls_back_and_a_free_one_is_used_as_asked(dev: Dev) -> None:
+def _check_ports(dev: Dev) -> None:
     """The broker's port was taken: it listens on another, and says so; the API listens on the port asked for,
     with the token the banner printed."""
     exports = _exports(dev.text())
@@ -94,7 +94,7 @@ def test_a_taken_port_falls_back_and_a_free_one_is_used_as_asked(dev: Dev) -> No
     assert answer.status_code == 200, answer.text
 
 
-def test_every_emulator_holds_the_sample_data_show_data_lists(dev: Dev) -> None:
+def _check_sample_data(dev: Dev) -> None:
     """--show-data lists Okta users, sessions and an API token, IAM users' keys, a GCP service account's keys,
     GitHub and Slack tokens (fresh values with the right prefixes), and each emulator really holds them."""
     text = dev.text()
@@ -120,7 +120,7 @@ def test_every_emulator_holds_the_sample_data_show_data_lists(dev: Dev) -> None:
     assert key_ids[0][0] in listed.text
 
 
-def test_sighup_reloads_the_api_tokens_and_ctrl_c_exits_0(dev: Dev) -> None:
+def _check_sighup_then_ctrl_c(dev: Dev) -> None:
     """SIGHUP to `orchestrator dev` re-reads its API tokens file; then Ctrl-C at the terminal (SIGINT to the
     whole foreground group): the embedded broker and emulators are not killed under the orchestrator (they run
     in sessions of their own); it drains, stops them, and exits 0 with no traceback."""
@@ -129,6 +129,16 @@ def test_sighup_reloads_the_api_tokens_and_ctrl_c_exits_0(dev: Dev) -> None:
     os.killpg(dev.process.pid, signal.SIGINT)
     assert dev.process.wait(timeout=40) == 0, dev.text()
     assert "Traceback" not in dev.text()
+
+
+def test_dev_is_a_place_to_work(tmp_path: Path) -> None:
+    """One `orchestrator dev --show-data` (started once: it is the slow part) whose broker port is taken and
+    whose API port is free: each check above, in order, ending with SIGHUP and Ctrl-C."""
+    with _dev(tmp_path) as dev:
+        _check_banner(dev)
+        _check_ports(dev)
+        _check_sample_data(dev)
+        _check_sighup_then_ctrl_c(dev)
 
 
 def test_a_free_preferred_port_is_kept_and_a_taken_one_replaced() -> None:
@@ -171,3 +181,22 @@ def test_completion_completes_subcommands() -> None:
                               env={"_ORCHESTRATOR_COMPLETE": "complete_fish", "_TYPER_COMPLETE_FISH_ACTION": "get-args",
                                    "_TYPER_COMPLETE_ARGS": "orchestrator exposures "})
     assert fish.output.startswith("list\t")
+
+
+def test_one_emulator_failing_to_start_stops_the_others() -> None:
+    """`embedded.together`: when one child process cannot start, those that did are stopped and its error raised."""
+    from orchestrator.embedded import emulator, together
+    from orchestrator.errors import ConfigurationError
+
+    seen: list[subprocess.Popen[bytes]] = []
+
+    @contextmanager
+    def watched() -> Iterator[ChildProcess]:
+        with emulator("slack") as child:
+            seen.append(child.process)
+            yield child
+
+    with pytest.raises(ConfigurationError, match="no-such emulator did not start"), \
+            together({"slack": watched, "broken": lambda: emulator("no-such")}):
+        pytest.fail("entered although one emulator did not start")
+    assert len(seen) == 1 and seen[0].poll() is not None
