@@ -143,13 +143,17 @@ def _parse_entry(item: Any, path: Path, index: int) -> _Entry:
 
 def write_private(path: Path, text: str) -> None:
     """Replace `path` atomically with `text`, mode 0600 from the first byte: a temporary file in the same
-    directory (mkstemp opens it 0600), fsynced, renamed over `path`, and the directory fsynced."""
+    directory (mkstemp opens it 0600), fsynced, given the old file's owner when it had one (and we may),
+    renamed over `path`, and the directory fsynced."""
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(descriptor, "w") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        with contextlib.suppress(OSError):  # keep the owner (e.g. a container's uid) when allowed to
+            previous = path.stat()
+            os.chown(temporary, previous.st_uid, previous.st_gid)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -145,3 +145,13 @@ def test_orchestrator_run_refuses_a_readable_tokens_file_in_one_line(tmp_path: P
     assert result.stderr.strip().splitlines() == [f"orchestrator: ORCHESTRATOR_API_TOKENS_FILE {path} is accessible to "
                                                   f"group or others (mode 0640); like an SSH key it must be private: "
                                                   f"chmod 600 {path}"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root may give a file away")
+def test_write_private_keeps_the_owner_of_the_file_it_replaces(tmp_path: Path) -> None:
+    """Rewriting a tokens file owned by another uid (a container's) leaves it owned by that uid, still 0600."""
+    path = tmp_path / "tokens.json"
+    path.write_text("{}")
+    os.chown(path, 10001, 10001)
+    write_private(path, '{"tokens": []}')
+    assert (path.stat().st_uid, path.stat().st_gid, _mode(path)) == (10001, 10001, 0o600)
