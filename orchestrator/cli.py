@@ -16,6 +16,7 @@ import typer
 
 from orchestrator import loop
 from orchestrator.errors import OrchestratorError
+from orchestrator.settings import DEV_API_PORT, DEV_KAFKA_PORT
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Exposed-credential revocation orchestrator.")
@@ -56,9 +57,9 @@ def dev(
     show_data: Annotated[bool, typer.Option("--show-data", help="Also list the sample users, sessions, keys and "
                                             "tokens each emulator starts with, and how to revoke each.")] = False,
     kafka_port: Annotated[int, typer.Option("--kafka-port", min=0, max=65535, help="Port of the embedded broker "
-                                            "(a free one if taken; 0: any).")] = 9092,
+                                            "(a free one if taken; 0: any).")] = DEV_KAFKA_PORT,
     api_port: Annotated[int, typer.Option("--api-port", min=0, max=65535, help="Port of the HTTP API (a free one "
-                                          "if taken; 0: any).")] = 8080,
+                                          "if taken; 0: any).")] = DEV_API_PORT,
 ) -> None:
     """Run on the embedded default: Tansu and the provider emulators unless real ones are configured."""
     from orchestrator import dev as devmode

@@ -24,9 +24,9 @@ from orchestrator.audit_stream import follow, is_terminal, render
 from orchestrator.auth import Role, new_token, token_entry, write_private
 from orchestrator.dev_data import DEMO_ADMIN
 from orchestrator.errors import ConfigurationError
+from orchestrator.settings import DEV_API_PORT, DEV_KAFKA_PORT
 
-#: Where `orchestrator dev` puts the broker and the HTTP API when those ports are free (else on free ones).
-DEFAULT_KAFKA_PORT, DEFAULT_API_PORT = 9092, 8080
+DEFAULT_KAFKA_PORT, DEFAULT_API_PORT = DEV_KAFKA_PORT, DEV_API_PORT
 
 
 @dataclass

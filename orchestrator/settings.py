@@ -16,6 +16,8 @@ N = TypeVar("N", int, float)
 DEFAULT_PLAYBOOKS_DIR = Path(__file__).resolve().parent.parent / "playbooks"
 #: Where `orchestrator run` serves its HTTP API unless ORCHESTRATOR_HTTP_LISTEN says otherwise (`off`: nowhere).
 DEFAULT_HTTP_LISTEN = "127.0.0.1:8080"
+#: Where `orchestrator dev` puts its broker and HTTP API when those ports are free (else on free ones).
+DEV_KAFKA_PORT, DEV_API_PORT = 9092, 8080
 #: Where `from_env` keeps the deployment's generated files (the fingerprint key) unless told otherwise.
 DEFAULT_DATA_DIR = Path(".orchestrator")
 

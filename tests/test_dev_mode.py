@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from orchestrator import dev as devmode
@@ -144,6 +145,8 @@ def test_dev_is_a_place_to_work(tmp_path: Path) -> None:
 def test_a_free_preferred_port_is_kept_and_a_taken_one_replaced() -> None:
     """`pick_port` keeps the port asked for when free; else picks another and notes it; the defaults are
     Kafka's 9092 and the API's 8080."""
+    defaults = {p.name: p.default for p in typer.main.get_command(app).commands["dev"].params}
+    assert (defaults["kafka_port"], defaults["api_port"]) == (9092, 8080)
     assert (devmode.DEFAULT_KAFKA_PORT, devmode.DEFAULT_API_PORT) == (9092, 8080)
     environment = devmode.DevEnvironment(env={})
     wanted = free_port()
