@@ -26,8 +26,6 @@ from orchestrator.dev_data import DEMO_ADMIN
 from orchestrator.errors import ConfigurationError
 from orchestrator.settings import DEV_API_PORT, DEV_KAFKA_PORT
 
-DEFAULT_KAFKA_PORT, DEFAULT_API_PORT = DEV_KAFKA_PORT, DEV_API_PORT
-
 
 @dataclass
 class DevEnvironment:
@@ -57,8 +55,8 @@ def pick_port(preferred: int, what: str, dev: DevEnvironment) -> int:
 
 
 @contextlib.contextmanager
-def environment(base: Mapping[str, str], *, kafka_port: int = DEFAULT_KAFKA_PORT,
-                api_port: int = DEFAULT_API_PORT) -> Iterator[DevEnvironment]:
+def environment(base: Mapping[str, str], *, kafka_port: int = DEV_KAFKA_PORT,
+                api_port: int = DEV_API_PORT) -> Iterator[DevEnvironment]:
     """Start Tansu and every provider's emulator, except where the environment names a real one.
 
     Kafka: unless `KAFKA_BOOTSTRAP_SERVERS`. Okta: unless `OKTA_CLIENT_ORGURL`. AWS: moto unless

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from orchestrator import dev as devmode
 from orchestrator.cli import app
 from orchestrator.embedded import ChildProcess, free_port
+from orchestrator.settings import DEV_API_PORT, DEV_KAFKA_PORT
 from tests.support import orchestrator_command, run_cli
 
 
@@ -147,7 +148,7 @@ def test_a_free_preferred_port_is_kept_and_a_taken_one_replaced() -> None:
     Kafka's 9092 and the API's 8080."""
     defaults = {p.name: p.default for p in typer.main.get_command(app).commands["dev"].params}
     assert (defaults["kafka_port"], defaults["api_port"]) == (9092, 8080)
-    assert (devmode.DEFAULT_KAFKA_PORT, devmode.DEFAULT_API_PORT) == (9092, 8080)
+    assert (DEV_KAFKA_PORT, DEV_API_PORT) == (9092, 8080)
     environment = devmode.DevEnvironment(env={})
     wanted = free_port()
     assert devmode.pick_port(wanted, "x", environment) == wanted and environment.moved == []
