@@ -28,7 +28,7 @@ from orchestrator.audit_stream import follow, is_terminal, render
 from orchestrator.auth import Role, new_token, token_entry, write_private
 from orchestrator.cli import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, UsageProblem, app, playbooks_app
 from orchestrator.errors import OrchestratorError
-from orchestrator.events import Severity, describe_validation_error
+from orchestrator.events import Exposure, Severity, describe_validation_error
 from orchestrator.playbooks import Playbook, load_playbooks
 from orchestrator.settings import DEFAULT_PLAYBOOKS_DIR, Settings
 
@@ -82,23 +82,31 @@ def trigger(
     """Publish an exposure by hand: it runs through the same pipeline as detector events."""
     settings = _settings()
     playbooks = _loaded_playbooks(settings.playbooks_dir)
+    fields = {"kind": kind, "id": credential_id, "owner": owner, "playbook": playbook, "severity": severity,
+              "reason": reason, "dry_run": dry_run, "allow_unmatched": allow_unmatched}
+    who = actor or triggers.default_actor()
+    # Checked before the secret is asked for: a mistyped kind must not cost pasting the secret first.
+    _build(fields, who, playbooks)
     secret = _read_secret() if secret_stdin else None
     if secret_stdin and not secret:
         raise UsageProblem("--secret-stdin given but stdin held no secret")
+    exposure = _build({**fields, "secret": secret}, who, playbooks)
+    return asyncio.run(_trigger(settings, exposure.id, triggers.encode(exposure), follow_run=wait or dry_run,
+                                timeout_s=timeout, as_json=as_json))
+
+
+def _build(fields: dict[str, Any], actor: str, playbooks: tuple[Playbook, ...]) -> Exposure:
+    """The trigger's exposure; its problems as usage errors (exit 2)."""
     try:
-        request = triggers.TriggerRequest.model_validate(
-            {"kind": kind, "id": credential_id, "owner": owner, "secret": secret, "playbook": playbook,
-             "severity": severity, "reason": reason, "dry_run": dry_run, "allow_unmatched": allow_unmatched})
-        exposure = triggers.build_exposure(request, actor=actor or triggers.default_actor(), detector=CLI_DETECTOR,
-                                           playbooks=playbooks)
+        return triggers.build_exposure(triggers.TriggerRequest.model_validate(fields), actor=actor,
+                                       detector=CLI_DETECTOR, playbooks=playbooks)
     except triggers.UnknownPlaybookName as exc:
         raise UsageProblem(str(exc)) from None
     except triggers.UnmatchedTrigger as exc:
-        raise UsageProblem(f"--kind {kind.strip()!r}: {exc} Add --allow-unmatched to publish it anyway") from None
+        raise UsageProblem(f"--kind {str(fields['kind']).strip()!r}: {exc} Add --allow-unmatched to publish it "
+                           "anyway") from None
     except ValidationError as exc:
         raise UsageProblem(describe_validation_error(exc)) from None
-    return asyncio.run(_trigger(settings, exposure.id, triggers.encode(exposure), follow_run=wait or dry_run,
-                                timeout_s=timeout, as_json=as_json))
 
 
 def _read_secret() -> str:
