@@ -86,20 +86,25 @@ def trigger(
               "reason": reason, "dry_run": dry_run, "allow_unmatched": allow_unmatched}
     who = actor or triggers.default_actor()
     # Checked before the secret is asked for: a mistyped kind must not cost pasting the secret first.
-    _build(fields, who, playbooks)
+    _build(fields, who, playbooks, probe=True)
     secret = _read_secret() if secret_stdin else None
     if secret_stdin and not secret:
         raise UsageProblem("--secret-stdin given but stdin held no secret")
     exposure = _build({**fields, "secret": secret}, who, playbooks)
+    assert exposure is not None
     return asyncio.run(_trigger(settings, exposure.id, triggers.encode(exposure), follow_run=wait or dry_run,
                                 timeout_s=timeout, as_json=as_json))
 
 
-def _build(fields: dict[str, Any], actor: str, playbooks: tuple[Playbook, ...]) -> Exposure:
-    """The trigger's exposure; its problems as usage errors (exit 2)."""
+def _build(fields: dict[str, Any], actor: str, playbooks: tuple[Playbook, ...], *,
+           probe: bool = False) -> Exposure | None:
+    """The trigger's exposure (with `probe`, only the checks that need no secret); problems as usage errors."""
     try:
-        return triggers.build_exposure(triggers.TriggerRequest.model_validate(fields), actor=actor,
-                                       detector=CLI_DETECTOR, playbooks=playbooks)
+        request = triggers.TriggerRequest.model_validate(fields)
+        if probe:
+            triggers.check(request, detector=CLI_DETECTOR, playbooks=playbooks)
+            return None
+        return triggers.build_exposure(request, actor=actor, detector=CLI_DETECTOR, playbooks=playbooks)
     except triggers.UnknownPlaybookName as exc:
         raise UsageProblem(str(exc)) from None
     except triggers.UnmatchedTrigger as exc:

@@ -84,36 +84,45 @@ def default_actor() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
-def check_routable(exposure: Exposure, playbooks: Sequence[Playbook]) -> None:
-    """Raise `UnmatchedTrigger` unless a playbook would run for `exposure` (as the pipeline routes it)."""
-    if exposure.playbook is not None or route(exposure, playbooks) is not None:
+def check(request: TriggerRequest, *, detector: str, playbooks: Sequence[Playbook]) -> None:
+    """Raise `UnknownPlaybookName` for a playbook that is not loaded, and `UnmatchedTrigger` as
+    `check_routable` does. Needs no secret: the CLI checks before asking for one."""
+    if request.playbook is not None and request.playbook not in {p.name for p in playbooks}:
+        known = ", ".join(sorted(p.name for p in playbooks))
+        raise UnknownPlaybookName(f"unknown playbook {request.playbook!r}; known: {known}")
+    check_routable(request, detector=detector, playbooks=playbooks)
+
+
+def check_routable(request: TriggerRequest, *, detector: str, playbooks: Sequence[Playbook]) -> None:
+    """Raise `UnmatchedTrigger` unless a playbook would run for the trigger, as the pipeline routes it (or it
+    names its playbook, or allows being unmatched)."""
+    if request.playbook is not None or request.allow_unmatched:
+        return
+    # Routing reads only the kind, severity and detector: a stand-in credential id completes the event.
+    probe = Exposure(id="routing-probe", credential=Credential(kind=request.kind, id="-"),
+                     source=Source(detector=detector), severity=request.severity)
+    if route(probe, playbooks) is not None:
         return
     known = known_kinds(playbooks)
-    if exposure.credential.kind in known:
-        raise UnmatchedTrigger(f"no playbook matches this kind at severity {exposure.severity.value} from "
-                               f"detector {exposure.source.detector} (see `orchestrator playbooks list`).")
-    suggestions = closest_kinds(exposure.credential.kind, known)
+    if request.kind in known:
+        raise UnmatchedTrigger(f"no playbook matches this kind at severity {request.severity.value} from "
+                               f"detector {detector} (see `orchestrator playbooks list`).")
+    suggestions = closest_kinds(request.kind, known)
     hint = f"did you mean {' or '.join(suggestions)}?" if suggestions else f"known kinds: {', '.join(known)}."
     raise UnmatchedTrigger(f"no playbook matches this kind; {hint}", suggestions)
 
 
 def build_exposure(request: TriggerRequest, *, actor: str, detector: str,
                    playbooks: Sequence[Playbook]) -> Exposure:
-    """The exposure a trigger publishes, with a fresh id; raise `UnknownPlaybookName`, `UnmatchedTrigger`
-    (unless `allow_unmatched`) or pydantic's error."""
-    if request.playbook is not None and request.playbook not in {p.name for p in playbooks}:
-        known = ", ".join(sorted(p.name for p in playbooks))
-        raise UnknownPlaybookName(f"unknown playbook {request.playbook!r}; known: {known}")
-    exposure = Exposure(
+    """The exposure a trigger publishes, with a fresh id; raise as `check` does, or pydantic's error."""
+    check(request, detector=detector, playbooks=playbooks)
+    return Exposure(
         id=f"manual-{uuid.uuid4().hex}",
         credential=Credential(kind=request.kind, id=request.id, owner=request.owner, secret=request.secret),
         source=Source(detector=detector),
         severity=request.severity, playbook=request.playbook, actor=actor, reason=request.reason,
         dry_run=request.dry_run,
     )
-    if not request.allow_unmatched:
-        check_routable(exposure, playbooks)
-    return exposure
 
 
 def encode(exposure: Exposure) -> bytes:

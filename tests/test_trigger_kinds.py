@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 import pytest
 from hypothesis import given, settings
@@ -20,7 +22,7 @@ from orchestrator.triggers import (
     closest_kinds,
     known_kinds,
 )
-from tests.support import run_cli
+from tests.support import orchestrator_command, run_cli
 
 KNOWN = ["aws.access_key", "aws.session", "gcp.service_account_key", "github.token", "okta.api_token",
          "okta.session", "okta.user", "slack.token"]
@@ -96,10 +98,13 @@ def test_allow_unmatched_or_a_named_playbook_publishes_anyway(playbooks: tuple[P
 
 
 def test_cli_trigger_refuses_an_unknown_kind_in_one_line() -> None:
-    """`orchestrator trigger --kind okta.usr` exits 2 with one line suggesting okta.user, before publishing."""
+    """`orchestrator trigger --kind okta.usr` exits 2 with one line suggesting okta.user, before publishing and
+    before asking for the secret (stdin here holds none: the refusal is about the kind, not the secret)."""
     nothing_there = f"127.0.0.1:{free_port()}"  # never reached: the refusal comes first
-    result = run_cli("trigger", "--kind", "okta.usr", "--owner", "sam@example.com", "--severity", "critical",
-                     env={"KAFKA_BOOTSTRAP_SERVERS": nothing_there})
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRATOR_", "KAFKA_"))}
+    result = subprocess.run([*orchestrator_command(), "trigger", "--kind", "okta.usr", "--severity", "critical",
+                             "--secret-stdin"], env={**env, "KAFKA_BOOTSTRAP_SERVERS": nothing_there},
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2, result.stderr
     assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "no playbook matches" in result.stderr and "did you mean okta.user" in result.stderr
