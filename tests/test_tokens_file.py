@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from orchestrator.auth import Role, TokenFile, load_tokens, new_token, token_entry, write_private
 from orchestrator.errors import ConfigurationError
@@ -155,3 +158,29 @@ def test_write_private_keeps_the_owner_of_the_file_it_replaces(tmp_path: Path) -
     os.chown(path, 10001, 10001)
     write_private(path, '{"tokens": []}')
     assert (path.stat().st_uid, path.stat().st_gid, _mode(path)) == (10001, 10001, 0o600)
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=70),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
+                                                                                  max_size=4), max_leaves=12)
+_ENTRY = st.fixed_dictionaries({"principal": _JSON | st.text(max_size=20), "roles": _JSON | st.lists(
+    st.sampled_from(["detector", "responder", "admin", "root"]), max_size=3), "sha256": _JSON | st.text(
+        "0123456789abcdefg", min_size=64, max_size=64)})
+
+
+@settings(max_examples=75, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(document=_JSON | st.fixed_dictionaries({"tokens": st.lists(_ENTRY | _JSON, max_size=3)}) | st.binary(
+    max_size=200))
+def test_any_tokens_file_loads_or_is_one_configuration_error(tmp_path: Path, document: object) -> None:
+    """Whatever a tokens file holds, loading it gives a token table or a `ConfigurationError` naming the file,
+    never another exception, and the message never quotes a hash from the file."""
+    path = tmp_path / "tokens.json"
+    write_private(path, document.decode(errors="replace") if isinstance(document, bytes) else json.dumps(document))
+    try:
+        table = load_tokens(path)
+    except ConfigurationError as exc:
+        assert str(exc).startswith(f"ORCHESTRATOR_API_TOKENS_FILE {path}")
+        hashes = re.findall(r"[0-9a-g]{64}", path.read_text())
+        assert not any(h in str(exc) for h in hashes)
+    else:
+        assert table.authenticate(new_token()) is None
