@@ -194,21 +194,20 @@ class TokenFile:
 
     def refresh(self) -> bool:
         """Re-read the file if it changed since it was last read; True when new tokens were loaded."""
-        try:
-            signature = self._stat_signature(self.path.stat())
-        except OSError:
-            signature = ()
+        signature = self._current()
         if signature == self._signature or signature == self._failed:
             return False
         return self._load(signature)
 
     def reload(self) -> bool:
         """Re-read the file now (SIGHUP); True when it loaded."""
+        return self._load(self._current())
+
+    def _current(self) -> tuple[int, ...]:
         try:
-            signature = self._stat_signature(self.path.stat())
-        except OSError:
-            signature = ()
-        return self._load(signature)
+            return self._stat_signature(self.path.stat())
+        except OSError:  # gone or unreadable: a change, which loading then reports
+            return ()
 
     def _load(self, signature: tuple[int, ...]) -> bool:
         try:
