@@ -4,24 +4,75 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from types import TracebackType
 from typing import Protocol, Self
 
 from pydantic import SecretStr
+
+from orchestrator.grammar import Grammar
 
 #: A resolved step parameter: a playbook literal or a value picked from the event.
 ParamValue = str | int | float | bool | SecretStr
 Params = Mapping[str, ParamValue]
 
 
+class ParamType(StrEnum):
+    """What a parameter's value is."""
+
+    TEXT = "text"
+    FLAG = "flag"  # true or false, nothing else
+    CHOICE = "choice"  # one of `choices`
+
+
+class ParamSource(StrEnum):
+    """Where a parameter's value may come from."""
+
+    ANY = "any"  # a literal or an event field
+    LITERAL = "literal"  # written in the playbook: it changes what the step does, no publisher may pick it
+    EVENT = "event"  # an event field
+
+
 @dataclass(frozen=True)
 class ParamSpec:
-    """One parameter an action accepts. Only `secret` parameters may receive `credential.secret`."""
+    """One parameter an action accepts. Only `secret` parameters may receive `credential.secret`.
+
+    `grammar` is the shape an identifier must have (checked before any call); `own` names the kind of the
+    orchestrator's own credential this parameter could designate, so `orchestrator.own_credentials` can
+    refuse it.
+    """
 
     required: bool = False
     secret: bool = False
     description: str = ""
+    type: ParamType = ParamType.TEXT
+    choices: tuple[str, ...] = ()
+    source: ParamSource = ParamSource.ANY
+    grammar: Grammar | None = None
+    own: str | None = None
+    default: str | None = None
+
+    def problem(self, value: ParamValue) -> str | None:
+        """Why `value` is not acceptable for this parameter, or None. Never quotes the value."""
+        if self.type is ParamType.FLAG:
+            return None if isinstance(value, bool) else "must be true or false"
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(raw, bool) or not isinstance(raw, str):
+            return "must be text"
+        if self.type is ParamType.CHOICE:
+            return None if raw in self.choices else f"must be one of {', '.join(self.choices)}"
+        if self.grammar is not None and (problem := self.grammar.problem(raw)):
+            return f"{problem} (expected {self.grammar.description})"
+        return None
+
+    @property
+    def shape(self) -> str:
+        """The accepted values, for `orchestrator actions show` and playbook errors."""
+        if self.type is ParamType.FLAG:
+            return "true | false"
+        if self.type is ParamType.CHOICE:
+            return " | ".join(self.choices)
+        return self.grammar.description if self.grammar is not None else "text"
 
 
 @dataclass(frozen=True)
@@ -38,6 +89,8 @@ class ActionSpec:
     destructive: bool = True
     #: The action that reverses it (`orchestrator undo`), or None when its effect cannot be undone.
     undo: str | None = None
+    #: The provider requests it makes, for `orchestrator actions show` (placeholders in braces).
+    calls: tuple[str, ...] = ()
 
     @property
     def provider(self) -> str:
@@ -52,6 +105,16 @@ class ActionSpec:
         for group in self.one_of:
             if not group & params.keys():
                 return f"{self.name} needs one of {', '.join(sorted(group))}, which the event did not provide"
+        return None
+
+    def invalid(self, params: Params) -> str | None:
+        """Why a parameter's value cannot be used as this action's target, naming the parameter; else None."""
+        for name, value in sorted(params.items()):
+            spec = self.params.get(name)
+            if spec is None:
+                return f"{self.name} takes no parameter {name!r}"
+            if problem := spec.problem(value):
+                return f"parameter {name!r} of {self.name} {problem}; nothing was sent"
         return None
 
     def describe(self, params: Params) -> str:
@@ -126,6 +189,10 @@ def text(params: Params, name: str) -> str | None:
 
 
 def flag(params: Params, name: str, default: bool = False) -> bool:
-    """A boolean parameter."""
+    """A boolean parameter; anything but a real boolean (playbooks are typed, so only a caller's bug) raises."""
     value = params.get(name, default)
-    return value if isinstance(value, bool) else str(value).lower() in {"true", "1", "yes"}
+    if not isinstance(value, bool):
+        from orchestrator.errors import PermanentError
+
+        raise PermanentError(f"parameter {name!r} must be true or false")
+    return value

@@ -2,6 +2,7 @@
 
 Routes: `GET /healthz`, `GET /readyz`, `GET /metrics` (open); `POST /v1/exposures` (role detector),
 `POST /v1/triggers`, `GET /v1/exposures` and `GET /v1/exposures/{id}` (role responder; the run store);
+`POST /v1/ingest/{format}` (no token: signed webhooks, see `orchestrator.api_ingest`);
 `admin` implies every role.
 Bearer tokens come from ORCHESTRATOR_API_TOKENS_FILE (see `orchestrator.auth`); without one, every `/v1`
 route answers 401. Error bodies name fields and reasons, never a submitted value.
@@ -25,7 +26,7 @@ from fastapi_offline import FastAPIOffline
 from pydantic import ValidationError
 
 from orchestrator import api_examples as ex
-from orchestrator import api_exposures, triggers
+from orchestrator import api_exposures, api_ingest, provenance, triggers
 from orchestrator.auth import Principal, Role, TokenFile
 from orchestrator.broker_health import BrokerHealth
 from orchestrator.consumer import ExposureConsumer
@@ -127,9 +128,14 @@ def create_app(services: ApiServices) -> FastAPI:
     @app.post("/v1/exposures", status_code=202, tags=["exposures"], responses={202: ex.EXPOSURE_ACCEPTED})
     async def post_exposure(exposure: Annotated[Exposure, Body(openapi_examples=ex.EXPOSURE_BODY)], request: Request,
                             principal: Principal = as_detector) -> dict[str, str]:
-        """Publish an exposure event (as on the exposures topic) for the pipeline to handle."""
-        # The body as sent, so fields this version does not know still reach newer consumers.
-        await triggers.send(services.producer, settings.exposures_topic, exposure.id, await request.body())
+        """Publish an exposure event (as on the exposures topic) for the pipeline to handle.
+
+        `actor` is the authenticated principal, whatever the body says; `source.detector` defaults to it. Only a
+        responder or admin raises the run's priority (a signed record header), never a field of the body.
+        """
+        value = api_exposures.as_published(await request.body(), principal.name)
+        await triggers.send(services.producer, settings.exposures_topic, exposure.id, value,
+                            role=provenance.role_of(principal))
         return {"id": exposure.id}
 
     @app.post("/v1/triggers", status_code=202, tags=["exposures"],
@@ -146,12 +152,14 @@ def create_app(services: ApiServices) -> FastAPI:
             raise HTTPException(422, f"kind: {exc} Set allow_unmatched to publish it anyway.") from None
         except ValidationError as exc:
             raise HTTPException(422, describe_validation_error(exc)) from None
-        await triggers.send(services.producer, settings.exposures_topic, exposure.id, triggers.encode(exposure))
+        await triggers.send(services.producer, settings.exposures_topic, exposure.id, triggers.encode(exposure),
+                            role=provenance.role_of(principal))
         return {"id": exposure.id, "actor": principal.name, "dry_run": exposure.dry_run,
                 "status": f"/v1/exposures/{exposure.id}"}
 
     if services.store is not None:
         api_exposures.add_routes(app, services.store, as_responder)
+    api_ingest.add_routes(app, settings, services.producer)
 
     return app
 

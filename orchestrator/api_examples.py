@@ -65,3 +65,12 @@ _PROMETHEUS = ('# TYPE orchestrator_exposures_total counter\n'
                'orchestrator_exposures_total{outcome="run.completed"} 42.0\n')
 METRICS: dict[int | str, dict[str, Any]] = {
     200: {"description": "Prometheus text format", "content": {"text/plain": {"example": _PROMETHEUS}}}}
+
+INGEST_FORMAT = {"GitHub secret scanning": Example(value="github-secret-scanning"),
+                 "GitGuardian": Example(value="gitguardian"), "SSF push (a SET)": Example(value="ssf")}
+INGEST: dict[int | str, dict[str, Any]] = {
+    202: _json({"published": 1, "ids": ["github-secret-scanning-acme-infra-42"]}, "verified and published"),
+    400: _json({"detail": "not a secret_scanning_alert payload: `alert.secret_type` is missing"},
+               "not a valid payload of the format"),
+    401: _json({"detail": "bad signature"}, "bad, missing, stale or replayed signature"),
+}

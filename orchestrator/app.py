@@ -34,8 +34,10 @@ log = structlog.get_logger("orchestrator.app")
 class Orchestrator:
     """The running service. Entering starts every resource in order; leaving stops them in reverse."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, audit_view: AuditObserver | None = None) -> None:
         self.settings = settings
+        #: Shows audit records to a person instead of the log's echo (the dev console's live view).
+        self.audit_view = audit_view
         self._stack = AsyncExitStack()
         self.playbooks: tuple[Playbook, ...] = ()
         self.consumer: ExposureConsumer | None = None
@@ -75,6 +77,8 @@ class Orchestrator:
             providers, governors = await open_providers(settings, self._stack)
             self.metrics.watch_governors(governors)
             observers: list[AuditObserver] = [self.metrics.observe]
+            if self.audit_view is not None:
+                observers.append(self.audit_view)
             if settings.oncall_webhook_url is not None:
                 notifier = OncallNotifier(settings.oncall_webhook_url, settings.oncall_webhook_format,
                                           unmatched_interval_s=settings.oncall_unmatched_interval_s)
@@ -82,7 +86,8 @@ class Orchestrator:
             pipeline = Pipeline(
                 # Audit records are echoed to the console log for people; JSON logs would only duplicate the topic.
                 auditor=Auditor(KafkaAuditSink(producer, settings.audit_topic, health=self.broker),
-                                echo=settings.log_format == "console", observers=observers),
+                                echo=settings.log_format == "console" and self.audit_view is None,
+                                observers=observers),
                 executor=Executor(providers, actions, step_timeout_s=settings.step_timeout_s),
                 playbooks=self.playbooks,
                 dead_letters=kafka.KafkaDeadLetters(producer, settings.dlq_topic, key=deployment_keys.encryption,
@@ -220,11 +225,11 @@ def _exit_now(why: str, code: int) -> None:
     os._exit(code)  # at once: no further draining, no waiting on a broker that is gone
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, *, audit_view: AuditObserver | None = None) -> None:
     """Run until SIGTERM or SIGINT, then drain, commit and return."""
     loop = asyncio.get_running_loop()
     try:
-        async with Orchestrator(settings) as orchestrator:
+        async with Orchestrator(settings, audit_view=audit_view) as orchestrator:
             tune_garbage_collector()
             on_signal = _Signals(orchestrator, settings.drain_timeout_s + STOP_GRACE_S)
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -45,12 +45,21 @@ class AuditEvent(StrEnum):
         """True for the one record that ends an exposure's history."""
         return self in TERMINAL_EVENTS
 
+    @property
+    def log_level(self) -> str:
+        """The level its echo in the process log gets: failures at error/warning, waits at warning, else info."""
+        return _LOG_LEVELS.get(self, "info")
+
 
 TERMINAL_EVENTS = frozenset(
     {AuditEvent.EXPOSURE_REJECTED, AuditEvent.EXPOSURE_DUPLICATE, AuditEvent.EXPOSURE_UNMATCHED,
      AuditEvent.RUN_COMPLETED, AuditEvent.RUN_FAILED, AuditEvent.RUN_PLANNED}
 )
 
+
+_LOG_LEVELS = {AuditEvent.RUN_FAILED: "error", AuditEvent.STEP_FAILED: "warning",
+               AuditEvent.EXPOSURE_REJECTED: "warning", AuditEvent.EXPOSURE_UNMATCHED: "warning",
+               AuditEvent.STEP_RETRYING: "warning"}
 
 #: Receives every audit record, as the dict written to the audit topic (already redacted).
 AuditObserver = Callable[[dict[str, Any]], None]
@@ -148,7 +157,7 @@ class Auditor:
         clean = {k: v for k, v in fields.items() if v is not None}
         rendered: bytes = self._render.msg(event.value, exposure_id=exposure_id, **clean)
         if self._log is not None:
-            self._log.info(event.value, exposure_id=exposure_id, **clean)
+            getattr(self._log, event.log_level)(event.value, exposure_id=exposure_id, **clean)
         stored = await self._sink.write(exposure_id, rendered)
         if self.observers:
             record = orjson.loads(rendered)

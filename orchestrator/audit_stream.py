@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from orchestrator import kafka
 from orchestrator.audit import TERMINAL_EVENTS
+from orchestrator.progress import plain
 
+_CAUGHT_UP_MS = 600
 _TERMINAL = {event.value for event in TERMINAL_EVENTS}
 
 
@@ -21,10 +23,12 @@ def is_terminal(record: dict[str, Any]) -> bool:
 
 
 async def follow(bootstrap: str, topic: str, *, exposure_ids: Collection[str] | None = None,
-                 from_beginning: bool = True, idle_timeout_s: float | None = None) -> AsyncIterator[dict[str, Any]]:
+                 from_beginning: bool = True, idle_timeout_s: float | None = None,
+                 on_idle: Callable[[], None] | None = None) -> AsyncIterator[dict[str, Any]]:
     """Yield audit records as they arrive (groupless: reading never disturbs the orchestrator's group).
 
     With `exposure_ids`, only their records. With `idle_timeout_s`, stop after that long without a record.
+    `on_idle` is called whenever a poll finds nothing new: the reader has caught up with the topic.
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
     try:
@@ -43,14 +47,19 @@ async def follow(bootstrap: str, topic: str, *, exposure_ids: Collection[str] | 
         while idle_timeout_s is None or idle_ms < idle_timeout_s * 1000:
             batch = await consumer.getmany(timeout_ms=200)
             idle_ms = idle_ms + 200 if not batch else 0.0
+            # One empty poll may only mean the first fetch is still on its way: caught up after a few.
+            if idle_ms >= _CAUGHT_UP_MS and on_idle is not None:
+                on_idle()
             for records in batch.values():
                 for record in records:
                     if wanted is not None and record.key not in wanted:
                         continue
                     try:
-                        yield json.loads(record.value)
+                        value = json.loads(record.value)
                     except (TypeError, ValueError):
                         continue
+                    if isinstance(value, dict):  # anything else on the topic is not an audit record
+                        yield value
     finally:
         await consumer.stop()
 
@@ -68,12 +77,6 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout_s: float |
     return set(partitions)
 
 
-_SHOWN = ("playbook", "step", "action", "target", "attempt", "duration_ms", "note", "reason", "error",
-          "retry_in_s", "actor")
-
-
 def render(record: dict[str, Any]) -> str:
-    """One audit record as one readable line."""
-    when = str(record.get("ts", ""))[11:23]
-    details = "  ".join(f"{k}={record[k]}" for k in _SHOWN if record.get(k) not in (None, ""))
-    return f"{when}  {record.get('exposure_id', '?'):<32} {record.get('event', '?'):<19} {details}".rstrip()
+    """One audit record as one readable line, escaped (`progress.plain`)."""
+    return plain(record)

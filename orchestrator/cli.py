@@ -9,14 +9,19 @@ import asyncio
 import json
 import os
 import sys
+import traceback
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from orchestrator import loop
 from orchestrator.errors import OrchestratorError
 from orchestrator.settings import DEV_API_PORT, DEV_KAFKA_PORT
+
+if TYPE_CHECKING:
+    from orchestrator.audit import AuditObserver
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Exposed-credential revocation orchestrator.")
@@ -35,8 +40,10 @@ def _configure_logging(fmt: str | None = None, *, quiet: bool = False) -> None:
 
     from orchestrator import logs
 
+    # Colour by level for people at a terminal (failures red, warnings yellow), never in pipes or with NO_COLOR.
+    colors = sys.stderr.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
     logs.configure(fmt or os.environ.get("ORCHESTRATOR_LOG_FORMAT", "console"),
-                   level=logging.WARNING if quiet else logging.INFO)
+                   level=logging.WARNING if quiet else logging.INFO, colors=colors)
 
 
 @app.command()
@@ -78,10 +85,19 @@ def dev(
         if not demo:
             from orchestrator.app import serve
 
-            loop.run(serve(settings))
+            loop.run(serve(settings, audit_view=_dev_console()))
             return
         code = loop.run(_run_demo(settings, environment))
     raise typer.Exit(code)
+
+
+def _dev_console() -> AuditObserver | None:
+    """On a terminal, the dev console shows audit records as the live view's coloured lines (no spinner: log
+    lines share the screen) instead of echoing them as log lines."""
+    from orchestrator import live_view
+
+    out = live_view.console(file=sys.stderr)
+    return live_view.LiveView(out, with_id=True, spinner=False).observe if out.is_terminal else None
 
 
 async def _run_demo(settings: object, environment: object) -> int:
@@ -135,28 +151,71 @@ def playbooks_validate(
     print(f"{len(loaded)} playbooks valid in {directory}")
 
 
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="On an unexpected error, show the traceback "
+                                        "(for developers; also ORCHESTRATOR_DEBUG=1).")] = False,
+) -> None:
+    """Exposed-credential revocation orchestrator."""
+    # `main` reads --debug from the command line itself: it must apply even when parsing fails.
+
+
+def _debugging(argv: list[str], environ: Mapping[str, str]) -> bool:
+    options = argv[: argv.index("--")] if "--" in argv else argv
+    return "--debug" in options or environ.get("ORCHESTRATOR_DEBUG", "") not in ("", "0")
+
+
+def _say(message: object) -> None:
+    """One line on stderr, escaped: messages quote ids and values that came from outside."""
+    from orchestrator.escaping import terminal
+
+    print(f"orchestrator: {terminal(message)}", file=sys.stderr)
+
+
+def _traceback() -> None:
+    """The current exception's traceback for developers, escaped line by line (it quotes outside values)."""
+    from orchestrator.escaping import terminal_block
+
+    print(terminal_block(traceback.format_exc().rstrip("\n")), file=sys.stderr)
+
+
 def main() -> None:
-    """Entry point: run the app, turning every expected error into one line on stderr."""
+    """Entry point: run the app, turning every error into one line on stderr (a traceback only with --debug)."""
+    debug = _debugging(sys.argv[1:], os.environ)
     try:
         result = app(standalone_mode=False)
     except UsageProblem as exc:
-        print(f"orchestrator: {exc} (see `orchestrator --help`)", file=sys.stderr)
+        _say(f"{exc} (see `orchestrator --help`)")
         sys.exit(EXIT_USAGE)
     except OrchestratorError as exc:
-        print(f"orchestrator: {exc}", file=sys.stderr)
+        if debug:
+            _traceback()
+        # One line per problem (a playbook directory may have several), each saying where and what to do.
+        for line in str(exc).splitlines() or [""]:
+            _say(line)
         sys.exit(EXIT_FAILED)
     except (KeyboardInterrupt, typer.Abort):
-        print("orchestrator: interrupted", file=sys.stderr)
+        _say("interrupted")
         sys.exit(130)
     except typer.TyperException as exc:  # click's usage errors, as bundled by typer
         context = getattr(exc, "ctx", None)
         hint = f"{context.command_path} --help" if context else "orchestrator --help"
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-        print(f"orchestrator: {message} (see `{hint}`)", file=sys.stderr)
+        if message.strip():  # no message: the help was shown (`orchestrator` alone), nothing to add
+            _say(f"{message} (see `{hint}`)")
         sys.exit(getattr(exc, "exit_code", EXIT_USAGE))
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: people get one line, never a traceback
+        if debug:
+            _traceback()
+        from orchestrator.redaction import REDACTOR
+
+        _say(f"unexpected error: {type(exc).__name__}: {REDACTOR.text(str(exc))}"
+             + ("" if debug else " (run again with --debug for the traceback)"))
+        sys.exit(EXIT_FAILED)
     sys.exit(result if isinstance(result, int) else EXIT_OK)
 
 
-# Responder commands (trigger, audit tail, playbooks list|show, api-token), `dlq list|show|decrypt` and run-store
-# commands (status, exposures list, db upgrade|rebuild) register themselves on `app`.
-from orchestrator import dlq, responder, store_cli  # noqa: E402, F401
+# Responder commands (trigger, audit tail, playbooks list|show, api-token), `actions list|show`, `publish`,
+# `scan-har`, `dlq list|show|decrypt` and run-store commands (status, exposures list, db upgrade|rebuild) register
+# themselves on `app`.
+from orchestrator import actions_cli, dlq, har_cli, publish_cli, responder, store_cli  # noqa: E402, F401

@@ -155,7 +155,7 @@ class ExposureConsumer:
             offset, size = record.last_offset, len(record.raw)
         else:
             origin = Origin(record.topic, record.partition, record.offset, record.key)
-            admission = self._pipeline.admit(record.value, origin)
+            admission = self._pipeline.admit(record.value, origin, record.headers or ())
             offset, size = record.offset, len(record.value or b"")
         key = admission.ordering_key
         previous = self._tails.get(key)

@@ -19,11 +19,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from orchestrator import dev_data, embedded, kafka
-from orchestrator.audit_stream import follow, is_terminal, render
+from orchestrator import dev_data, embedded, kafka, live_view
+from orchestrator.audit_stream import follow, is_terminal
 from orchestrator.auth import Role, new_token, token_entry, write_private
 from orchestrator.dev_data import DEMO_ADMIN
 from orchestrator.errors import ConfigurationError
+from orchestrator.progress import in_time_order
 from orchestrator.settings import DEV_API_PORT, DEV_KAFKA_PORT
 
 
@@ -215,9 +216,10 @@ async def watch(bootstrap: str, topic: str, ids: list[str], *, timeout_s: float 
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout_s):
             await read()
-    if echo:
-        for record in sorted(trail, key=lambda r: str(r.get("ts", ""))):
-            print(render(record), flush=True)
+    if echo:  # coloured lines and closing sentences on a terminal, plain stable lines elsewhere
+        with live_view.printer(live_view.console(), with_id=True) as show:
+            for record in in_time_order(trail):
+                show(record)
     return terminals
 
 

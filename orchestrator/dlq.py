@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 import os
-import re
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from orchestrator import kafka, keys
+from orchestrator import escaping, kafka, keys
 from orchestrator.cli import UsageProblem, app
 from orchestrator.dead_letters import DeadLetterError, assemble, unseal
 from orchestrator.settings import Settings
@@ -35,7 +34,6 @@ app.add_typer(dlq_app, name="dlq")
 
 #: How long reading waits for more records before deciding it has reached the end.
 IDLE_S = 1.0
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -74,8 +72,9 @@ class DeadLetter:
 
 
 def _printable(text: str) -> str:
-    """Text safe for a terminal: control characters (escape sequences) shown as `?`."""
-    return _CONTROL.sub("?", text)
+    """Text safe for a terminal: control characters (escape sequences) shown as `\\x1b`-style escapes; the
+    body's own line breaks and tabs are kept."""
+    return escaping.terminal_block(text)
 
 
 def _settings() -> Settings:

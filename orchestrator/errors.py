@@ -3,7 +3,9 @@
     OrchestratorError
     ├── ConfigurationError        bad settings, unreachable dependency at start: stop, tell the operator
     │   └── PlaybookError         a playbook file is invalid: names file, line and reason
+    │       └── PlaybookErrors    several problems, one line each (the first one's fields on the exception)
     ├── InvalidExposure           a record that is not a valid exposure event: reject and dead-letter
+    │   └── FormatError           a detector's output that cannot be made into exposures: names line or item
     └── ProviderError             a provider call failed; raised only by `orchestrator.providers`
         ├── TransientError        worth retrying (5xx, timeout, refused connection)
         │   └── RateLimited       retry after `retry_after` seconds; not a failure of the step
@@ -35,8 +37,35 @@ class PlaybookError(ConfigurationError):
         super().__init__(f"{where}: {reason}")
 
 
+class PlaybookErrors(PlaybookError):
+    """Every problem found in one or more playbooks; `str()` is one `file:line: reason` line per problem."""
+
+    def __init__(self, problems: list[PlaybookError]) -> None:
+        first = problems[0]
+        super().__init__(first.path, first.reason, first.line)
+        self.problems = tuple(problems)
+        self.args = ("\n".join(str(p) for p in problems),)
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems)
+
+
 class InvalidExposure(OrchestratorError):
     """A record on the exposures topic is not a valid exposure event."""
+
+
+class FormatError(InvalidExposure):
+    """A detector's native output (`orchestrator.formats`) cannot be turned into exposures.
+
+    `where` names the line or item (`line 3`, `item 2`, `finding 4`, `token`), `reason` says what is wrong;
+    neither ever holds an input value. Nothing from an input that raised this may be published.
+    """
+
+    def __init__(self, format: str, where: str | None, reason: str) -> None:
+        self.format = format
+        self.where = where
+        self.reason = reason
+        super().__init__(f"{format}: {where}: {reason}" if where else f"{format}: {reason}")
 
 
 class ProviderError(OrchestratorError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from orchestrator import cloudevents
 from orchestrator.errors import InvalidExposure
 from orchestrator.keys import keyed_fingerprint
 
@@ -118,16 +120,25 @@ def claimed_id(raw: bytes | None) -> str | None:
         document = orjson.loads(raw or b"")
     except orjson.JSONDecodeError:
         return None
+    if isinstance(document, dict) and "specversion" in document and isinstance(document.get("data"), dict):
+        document = document["data"]  # a structured CloudEvent: the exposure's id, not the envelope's
     claimed = document.get("id") if isinstance(document, dict) else None
     return claimed if isinstance(claimed, str) else None
 
 
-def decode(value: bytes | None, *, max_bytes: int) -> Exposure:
-    """Parse and validate one record value; raise `InvalidExposure` with a reason that holds no input values."""
+def decode(value: bytes | None, *, max_bytes: int, headers: Sequence[tuple[str, bytes | None]] = ()) -> Exposure:
+    """Parse and validate one record value; raise `InvalidExposure` with a reason that holds no input values.
+
+    A CloudEvent (structured or binary Kafka content mode, told by `headers`) whose data is an exposure is
+    accepted too.
+    """
     if value is None:
         raise InvalidExposure("empty record (tombstone): expected a JSON exposure event")
     if len(value) > max_bytes:
         raise InvalidExposure(f"record is {len(value)} bytes, above the {max_bytes}-byte limit")
+    content_mode = cloudevents.mode(headers)
+    if content_mode is cloudevents.Mode.BINARY:
+        cloudevents.check_binary(headers)
     try:
         # orjson, not json: it refuses lone surrogates, NaN and invalid UTF-8, limits nesting without recursion,
         # and has no digit limit to trip over; its messages name a position, never the input.
@@ -135,6 +146,8 @@ def decode(value: bytes | None, *, max_bytes: int) -> Exposure:
     except orjson.JSONDecodeError as exc:
         what = "UTF-8" if "UTF-8" in exc.msg else "JSON"
         raise InvalidExposure(f"record is not {what}: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if content_mode is cloudevents.Mode.STRUCTURED:
+        document = cloudevents.structured_data(document)
     if not isinstance(document, dict):
         raise InvalidExposure(f"record is JSON {type(document).__name__}, expected an object")
     try:

@@ -15,9 +15,11 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 
 from orchestrator.actions import ActionSpec, Priority, Provider, StepContext, StepResult
 from orchestrator.audit import AuditEvent, AuditTrail
+from orchestrator.auth import Role
 from orchestrator.errors import NotFound, PermanentError, ProviderError, RateLimited, TransientError
 from orchestrator.events import Exposure, Severity
 from orchestrator.governor import deadline
+from orchestrator.own_credentials import OwnCredentials
 from orchestrator.playbooks import OnFailure, Playbook, RetryPolicy, Step
 from orchestrator.redaction import REDACTOR
 from orchestrator.routing import resolve_params, step_applies
@@ -40,14 +42,16 @@ class Executor:
         self._providers = providers
         self._catalog = catalog
         self._step_timeout_s = step_timeout_s
+        self._own = OwnCredentials(providers)
 
     async def run(self, exposure: Exposure, playbook: Playbook, trail: AuditTrail, *,
-                  succeeded: frozenset[str] = frozenset()) -> AuditEvent:
+                  succeeded: frozenset[str] = frozenset(), priority: Priority | None = None) -> AuditEvent:
         """Run every applicable step in order; write `run.completed`, `run.failed` or `run.planned`.
 
         Steps named in `succeeded` (a run resumed after its first owner died) are skipped and audited so.
         """
         started = time.monotonic()
+        priority = priority_of(exposure) if priority is None else priority
         trail.bind(run_id=uuid.uuid4().hex, playbook=playbook.name)
         await trail.record(AuditEvent.RUN_STARTED, dry_run=exposure.dry_run or None, reason=exposure.reason)
         failed: list[str] = []
@@ -57,7 +61,7 @@ class Executor:
                 await trail.record(AuditEvent.STEP_SKIPPED, step=step.name, action=step.action,
                                    reason=ALREADY_SUCCEEDED)
                 continue
-            outcome = await self._run_step(exposure, playbook, step, trail)
+            outcome = await self._run_step(exposure, playbook, step, trail, priority)
             if outcome.result is not None and exposure.dry_run:
                 plan.append({"step": step.name, "action": step.action, "target": outcome.result.target,
                              "calls": list(outcome.result.calls)})
@@ -77,7 +81,8 @@ class Executor:
             await trail.record(terminal, duration_ms=duration_ms)
         return terminal
 
-    async def _run_step(self, exposure: Exposure, playbook: Playbook, step: Step, trail: AuditTrail) -> _StepOutcome:
+    async def _run_step(self, exposure: Exposure, playbook: Playbook, step: Step, trail: AuditTrail,
+                        priority: Priority) -> _StepOutcome:
         spec = self._catalog[step.action]
         base = {"step": step.name, "action": step.action}
         if not step_applies(step, exposure):
@@ -85,7 +90,9 @@ class Executor:
             return _StepOutcome(ok=True)
         params = resolve_params(step, exposure)
         target = spec.describe(params)
-        problem = spec.missing(params)
+        # A target that does not have its provider's shape (`current`, `..`, a key id of another kind) fails
+        # here, before any call: nothing is sent, and retrying cannot help.
+        problem = spec.missing(params) or spec.invalid(params)
         provider = self._providers.get(spec.provider)
         if problem is None and provider is None:
             problem = f"provider {spec.provider!r} is not configured; see the README section on {spec.provider}"
@@ -109,7 +116,9 @@ class Executor:
             ):
                 attempts.count = attempt.retry_state.attempt_number
                 with attempt:
-                    result = await self._attempt(provider, step.action, params, _context(exposure))
+                    if refusal := await self._own.refusal(spec, params):
+                        raise PermanentError(refusal, code="OwnCredential")
+                    result = await self._attempt(provider, step.action, params, _context(exposure, priority))
         except ProviderError as exc:
             await trail.record(AuditEvent.STEP_FAILED, **base, target=target, attempt=attempts.count,
                                duration_ms=_elapsed_ms(started), error=_describe(exc),
@@ -154,17 +163,19 @@ class _Attempts:
         return float(self._backoff(state))
 
 
-def priority_of(exposure: Exposure) -> Priority:
-    """Who goes first when a provider is short of budget or run slots."""
-    if exposure.actor is not None or exposure.severity is Severity.CRITICAL:
+def priority_of(exposure: Exposure, role: Role | None = None) -> Priority:
+    """Who goes first when a provider is short of budget or run slots: from the severity, and from the role of
+    the principal that published the record (verified, see `orchestrator.provenance`), never from a field such
+    as `actor` that any publisher can write."""
+    if role in (Role.RESPONDER, Role.ADMIN) or exposure.severity is Severity.CRITICAL:
         return Priority.URGENT
     if exposure.severity is Severity.LOW:
         return Priority.LOW
     return Priority.NORMAL
 
 
-def _context(exposure: Exposure) -> StepContext:
-    return StepContext(exposure_id=exposure.id, dry_run=exposure.dry_run, priority=priority_of(exposure))
+def _context(exposure: Exposure, priority: Priority) -> StepContext:
+    return StepContext(exposure_id=exposure.id, dry_run=exposure.dry_run, priority=priority)
 
 
 #: Longest provider error kept in an audit record (cut only after redaction).

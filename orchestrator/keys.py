@@ -158,3 +158,8 @@ def keyed_fingerprint(raw: str) -> str:
     """`hmac-sha256:<16 hex>` of a secret under the deployment's fingerprint key."""
     digest = hmac.new(_fingerprint_key, raw.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
     return "hmac-sha256:" + digest[:16]
+
+
+def keyed_digest(label: bytes, data: bytes) -> str:
+    """HMAC-SHA256 (hex) of `data` under the deployment's fingerprint key, separated from other uses by `label`."""
+    return hmac.new(_fingerprint_key, label + b"\0" + data, hashlib.sha256).hexdigest()

@@ -14,7 +14,9 @@ import time
 from collections.abc import Callable, Hashable
 
 import structlog
+from structlog.typing import EventDict
 
+from orchestrator import escaping
 from orchestrator.redaction import REDACTOR
 
 #: How often one repeated aiokafka line (same logger, same message template) may reach the log.
@@ -23,8 +25,21 @@ KAFKA_LOG_INTERVAL_S = 30.0
 _QUIET = ("okta-sdk-python", "aiokafka", "kafka", "botocore", "aiobotocore", "urllib3", "httpx", "httpcore")
 
 
-def configure(fmt: str = "console", *, level: int = logging.INFO, stream: object = None) -> None:
-    """Set up structlog and stdlib logging; `fmt` is `console` (people) or `json` (machines)."""
+def escape_for_terminal(_logger: object, _method: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: every text value with its control characters shown escaped (console logs only).
+
+    Values carry ids and provider messages from outside; raw, an escape sequence in one would act on the
+    terminal that shows the log. JSON logs need nothing: the JSON encoder escapes them.
+    """
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            event_dict[key] = escaping.terminal_block(value) if key == "exception" else escaping.terminal(value)
+    return event_dict
+
+
+def configure(fmt: str = "console", *, level: int = logging.INFO, stream: object = None,
+              colors: bool = False) -> None:
+    """Set up structlog and stdlib logging; `fmt` is `console` (people; `colors` by level) or `json` (machines)."""
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -33,8 +48,9 @@ def configure(fmt: str = "console", *, level: int = logging.INFO, stream: object
         structlog.processors.format_exc_info,
         REDACTOR,
     ]
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    renderers: list[structlog.types.Processor] = (
+        [structlog.processors.JSONRenderer()] if fmt == "json"
+        else [escape_for_terminal, structlog.dev.ConsoleRenderer(colors=colors)]
     )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -44,7 +60,7 @@ def configure(fmt: str = "console", *, level: int = logging.INFO, stream: object
     )
     handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderers],
         foreign_pre_chain=shared,
     ))
     handler.addFilter(KafkaLogThrottle())

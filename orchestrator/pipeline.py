@@ -14,7 +14,10 @@ from typing import Any, Protocol
 
 import structlog
 
+from orchestrator import provenance
+from orchestrator.actions import Priority
 from orchestrator.audit import AuditEvent, Auditor, AuditTrail
+from orchestrator.auth import Role
 from orchestrator.errors import InvalidExposure
 from orchestrator.events import Exposure, claimed_id, decode
 from orchestrator.execution import Executor, priority_of
@@ -54,6 +57,8 @@ class Admission:
     raw: bytes | None
     exposure: Exposure | None = None
     rejection: str | None = None
+    #: The publisher's role, when a record header vouches for it (`orchestrator.provenance`).
+    role: Role | None = None
 
     @property
     def ordering_key(self) -> str:
@@ -68,7 +73,7 @@ class Admission:
     @property
     def priority(self) -> int:
         """Lower runs first when a provider's run slots are short."""
-        return priority_of(self.exposure) if self.exposure else 0
+        return priority_of(self.exposure, self.role) if self.exposure else 0
 
 
 class DeadLetters(Protocol):
@@ -93,10 +98,12 @@ class Pipeline:
         self.store = store or RunStore.in_memory()
         self._claims: dict[Origin, int] = {}  # rows claimed by records in flight, for `fail_safe`
 
-    def admit(self, raw: bytes | None, origin: Origin) -> Admission:
-        """Decode the record; never raises."""
+    def admit(self, raw: bytes | None, origin: Origin,
+              headers: Sequence[tuple[str, bytes | None]] = ()) -> Admission:
+        """Decode the record (a CloudEvent too, as its `headers` tell) and check who vouches for it; never raises."""
         try:
-            return Admission(origin, raw, exposure=decode(raw, max_bytes=self._max_event_bytes))
+            return Admission(origin, raw, exposure=decode(raw, max_bytes=self._max_event_bytes, headers=headers),
+                             role=provenance.verified_role(raw, headers))
         except InvalidExposure as exc:
             return Admission(origin, raw, rejection=str(exc))
         except Exception as exc:  # noqa: BLE001 - a decoder bug rejects this record, it must not stop the loop
@@ -185,7 +192,8 @@ class Pipeline:
         if playbook is None:
             return await self._end(trail, AuditEvent.EXPOSURE_UNMATCHED,
                                    reason=f"no playbook matches kind {exposure.credential.kind!r}")
-        terminal = await self._executor.run(exposure, playbook, trail, succeeded=claim.succeeded_steps)
+        terminal = await self._executor.run(exposure, playbook, trail, succeeded=claim.succeeded_steps,
+                                            priority=Priority(admission.priority))
         await trail.flush()
         await self._settle(trail)
         return terminal

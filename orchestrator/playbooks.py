@@ -30,8 +30,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orchestrator.actions import ActionSpec
-from orchestrator.errors import PlaybookError
-from orchestrator.events import FIELD_PATHS, SECRET_FIELD_PATHS, Severity, describe_validation_error
+from orchestrator.errors import PlaybookError, PlaybookErrors
+from orchestrator.events import FIELD_PATHS, SECRET_FIELD_PATHS, Severity
 
 
 class _Strict(BaseModel):
@@ -114,8 +114,30 @@ class Playbook(_Strict):
         return step.retry or self.retry
 
 
+def _duplicate_keys(node: yaml.Node | None) -> list[tuple[int, str]]:
+    """Every key given twice in one mapping (PyYAML silently keeps the last), as (line, problem)."""
+    found: list[tuple[int, str]] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                line = key.start_mark.line + 1
+                if key.value in seen:
+                    found.append((line, f"key {key.value!r} appears twice in one mapping (first on line "
+                                        f"{seen[key.value]}): only the last would count; merge them into one"))
+                seen.setdefault(key.value, line)
+            found += _duplicate_keys(value)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            found += _duplicate_keys(item)
+    return found
+
+
 def parse_playbook(text: str, path: str, catalog: Mapping[str, ActionSpec]) -> Playbook:
-    """Validate one playbook document; raise `PlaybookError` naming `path`, the line and the reason."""
+    """Validate one playbook document; raise `PlaybookError` (`PlaybookErrors` when there are several problems)
+    naming `path`, the line and the reason with its fix, one problem per line."""
+    from orchestrator import playbook_checks  # it reads this module's models
+
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         document = yaml.safe_load(text)
@@ -125,53 +147,53 @@ def parse_playbook(text: str, path: str, catalog: Mapping[str, ActionSpec]) -> P
                             mark.line + 1 if mark else None) from None
     if not isinstance(document, dict):
         raise PlaybookError(path, "expected a mapping with name, match and steps", 1)
+    problems = [PlaybookError(path, reason, line) for line, reason in _duplicate_keys(node)]
     try:
         playbook = Playbook.model_validate({**document, "path": path})
     except ValidationError as exc:
-        first = exc.errors(include_input=False)[0]
-        raise PlaybookError(path, describe_validation_error(exc), _line_of(node, first["loc"])) from None
-    for index, step in enumerate(playbook.steps):
-        reason = _check_step(step, catalog)
-        if reason:
-            raise PlaybookError(path, f"step {step.name!r}: {reason}", _line_of(node, ("steps", index)))
-    seen: set[str] = set()
-    for index, step in enumerate(playbook.steps):
-        if step.name in seen:
-            raise PlaybookError(path, f"step name {step.name!r} is used twice", _line_of(node, ("steps", index)))
-        seen.add(step.name)
+        problems += [PlaybookError(path, _describe(error), _line_of(node, error["loc"]))
+                     for error in exc.errors(include_input=False, include_url=False)]
+        raise _errors(problems) from None
+    problems += [PlaybookError(path, reason, _line_of(node, loc))
+                 for loc, reason in playbook_checks.problems(playbook, catalog)]
+    if problems:
+        raise _errors(problems)
     return playbook
 
 
-def _check_step(step: Step, catalog: Mapping[str, ActionSpec]) -> str | None:
-    spec = catalog.get(step.action)
-    if spec is None:
-        return f"unknown action {step.action!r}; known: {', '.join(sorted(catalog))}"
-    for name, value in step.params.items():
-        param = spec.params.get(name)
-        if param is None:
-            return f"{step.action} has no parameter {name!r}; it takes {', '.join(sorted(spec.params))}"
-        reads_secret = isinstance(value, FieldRef) and value.field in SECRET_FIELD_PATHS
-        if reads_secret and not param.secret:
-            return f"parameter {name!r} is not a secret parameter and cannot take credential.secret"
-    for name, param in spec.params.items():
-        if param.required and name not in step.params:
-            return f"{step.action} needs parameter {name!r}"
-    return None
+def _errors(problems: list[PlaybookError]) -> PlaybookError:
+    """One error, or all of them, in line order."""
+    problems = sorted(problems, key=lambda p: p.line or 0)
+    return problems[0] if len(problems) == 1 else PlaybookErrors(problems)
+
+
+def _describe(error: Any) -> str:
+    """One pydantic error as a playbook problem and its fix, without the offending value."""
+    location = ".".join(str(p) for p in error["loc"]) or "playbook"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"{location}: unknown key; remove it or fix its spelling"
+    if kind == "missing":
+        return f"{location}: missing; add it"
+    return f"{location}: {error['msg']}"
 
 
 def _line_of(node: yaml.Node | None, loc: Sequence[Any]) -> int | None:
     """The 1-based line of the YAML node at `loc`, or of the deepest ancestor that exists."""
     line = node.start_mark.line + 1 if node else None
     for key in loc:
+        mark: yaml.Node | None = None
         if isinstance(node, yaml.MappingNode):
-            child = next((v for k, v in node.value if k.value == key), None)
+            # The key's line: a block value (`params:` then its entries) starts on the line after it. The last
+            # of duplicate keys, as it is the one loading keeps.
+            child, mark = next(((v, k) for k, v in reversed(node.value) if k.value == key), (None, None))
         elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            child = node.value[key]
+            child = mark = node.value[key]
         else:
             child = None
-        if child is None:
+        if child is None or mark is None:
             break
-        node, line = child, child.start_mark.line + 1
+        node, line = child, mark.start_mark.line + 1
     return line
 
 
@@ -182,7 +204,17 @@ def load_playbooks(directory: Path, catalog: Mapping[str, ActionSpec]) -> tuple[
     files = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
     if not files:
         raise PlaybookError(str(directory), "no playbooks (*.yaml) found")
-    playbooks = [parse_playbook(f.read_text(encoding="utf-8"), str(f), catalog) for f in files]
+    playbooks: list[Playbook] = []
+    problems: list[PlaybookError] = []
+    for file in files:
+        try:
+            playbooks.append(parse_playbook(file.read_text(encoding="utf-8"), str(file), catalog))
+        except PlaybookErrors as exc:
+            problems += exc.problems
+        except PlaybookError as exc:
+            problems.append(exc)
+    if problems:
+        raise problems[0] if len(problems) == 1 else PlaybookErrors(problems)
     _check_unique_names(playbooks)
     _check_unambiguous(playbooks)
     return tuple(playbooks)

@@ -22,14 +22,16 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from orchestrator import triggers
-from orchestrator.audit_stream import follow, is_terminal, render
+from orchestrator import escaping, live_view, triggers
+from orchestrator.audit_stream import follow, is_terminal
 from orchestrator.auth import Role, new_token, token_entry, write_private
 from orchestrator.cli import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, UsageProblem, app, playbooks_app
 from orchestrator.errors import OrchestratorError
 from orchestrator.events import Exposure, Severity, describe_validation_error
 from orchestrator.playbooks import Playbook, load_playbooks
+from orchestrator.progress import in_time_order
 from orchestrator.settings import DEFAULT_PLAYBOOKS_DIR, Settings
 
 audit_app = typer.Typer(no_args_is_help=True, help="Read the audit stream.")
@@ -43,8 +45,8 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON ou
 
 
 def _console() -> Console:
-    # Piped output keeps whole lines: scripts and tests read it, nobody's terminal width applies.
-    return Console(width=None if sys.stdout.isatty() else 200, highlight=False)
+    # No markup: table cells and lines print as they are, whatever brackets a name or description holds.
+    return live_view.console()
 
 
 def _settings() -> Settings:
@@ -114,6 +116,24 @@ def _build(fields: dict[str, Any], actor: str, playbooks: tuple[Playbook, ...], 
         raise UsageProblem(describe_validation_error(exc)) from None
 
 
+def _vouching_role(settings: Settings) -> Role | None:
+    """The CLI vouches for its trigger as a responder (raising its priority) only when it holds the deployment's
+    own fingerprint key, as the orchestrator does; it never creates one, and without one the trigger runs at
+    the priority its severity gives."""
+    from orchestrator import keys
+
+    tokens_dir = settings.api_tokens_file.parent if settings.api_tokens_file is not None else None
+    known = [settings.data_dir / keys.FINGERPRINT_KEY_FILE if settings.data_dir else None,
+             tokens_dir / keys.FINGERPRINT_KEY_FILE if tokens_dir else None]
+    if not (settings.encryption_key or settings.encryption_key_file or any(p and p.is_file() for p in known)):
+        return None
+    try:
+        keys.install(keys.from_settings(settings))
+    except OrchestratorError:
+        return None
+    return Role.RESPONDER
+
+
 def _read_secret() -> str:
     if sys.stdin.isatty():  # typed or pasted by a person: do not echo it to the screen
         return getpass.getpass("secret (not echoed): ").strip()
@@ -122,21 +142,28 @@ def _read_secret() -> str:
 
 async def _trigger(settings: Settings, exposure_id: str, value: bytes, *, follow_run: bool, timeout_s: float,
                    as_json: bool) -> int:
-    await triggers.publish_record(settings.bootstrap_servers, settings.exposures_topic, exposure_id, value)
+    await triggers.publish_record(settings.bootstrap_servers, settings.exposures_topic, exposure_id, value,
+                                  role=_vouching_role(settings))
     if not follow_run:
         _print_json({"id": exposure_id, "topic": settings.exposures_topic}) if as_json else \
             print(f"published {exposure_id} to {settings.exposures_topic}; follow it with "
                   f"`orchestrator status {exposure_id}`")
         return EXIT_OK
+    out = live_view.console()
     if not as_json:
-        print(f"published {exposure_id}; following its audit trail (up to {timeout_s:g}s)", flush=True)
+        print(f"published {exposure_id}; following its audit trail (up to {timeout_s:g}s)", file=out.file, flush=True)
     try:
         async with asyncio.timeout(timeout_s), \
                 contextlib.aclosing(_stream(settings, exposure_ids=[exposure_id])) as records:
-            async for record in records:
-                _print_json(record) if as_json else print(render(record), flush=True)
-                if is_terminal(record):
-                    return _finish(record, as_json)
+            ended: dict[str, Any] | None = None
+            with live_view.printer(out, as_json=as_json) as show:  # the live region closes before the summary
+                async for record in records:
+                    show(record)
+                    if is_terminal(record):
+                        ended = record
+                        break
+            if ended is not None:
+                return _finish(ended, as_json, out)
     except TimeoutError:
         pass
     print(f"orchestrator: timed out after {timeout_s:g}s waiting for {exposure_id} to finish; it may still "
@@ -150,21 +177,22 @@ def _stream(settings: Settings, **options: Any) -> AsyncGenerator[dict[str, Any]
                                                               **options))
 
 
-def _finish(record: dict[str, Any], as_json: bool) -> int:
+def _finish(record: dict[str, Any], as_json: bool, out: Console) -> int:
     event = str(record.get("event"))
     if not as_json:
         if event == "run.planned":
-            _console().print(_plan_table(record.get("plan") or []))
-        detail = record.get("error") or record.get("reason") or ""
-        print(f"{event}{': ' + str(detail) if detail else ''}")
+            out.print(_plan_table(record.get("plan") or []))
+        if not out.is_terminal:  # the live view ended with its closing sentence; pipes keep their last line
+            detail = record.get("error") or record.get("reason") or ""
+            print(escaping.terminal(f"{event}{': ' + str(detail) if detail else ''}"), file=out.file)
     return EXIT_OK if event in _SUCCESS else EXIT_FAILED
 
 
 def _plan_table(plan: list[dict[str, Any]]) -> Table:
     table = Table("step", "action", "target", "calls it would make", title="Plan (dry run: nothing was changed)")
     for item in plan:
-        table.add_row(str(item.get("step")), str(item.get("action")), str(item.get("target")),
-                      "\n".join(item.get("calls") or []))
+        table.add_row(*(Text(escaping.terminal(item.get(k))) for k in ("step", "action", "target")),
+                      Text("\n".join(escaping.terminal(c) for c in item.get("calls") or [])))
     return table
 
 
@@ -189,12 +217,32 @@ def audit_tail(
 
 async def _tail(settings: Settings, exposure_ids: list[str] | None, after: datetime | None, keep_following: bool,
                 as_json: bool) -> None:
-    stream = _stream(settings, exposure_ids=exposure_ids, idle_timeout_s=None if keep_following else 1.0)
-    async with contextlib.aclosing(stream) as records:
-        async for record in records:
-            if after is not None and _when(record) < after:
-                continue
-            _print_json(record) if as_json else print(render(record), flush=True)
+    # The records already on the topic arrive partition by partition: hold them until the reader has caught
+    # up, then print them in time order; what arrives after that is printed as it comes.
+    backlog: list[dict[str, Any]] = []
+    caught_up = False
+    # Lines name their exposure unless only one is followed.
+    with_id = exposure_ids is None or len(set(exposure_ids)) != 1
+    with live_view.printer(live_view.console(), as_json=as_json, with_id=with_id) as show:
+
+        def catch_up() -> None:
+            nonlocal caught_up
+            for held in in_time_order(backlog):
+                show(held)
+            backlog.clear()
+            caught_up = True
+
+        stream = _stream(settings, exposure_ids=exposure_ids, idle_timeout_s=None if keep_following else 1.0,
+                         on_idle=catch_up)
+        async with contextlib.aclosing(stream) as records:
+            async for record in records:
+                if after is not None and _when(record) < after:
+                    continue
+                if caught_up:
+                    show(record)
+                else:
+                    backlog.append(record)
+        catch_up()
 
 
 def parse_since(text: str) -> datetime:
@@ -243,10 +291,12 @@ def playbooks_show(name: Annotated[str, typer.Argument(help="Playbook name.")], 
         _print_json(_describe(playbook))
         return
     console = _console()
-    console.print(f"[bold]{playbook.name}[/bold]  ({playbook.path})\n{playbook.description.strip()}\n"
-                  f"match: kinds {', '.join(playbook.match.kinds)}; severities "
-                  f"{', '.join(playbook.match.severities or ['any'])}; detectors "
-                  f"{', '.join(playbook.match.detectors or ['any'])}")
+    heading = Text(escaping.terminal(playbook.name), style="bold")
+    heading.append(escaping.terminal_block(
+        f"  ({playbook.path})\n{playbook.description.strip()}\nmatch: kinds {', '.join(playbook.match.kinds)}; "
+        f"severities {', '.join(playbook.match.severities or ['any'])}; detectors "
+        f"{', '.join(playbook.match.detectors or ['any'])}"))
+    console.print(heading)
     table = Table("step", "action", "params", "when", "on failure", "retry (attempts)")
     for step in playbook.steps:
         params = ", ".join(f"{k}={v.field if hasattr(v, 'field') else v}" for k, v in step.params.items())

@@ -91,6 +91,49 @@ class StoreSettings:
 
 
 @dataclass(frozen=True)
+class IngestSettings:
+    """Detector input: the webhooks' secrets and keys, and the HAR scanner's limit (README "Webhooks")."""
+
+    #: `X-Hub-Signature-256` HMAC key of GitHub webhooks; None: `POST /v1/ingest/github-secret-scanning`
+    #: refuses GitHub webhooks.
+    github_webhook_secret: str | None = field(default=None, repr=False)
+    #: GitHub secret-scanning partner public keys: an https URL (GitHub's is
+    #: https://api.github.com/meta/public_keys/secret_scanning) or a file of the same JSON.
+    github_partner_keys: str | None = None
+    gitguardian_webhook_secret: str | None = field(default=None, repr=False)
+    #: SSF push delivery: the transmitter's JWKS (URL or file) and, when set, the `iss`/`aud` required.
+    ssf_jwks: str | None = None
+    ssf_issuer: str | None = None
+    ssf_audience: str | None = None
+    #: Timestamped deliveries older or newer than this are refused, and a delivery seen within it is a replay.
+    webhook_max_age_s: float = 300.0
+    #: How long fetched public keys are trusted before they are fetched again.
+    keys_cache_s: float = 3600.0
+    har_max_bytes: int = 512 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> IngestSettings:
+        """The ingest settings alone: `scan-har` needs no Kafka configuration unless it publishes."""
+        env = os.environ if env is None else env
+        reader = _Reader(env)
+
+        def text(name: str) -> str | None:
+            return env.get(name, "").strip() or None
+
+        return cls(
+            github_webhook_secret=text("ORCHESTRATOR_GITHUB_WEBHOOK_SECRET"),
+            github_partner_keys=text("ORCHESTRATOR_GITHUB_PARTNER_KEYS"),
+            gitguardian_webhook_secret=text("ORCHESTRATOR_GITGUARDIAN_WEBHOOK_SECRET"),
+            ssf_jwks=text("ORCHESTRATOR_SSF_JWKS"),
+            ssf_issuer=text("ORCHESTRATOR_SSF_ISSUER"),
+            ssf_audience=text("ORCHESTRATOR_SSF_AUDIENCE"),
+            webhook_max_age_s=reader.number("ORCHESTRATOR_WEBHOOK_MAX_AGE_S", cls.webhook_max_age_s),
+            keys_cache_s=reader.number("ORCHESTRATOR_WEBHOOK_KEYS_CACHE_S", cls.keys_cache_s),
+            har_max_bytes=reader.integer("ORCHESTRATOR_HAR_MAX_BYTES", cls.har_max_bytes),
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the orchestrator is configured with."""
 
@@ -137,6 +180,7 @@ class Settings:
     slack: SlackSettings = SlackSettings()
     gcp: GcpSettings = GcpSettings()
     store: StoreSettings = StoreSettings()
+    ingest: IngestSettings = IngestSettings()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -211,6 +255,7 @@ class Settings:
                 access_token=env.get("ORCHESTRATOR_GCP_ACCESS_TOKEN") or None,
             ),
             store=StoreSettings.from_env(env),
+            ingest=IngestSettings.from_env(env),
         )
 
 

@@ -7,6 +7,7 @@ Kafka needed (except `db rebuild`, which reads the audit topic to refill the sto
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,11 +16,12 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy.exc import SQLAlchemyError
 
+from orchestrator import escaping, live_view
 from orchestrator.cli import UsageProblem, app
 from orchestrator.errors import OrchestratorError
-from orchestrator.responder import _console
 from orchestrator.settings import StoreSettings
 from orchestrator.store import EXIT_CODES, AmbiguousPrefix, RunStore, State
 from orchestrator.store.engine import SQLITE_FILE
@@ -60,6 +62,8 @@ def opened(*, migrate: bool = False, must_exist: bool = True) -> Iterator[RunSto
 @app.command()
 def status(
     exposure_id: Annotated[str, typer.Argument(help="The exposure's id, or a prefix matching only one.")],
+    keep_following: Annotated[bool, typer.Option("--follow", help="While it runs, show its steps live (from the "
+                                                 "audit topic) until it ends.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Where an exposure stands, from the run store. Exit 0 completed/planned, 1 failed/rejected/unmatched,
@@ -68,11 +72,13 @@ def status(
         try:
             rows = store.lookup_sync(exposure_id)
         except AmbiguousPrefix as exc:
-            raise UsageProblem(str(exc)) from None
+            raise UsageProblem(escaping.terminal(exc)) from None
     if not rows:
-        raise OrchestratorError(f"no exposure {exposure_id!r} in the run store")
+        raise OrchestratorError(f"no exposure {escaping.terminal(repr(exposure_id))} in the run store")
     latest = rows[0]
     state = State(latest["state"])
+    if keep_following and not state.terminal:
+        raise typer.Exit(asyncio.run(_follow(str(latest["id"]), as_json)))
     if as_json:
         print(json.dumps({**_public(latest), "done": state.terminal, "runs": [_public(r) for r in rows[1:]]},
                          default=_jsonable))
@@ -81,27 +87,52 @@ def status(
     raise typer.Exit(EXIT_CODES[state])
 
 
+async def _follow(exposure_id: str, as_json: bool) -> int:
+    """Follow one exposure's audit trail until its terminal record; the exit code of the state it ends in."""
+    from orchestrator.audit import AuditEvent
+    from orchestrator.audit_stream import follow, is_terminal
+    from orchestrator.settings import Settings
+    from orchestrator.store.states import EVENT_STATES
+
+    settings = Settings.from_env()
+    stream = follow(settings.bootstrap_servers, settings.audit_topic, exposure_ids=[exposure_id])
+    async with contextlib.aclosing(stream) as records:  # type: ignore[type-var]
+        with live_view.printer(live_view.console(), as_json=as_json) as show:
+            async for record in records:
+                show(record)
+                if is_terminal(record):
+                    return EXIT_CODES[EVENT_STATES[AuditEvent(record["event"])]]
+    return EXIT_RUNNING
+
+
 def _public(row: dict[str, Any]) -> dict[str, Any]:
     hidden = {"row_id", "dedup_key", "source_topic", "source_partition", "source_offset"}
     return {k: v for k, v in row.items() if k not in hidden}
 
 
+def _cell(value: Any) -> Text:
+    """A table cell from the store (event or provider text): escaped, and never read as markup."""
+    return Text(escaping.terminal("" if value is None else value))
+
+
 def _print_status(row: dict[str, Any], runs: int) -> None:
-    console = _console()
-    table = Table("step", "action", "state", "attempts", "finished", "error", title=f"Exposure {row['id']}")
+    console = live_view.console()
+    table = Table("step", "action", "state", "attempts", "finished", "error",
+                  title=Text(f"Exposure {escaping.terminal(row['id'])}"))
     for step in row.get("steps", []):
-        table.add_row(step["step"], step["action"] or "", step["state"], str(step["attempts"]),
-                      _when(step["finished_at"]), step["error"] or "")
+        table.add_row(*(_cell(step[k]) for k in ("step", "action", "state", "attempts")),
+                      _cell(_when(step["finished_at"])), _cell(step["error"]))
     if row.get("steps"):
         console.print(table)
     facts = [f"state: {row['state']}", f"kind {row['credential_kind']}", f"target {row['target']}"]
     facts += [f"{name} {row[key]}" for name, key in (("playbook", "playbook"), ("run", "run_id"),
                                                      ("by", "actor"), ("detector", "detector")) if row.get(key)]
-    console.print(" — ".join(facts), soft_wrap=True)
-    console.print(f"received {_when(row['received_at'])}, finished {_when(row['finished_at']) or '-'}"
-                  + (f"; error: {row['error']}" if row.get("error") else "")
-                  + ("; this id was used before with other content" if row.get("id_reused") else "")
-                  + (f"; {runs - 1} earlier report(s) with other content" if runs > 1 else ""), soft_wrap=True)
+    console.print(_cell(" — ".join(facts)), soft_wrap=True)
+    console.print(_cell(f"received {_when(row['received_at'])}, finished {_when(row['finished_at']) or '-'}"
+                        + (f"; error: {row['error']}" if row.get("error") else "")
+                        + ("; this id was used before with other content" if row.get("id_reused") else "")
+                        + (f"; {runs - 1} earlier report(s) with other content" if runs > 1 else "")),
+                  soft_wrap=True)
 
 
 @exposures_app.command("list")
@@ -129,9 +160,9 @@ def exposures_list(
         return
     table = Table("received", "id", "kind", "target", "state", "playbook", "error")
     for row in rows:
-        table.add_row(_when(row["received_at"]), row["id"], row["credential_kind"], row["target"] or "",
-                      row["state"], row["playbook"] or "", row["error"] or "")
-    _console().print(table)
+        table.add_row(_cell(_when(row["received_at"])),
+                      *(_cell(row[k]) for k in ("id", "credential_kind", "target", "state", "playbook", "error")))
+    live_view.console().print(table)
 
 
 @db_app.command("upgrade")

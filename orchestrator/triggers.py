@@ -18,8 +18,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from orchestrator import kafka
+from orchestrator import kafka, provenance
 from orchestrator.audit_stream import follow, is_terminal
+from orchestrator.auth import Role
 from orchestrator.errors import ConfigurationError
 from orchestrator.events import Credential, Exposure, Severity, Source
 from orchestrator.playbooks import Playbook
@@ -133,18 +134,21 @@ def encode(exposure: Exposure) -> bytes:
     return json.dumps(document).encode()
 
 
-async def send(producer: AIOKafkaProducer, topic: str, key: str, value: bytes) -> None:
-    """Publish one exposure record keyed by its id and wait until the broker has it."""
-    stored = await producer.send(topic, value, key=key.encode())
+async def send(producer: AIOKafkaProducer, topic: str, key: str, value: bytes, *, role: Role | None = None) -> None:
+    """Publish one exposure record keyed by its id and wait until the broker has it; `role` (responder or admin)
+    is vouched for in a signed header, the only way a record raises its run's priority."""
+    headers = [provenance.header(value, role)] if role in provenance.RAISING and role is not None else None
+    stored = await producer.send(topic, value, key=key.encode(), headers=headers)
     await stored
 
 
-async def publish_record(bootstrap: str, topic: str, key: str, value: bytes) -> None:
+async def publish_record(bootstrap: str, topic: str, key: str, value: bytes, *,
+                         role: Role | None = None) -> None:
     """Publish one exposure record through a producer of its own (the CLI's case); errors as one line."""
     producer = kafka.make_producer(bootstrap)
     try:
         await kafka.start(producer, bootstrap)
-        await send(producer, topic, key, value)
+        await send(producer, topic, key, value, role=role)
     except KafkaError as exc:
         raise ConfigurationError(f"could not publish to {topic} on {bootstrap}: {type(exc).__name__}") from None
     finally:

@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 import structlog
 
+from orchestrator import escaping
+
 log = structlog.get_logger("orchestrator.webhook")
 
 _FIELDS = ("exposure_id", "playbook", "credential_kind", "detector", "actor", "error", "duration_ms", "run_id",
@@ -35,15 +37,17 @@ def summary(record: dict[str, Any], fmt: str) -> dict[str, Any]:
     fields = {k: record[k] for k in _FIELDS if record.get(k) is not None}
     if fmt != "slack":
         return {"event": event, **fields}
-    exposure_id = fields.get("exposure_id", "?")
+    # Every field came from an event or a provider: escaped, so none can mention (`<!here>`), link or format.
+    exposure_id = escaping.slack(fields.get("exposure_id", "?"))
     if event == "exposure.unmatched":
-        lines = [f":warning: No playbook matches credential kind `{fields.get('credential_kind', '?')}`: exposure "
-                 f"`{exposure_id}` was NOT revoked", "(further exposures of this kind are not paged for a while)"]
+        kind = escaping.slack(fields.get("credential_kind", "?"))
+        lines = [f":warning: No playbook matches credential kind `{kind}`: exposure `{exposure_id}` was NOT revoked",
+                 "(further exposures of this kind are not paged for a while)"]
         shown: tuple[str, ...] = ("detector", "actor")
     else:
         lines = [f":rotating_light: Credential revocation FAILED for exposure `{exposure_id}`"]
         shown = ("credential_kind", "playbook", "error", "actor", "detector")
-    lines += [f"• {k}: {fields[k]}" for k in shown if k in fields]
+    lines += [f"• {k}: {escaping.slack(fields[k])}" for k in shown if k in fields]
     lines.append(f"Follow up: `orchestrator status {exposure_id}`")
     return {"text": "\n".join(lines)}
 

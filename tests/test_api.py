@@ -15,6 +15,7 @@ import httpx
 import pytest
 from aiohttp import web
 
+from orchestrator import provenance
 from orchestrator.app import Orchestrator
 from orchestrator.auth import Role, new_token, token_entry, write_private
 from orchestrator.embedded import free_port
@@ -222,6 +223,25 @@ async def test_detector_exposure_is_published_as_sent(api: Api, http: httpx.Asyn
     assert answer.status_code == 202 and answer.json() == {"id": event["id"]}
     trail = (await api.harness.collect(event["id"]))[event["id"]]
     assert trail[-1]["event"] == "run.completed" and trail[0]["detector"] == "secret-scanner"
+
+
+async def test_a_detector_cannot_claim_another_actor_or_raise_priority(api: Api, http: httpx.AsyncClient,
+                                                                       okta: Emulator) -> None:
+    """POST /v1/exposures by a detector with `actor: rt-admin`: the audit shows the detector's principal as actor
+    and default detector, and the record carries no role header; an admin's record carries a verified one."""
+    event = exposure("okta.session", credential={"owner": _user(okta)}, actor="rt-admin")
+    answer = await http.post("/v1/exposures", headers=bearer(api.tokens["detector"]), json=event)
+    assert answer.status_code == 202
+    trail = (await api.harness.collect(event["id"]))[event["id"]]
+    assert {(r.get("actor"), r.get("detector")) for r in trail} == {("detector-bot", "detector-bot")}
+    by_admin = exposure("okta.session", credential={"owner": _user(okta)})
+    assert (await http.post("/v1/exposures", headers=bearer(api.tokens["admin"]), json=by_admin)).status_code == 202
+    await api.harness.collect(by_admin["id"])
+    settings = api.harness.settings
+    records = {r.key.decode(): r for r in await read_all(settings.bootstrap_servers, settings.exposures_topic)}
+    detector_record, admin_record = records[event["id"]], records[by_admin["id"]]
+    assert provenance.verified_role(detector_record.value, detector_record.headers) is None
+    assert provenance.verified_role(admin_record.value, admin_record.headers) is Role.ADMIN
 
 
 async def test_bodies_above_64_kib_get_413(api: Api, http: httpx.AsyncClient) -> None:

@@ -108,6 +108,28 @@ async def test_access_key_is_contained_with_owner_resolved_from_the_key(aws: Har
     assert "aws:TokenIssueTime" in statement["Condition"]["DateLessThan"]
 
 
+async def test_the_orchestrators_own_iam_user_is_never_quarantined(aws: Harness, iam: Any, moto: str) -> None:
+    """Another key of the user the orchestrator runs as leaks: that key is deactivated, but quarantining the
+    user or denying its sessions (which would stop the orchestrator) is refused with the reason."""
+    own = boto3.client("sts", endpoint_url=moto, region_name="us-east-1").get_caller_identity()["Arn"]
+    name = own.rsplit("/", 1)[-1]
+    if name not in {u["UserName"] for u in iam.list_users()["Users"]}:
+        iam.create_user(UserName=name)
+    key = iam.create_access_key(UserName=name)["AccessKey"]["AccessKeyId"]
+    try:
+        event = exposure("aws.access_key", credential={"id": key, "owner": name})
+        trail = (await aws.run(event))[event["id"]]
+        assert events_of(trail)[-1] == "run.failed"
+        assert set(_steps(trail, "step.succeeded")) == {"deactivate-key"}
+        failed = _steps(trail, "step.failed")
+        assert set(failed) == {"quarantine-user", "revoke-user-sessions"}
+        assert all("the orchestrator itself runs as" in r["error"] for r in failed.values())
+        assert iam.list_attached_user_policies(UserName=name)["AttachedPolicies"] == []
+        assert REVOKE_POLICY_NAME not in iam.list_user_policies(UserName=name)["PolicyNames"]
+    finally:
+        iam.delete_access_key(UserName=name, AccessKeyId=key)
+
+
 async def test_access_key_repeat_succeeds_with_notes(aws: Harness, iam: Any) -> None:
     """A second exposure of the same key completes, noting the key already inactive and the policy attached."""
     user, (key,) = _user(iam)

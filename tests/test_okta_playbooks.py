@@ -1,14 +1,22 @@
-"""The shipped Okta playbooks, end to end: Kafka in, the real okta SDK against the emulator, audit out."""
+"""The shipped Okta playbooks, end to end: Kafka in (or a HAR through `scan-har --publish`), the real okta SDK
+against the emulator, audit out."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import secrets
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from orchestrator.cli import app
+from orchestrator.har.exposures import exposure_id
 from tests.conftest import Emulator, okta_token
+from tests.har_canaries import entry, har
 from tests.support import Harness, events_of, exposure, fresh_settings
 
 
@@ -129,3 +137,30 @@ async def test_okta_user_suspends_when_critical(harness: Harness, okta_clean: Em
     state = _state_user(okta_clean, login)
     _assert_cleared(state)
     assert state["factors"] == 0 and state["status"] == "SUSPENDED"
+
+
+async def test_scan_har_publish_clears_the_session_and_revokes_the_token(harness: Harness, okta_clean: Emulator,
+                                                                          tmp_path: Path) -> None:
+    """A HAR with a live session cookie and SSWS token → `scan-har --publish` → sessions cleared, token revoked."""
+    login, token = f"har.{secrets.token_hex(4)}@example.com", okta_token()
+    okta_clean.seed({"users": [{"login": login, "sessions": [f"102{secrets.token_hex(8)}"], "factors": 1}]})
+    sid = _state_user(okta_clean, login)["sessions"][0]["id"]
+    token_id = okta_clean.seed({"api_tokens": [{"name": "support", "login": login, "token": token}]})[
+        "api_tokens"][0]["id"]
+    capture = har([
+        entry(f"{okta_clean.url}/app/UserHome", headers={"cookie": f"sid={sid}; theme=dark"}),
+        entry(f"{okta_clean.url}/api/v1/sessions/me", headers={"cookie": f"sid={sid}"},
+              response_body=json.dumps({"id": sid, "login": login, "status": "ACTIVE"})),
+        entry(f"{okta_clean.url}/api/v1/users?limit=1", headers={"authorization": f"SSWS {token}"}),
+    ])
+    path = tmp_path / "support-ticket.har"
+    path.write_text(json.dumps(capture))
+    env = {"KAFKA_BOOTSTRAP_SERVERS": harness.settings.bootstrap_servers,
+           "ORCHESTRATOR_EXPOSURES_TOPIC": harness.settings.exposures_topic}
+    result = await asyncio.to_thread(CliRunner().invoke, app, ["scan-har", str(path), "--publish"], env=env)
+    assert result.exit_code == 0, result.stderr
+    trails = await harness.collect(exposure_id("okta.session", sid), exposure_id("okta.api_token", token))
+    assert all(events_of(trail)[-1] == "run.completed" for trail in trails.values())
+    assert all(s["revoked"] for s in _state_user(okta_clean, login)["sessions"])
+    assert _state_token(okta_clean, token_id)["revoked"] is True
+    assert "published 2 exposures" in result.stderr

@@ -51,9 +51,9 @@ def test_a_good_playbook_parses_with_literals_and_field_references() -> None:
 
 @pytest.mark.parametrize(("text", "line", "reason"), [
     (GOOD.replace("okta.clear_user_sessions", "okta.obliterate"), 5, "unknown action 'okta.obliterate'"),
-    (GOOD.replace("oauth_tokens: true", "oauth_tokens: true\n      colour: blue"), 5, "no parameter 'colour'"),
+    (GOOD.replace("oauth_tokens: true", "oauth_tokens: true\n      colour: blue"), 10, "no parameter 'colour'"),
     (GOOD.replace("credential.owner", "credential.nickname"), 8, "unknown event field 'credential.nickname'"),
-    (GOOD.replace("credential.owner", "credential.secret"), 5, "cannot take credential.secret"),
+    (GOOD.replace("credential.owner", "credential.secret"), 8, "cannot take credential.secret"),
     (GOOD.replace("kinds: [okta.session]", "kinds: [okta.session"), 4, "not valid YAML"),
     (GOOD.replace("  kinds: [okta.session]", "  kinds: []"), 3, "match.kinds"),
     (GOOD + "surprise: 1\n", 10, "surprise"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import sys
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pexpect
 import pytest
 
 from orchestrator import kafka
@@ -20,6 +22,9 @@ from orchestrator.auth import load_tokens
 from orchestrator.embedded import free_port
 from tests.conftest import Emulator, okta_token
 from tests.support import Harness, collect, end_offsets, events_of, fresh_settings, read_all
+from tests.terminal import COLUMNS, GREEN, received, screen_lines, spawn, terminal
+
+__all__ = ["terminal"]  # the fixture, imported for the live-view test
 
 ORCHESTRATOR = str(Path(sys.executable).with_name("orchestrator"))
 
@@ -226,3 +231,30 @@ async def test_api_token_create_stores_only_the_hash(harness: Harness, tmp_path:
     assert principal is not None and principal.name == "pager-bot"
     assert {r.value for r in principal.roles} == {"responder", "detector"}
     assert oct(tokens_file.stat().st_mode & 0o777) == "0o600"
+
+
+async def test_trigger_wait_in_a_terminal_ends_with_what_was_done(harness: Harness, okta: Emulator,
+                                                                   terminal: list[pexpect.spawn]) -> None:
+    """`trigger --wait` on a 100-column terminal: green steps and the closing sentence naming the user; a dry
+    run is worded as a plan ("would suspend the user") and ends saying nothing was changed."""
+    login = f"live.{secrets.token_hex(4)}@example.com"
+    okta.seed({"users": [{"login": login, "sessions": [f"102{secrets.token_hex(8)}"], "factors": 1}]})
+    env = {**cli_env(harness), "TERM": "xterm-256color", "COLUMNS": str(COLUMNS), "LINES": "40"}
+    children = []
+    for mode in ("--dry-run", "--wait"):  # one after the other: the plan must see the user still active
+        child = spawn(terminal, env, "trigger", "--kind", "okta.user", "--owner", login, "--severity", "critical",
+                      mode, "--timeout", "30")
+        await asyncio.to_thread(child.expect, pexpect.EOF)
+        child.close()
+        children.append(child)
+    plan, real = children
+    planned, done = received(plan), received(real)
+    assert plan.exitstatus == 0 and real.exitstatus == 0, (planned, done)
+    assert "→ suspend          would suspend the user · user:" in planned and "suspended" not in planned
+    assert f"Dry run for {login}: would clear the sessions, would reset the MFA factors and would suspend the user;" \
+        in " ".join(" ".join(screen_lines(planned)).split())
+    assert f"{GREEN}" in done and "✓ suspend          suspended the user · user:" in done
+    sentence = " ".join(" ".join(screen_lines(done)).split())
+    assert re.search(f"Cleared the sessions, reset the MFA factors and suspended the user for {re.escape(login)} "
+                     r"in [\d.]+ m?s; run [0-9a-f]{8}…", sentence)
+    assert max(len(line) for line in screen_lines(planned + done)) <= COLUMNS

@@ -6,8 +6,12 @@ Provider API, as cloud.google.com/iam/docs/reference/rest describes it:
   (optional body `{"serviceAccountKeyDisableReason"}`), `POST .../keys/{keyId}:enable` → `{}`,
   `DELETE .../keys/{keyId}` → `{}`. `-` stands for "the account's own project".
 - `Authorization: Bearer <access token>`; missing or unknown → 401 `UNAUTHENTICATED`.
-- A known account without that key (or whose key was deleted) → 404 `NOT_FOUND`; an unknown account → 403
-  `PERMISSION_DENIED`, as IAM does (it cannot tell "missing" from "not allowed" there).
+- A known account without that key (or whose key was deleted) → 404 `NOT_FOUND` "Service account key K does
+  not exist."; an unknown account → 403 `PERMISSION_DENIED`, as IAM does (it cannot tell "missing" from "not
+  allowed" there); a deleted account → 404 `NOT_FOUND` "Service account projects/P/serviceAccounts/E does not
+  exist." (the parent resource is gone: not the same answer as "no such key").
+- `GET /v1/projects/{project}/serviceAccounts/{email}` → the account; `DELETE` on it deletes the account and
+  with it every key (what a collapsed `.../keys/..` path would do on the real API).
 - Quota: requests per minute per access token (600 by default); over it → 429 `RESOURCE_EXHAUSTED`.
 - Errors use Google's body `{"error": {"code", "message", "status"}}`.
 
@@ -38,7 +42,8 @@ from orchestrator.emulators._base import (
     state_routes,
 )
 
-_KEY_PATH = "/v1/projects/{project}/serviceAccounts/{email}/keys"
+_ACCOUNT_PATH = "/v1/projects/{project}/serviceAccounts/{email}"
+_KEY_PATH = _ACCOUNT_PATH + "/keys"
 _KEY_ID = "{key_id:[^/:]+}"
 _FOREVER = "9999-12-31T23:59:59Z"
 _USER_INITIATED = "SERVICE_ACCOUNT_KEY_DISABLE_REASON_USER_INITIATED"
@@ -91,6 +96,7 @@ class GcpState:
     def __init__(self) -> None:
         self.access_tokens: set[str] = set()
         self.keys: dict[tuple[str, str], _Key] = {}
+        self.deleted_accounts: set[str] = set()
         self.quota = FixedWindowLimiter(600, 60)
 
     def authenticate(self, request: web.Request) -> str:
@@ -110,6 +116,9 @@ class GcpState:
 
     def account_keys(self, project: str, email: str, permission: str) -> list[_Key]:
         """The live keys of a known account; raises 403 when the account is unknown in that project."""
+        if email in self.deleted_accounts:
+            raise _GoogleError(404, "NOT_FOUND", f"Service account projects/{project}/serviceAccounts/{email} "
+                               "does not exist.")
         keys = [k for k in self.keys.values() if k.email == email and project in ("-", k.project)]
         if not keys:
             raise _GoogleError(403, "PERMISSION_DENIED", f"Permission '{permission}' denied on resource "
@@ -123,6 +132,12 @@ class GcpState:
                 return key
         raise _GoogleError(404, "NOT_FOUND", f"Service account key {key_id} does not exist.")
 
+    def delete_account(self, project: str, email: str) -> None:
+        """Delete the account and every key it has."""
+        for key in self.account_keys(project, email, "iam.serviceAccounts.delete"):
+            key.deleted = True
+        self.deleted_accounts.add(email)
+
     def seed(self, body: dict[str, Any]) -> dict[str, Any]:
         """Add `access_tokens` and `keys`; return the key resources and the tokens without their values."""
         tokens = [str(token) for token in body.get("access_tokens", [])]
@@ -130,6 +145,7 @@ class GcpState:
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         keys = [_Key(str(k["project"]), str(k["email"]), str(k["key_id"]), now) for k in body.get("keys", [])]
         self.keys.update({(key.email, key.key_id): key for key in keys})
+        self.deleted_accounts -= {key.email for key in keys}
         return {"access_tokens": [describe_secret(t) for t in tokens], "keys": [k.resource() for k in keys]}
 
     def dump(self) -> dict[str, Any]:
@@ -138,6 +154,7 @@ class GcpState:
             "access_tokens": [describe_secret(token) for token in sorted(self.access_tokens)],
             "keys": [{"name": k.name, "project": k.project, "email": k.email, "key_id": k.key_id,
                       "disabled": k.disabled, "deleted": k.deleted} for k in self.keys.values()],
+            "deleted_accounts": sorted(self.deleted_accounts),
             "rate_limits": self.quota.settings(),
         }
 
@@ -145,6 +162,7 @@ class GcpState:
         """Forget access tokens and keys."""
         self.access_tokens.clear()
         self.keys.clear()
+        self.deleted_accounts.clear()
 
     def set_limits(self, body: dict[str, Any]) -> dict[str, Any]:
         """Apply `{"limit", "window_s"}` to the quota (restarting its windows)."""
@@ -193,6 +211,26 @@ async def list_keys(request: web.Request) -> web.Response:
     return web.json_response({"keys": [key.resource() for key in keys]})
 
 
+def _account_method(permission: str, delete: bool) -> Handler:
+    """`GET` or `DELETE /v1/projects/{project}/serviceAccounts/{email}`."""
+
+    async def handler(request: web.Request) -> web.Response:
+        state, info = request.app[STATE_KEY], request.match_info
+        try:
+            state.authenticate(request)
+            state.account_keys(info["project"], info["email"], permission)
+            if delete:
+                state.delete_account(info["project"], info["email"])
+                return web.json_response({})
+        except _GoogleError as exc:
+            return exc.response()
+        project = next((k.project for k in state.keys.values() if k.email == info["email"]), info["project"])
+        return web.json_response({"name": f"projects/{project}/serviceAccounts/{info['email']}",
+                                  "email": info["email"], "projectId": project})
+
+    return handler
+
+
 def _get(key: _Key, body: dict[str, Any]) -> dict[str, Any]:
     return key.resource()
 
@@ -219,6 +257,8 @@ def build(args: argparse.Namespace | None = None) -> web.Application:
     one = f"{_KEY_PATH}/{_KEY_ID}"
     app = make_app(
         [
+            web.get(_ACCOUNT_PATH, _account_method("iam.serviceAccounts.get", delete=False)),
+            web.delete(_ACCOUNT_PATH, _account_method("iam.serviceAccounts.delete", delete=True)),
             web.get(_KEY_PATH, list_keys),
             web.get(one, _key_method("iam.serviceAccountKeys.get", _get)),
             web.post(one + ":disable", _key_method("iam.serviceAccountKeys.disable", _disable)),

@@ -2,11 +2,12 @@
 
 Provider API: the calls okta-sdk-python 3.4.6 makes for revocation (`ROUTES`), with developer.okta.com's
 status codes and error bodies (401 E0000011, 404 E0000007, 400 E0000001, 429 E0000047). Callers send
-`SSWS <token>` or `SSWS<token>` (the SDK's spelling): an admin token, or a seeded API token acting as its
-user. Rate-limit buckets as developer.okta.com's management limits class endpoints (org-wide fixed windows,
-600 calls / 60 s each by default): `users.get` (only `GET /api/v1/users/{idOrLogin}`), `users` (every other
-`/api/v1/users*` call), `sessions` (`/api/v1/sessions*`), `api-tokens` (`/api/v1/api-tokens*`), `default`
-(the rest); and 75 requests in flight per org. Every provider response carries `X-Rate-Limit-Limit`,
+`SSWS <token>` or `SSWS<token>` (the SDK's spelling): an admin token, or a seeded API token acting as its user (a
+value seeded as both is the API token, so `GET /api/v1/api-tokens/current` can name it; an admin token alone
+gets 404 there). Rate-limit buckets as developer.okta.com's management limits class endpoints (org-wide fixed
+windows, 600 calls / 60 s each by default): `users.get` (only `GET /api/v1/users/{idOrLogin}`), `users` (every
+other `/api/v1/users*` call), `sessions` (`/api/v1/sessions*`), `api-tokens` (`/api/v1/api-tokens*`),
+`default` (the rest); and 75 requests in flight per org. Every provider response carries `X-Rate-Limit-Limit`,
 `-Remaining` and `-Reset` (epoch seconds, rounded up).
 
 Control (besides `_base`): `POST /_emulator/state`, also `--seed FILE.json`: `{"users": [{"id"?, "login",
@@ -126,6 +127,12 @@ async def list_api_tokens(request: web.Request) -> web.Response:
     return web.json_response([t.to_json(_base_url(request)) for t in tokens if not t.revoked])
 
 
+async def get_current_api_token(request: web.Request) -> web.Response:
+    """`GET /api/v1/api-tokens/current`: the metadata of the token making the call."""
+    token = request.app[STATE_KEY].current_token(request[PRINCIPAL_KEY])
+    return web.json_response(token.to_json(_base_url(request)))
+
+
 async def get_api_token(request: web.Request) -> web.Response:
     """`GET /api/v1/api-tokens/{id}`."""
     token = request.app[STATE_KEY].api_token(request.match_info["tid"])
@@ -148,6 +155,7 @@ ROUTES = [
     web.get("/api/v1/sessions/{sid}", get_session),
     web.delete("/api/v1/sessions/{sid}", _no_content(lambda s, r: s.end_session(r.match_info["sid"]))),
     web.get("/api/v1/api-tokens", list_api_tokens),
+    web.get("/api/v1/api-tokens/current", get_current_api_token),
     web.delete("/api/v1/api-tokens/current", _no_content(lambda s, r: s.revoke_current(r[PRINCIPAL_KEY]))),
     web.get("/api/v1/api-tokens/{tid}", get_api_token),
     web.delete("/api/v1/api-tokens/{tid}", _no_content(lambda s, r: s.revoke_api_token(r.match_info["tid"]))),

@@ -211,12 +211,13 @@ class OktaState:
     def authenticate(self, header: str) -> Principal:
         """The caller named by an `Authorization` header (`SSWS <token>` or `SSWS<token>`); else 401."""
         token = header[4:].strip() if header[:4].upper() == "SSWS" else ""
+        # An API token known by id first: a token seeded both ways is then nameable by `GET /api-tokens/current`.
+        api_token = self.api_tokens.get(self._token_ids.get(token, ""))
+        if api_token is not None:
+            return Principal(token, api_token.id, api_token.user_id)
         if token and token in self.admin_tokens:
             return Principal(token)
-        api_token = self.api_tokens.get(self._token_ids.get(token, ""))
-        if api_token is None:
-            raise OktaError(401, "E0000011", "Invalid token provided")
-        return Principal(token, api_token.id, api_token.user_id)
+        raise OktaError(401, "E0000011", "Invalid token provided")
 
     def _find_user(self, key: str) -> User | None:
         uid = key if key in self.users else self._logins.get(key.casefold())
@@ -281,10 +282,15 @@ class OktaState:
 
     def revoke_current(self, principal: Principal) -> None:
         """Revoke the token that authenticated the call (an admin token included)."""
-        if principal.api_token_id is None:
-            self.admin_tokens.discard(principal.token)
-        else:
+        self.admin_tokens.discard(principal.token)
+        if principal.api_token_id is not None:
             self.revoke_api_token(principal.api_token_id)
+
+    def current_token(self, principal: Principal) -> ApiToken:
+        """The API token that authenticated the call; 404 for an admin token the emulator has no record of."""
+        if principal.api_token_id is None:
+            raise not_found("current", "ApiToken")
+        return self.api_token(principal.api_token_id)
 
     def lifecycle(self, key: str, operation: str) -> User:
         """Apply `suspend`, `unsuspend`, `reset_factors` or `expire_password` to the user."""

@@ -17,9 +17,11 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from orchestrator.actions import ActionSpec, Params, ParamSpec, StepContext, StepResult, text
+from orchestrator import grammar
+from orchestrator.actions import ActionSpec, Params, ParamSource, ParamSpec, StepContext, StepResult, text
 from orchestrator.errors import NotFound, PermanentError, ProviderError, RateLimited, TransientError
 from orchestrator.governor import Governor
+from orchestrator.keys import keyed_fingerprint
 from orchestrator.providers.aws_rotation import Rotator
 from orchestrator.settings import AwsSettings
 
@@ -27,26 +29,37 @@ QUARANTINE_POLICY_ARN = "arn:aws:iam::aws:policy/AWSCompromisedKeyQuarantineV2"
 #: The inline policy name the console's "Revoke active sessions" writes.
 REVOKE_POLICY_NAME = "AWSRevokeOlderSessions"
 
-_KEY = ParamSpec(description="access key id (AKIA...)")
-_USER = ParamSpec(description="IAM user name or ARN; resolved from the key with GetAccessKeyLastUsed when absent")
+_KEY = ParamSpec(description="access key id (AKIA...)", grammar=grammar.AWS_ACCESS_KEY_ID, own="aws.access_key_id")
+_REQUIRED_KEY = ParamSpec(required=True, description=_KEY.description, grammar=_KEY.grammar, own=_KEY.own)
+_USER = ParamSpec(description="IAM user name or ARN; resolved from the key with GetAccessKeyLastUsed when absent",
+                  grammar=grammar.AWS_USER, own="aws.user")
 _KEY_OR_USER = (frozenset({"access_key_id", "user"}),)
+_RESOLVE = ("iam:GetAccessKeyLastUsed (when no user is given)", "iam:ListAccessKeys")
 
 ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("aws.deactivate_access_key", "Make an IAM access key Inactive; an inactive or deleted key is done.",
-               {"access_key_id": ParamSpec(required=True, description=_KEY.description), "user": _USER}),
+               {"access_key_id": _REQUIRED_KEY, "user": _USER},
+               calls=(*_RESOLVE, "iam:UpdateAccessKey Status=Inactive")),
     ActionSpec("aws.quarantine_user", "Attach AWSCompromisedKeyQuarantineV2 (or `policy_arn`) to the key's user.",
-               {"access_key_id": _KEY, "user": _USER, "policy_arn": ParamSpec(description="managed policy ARN")},
-               _KEY_OR_USER),
+               {"access_key_id": _KEY, "user": _USER,
+                "policy_arn": ParamSpec(description="managed policy ARN", grammar=grammar.AWS_POLICY_ARN,
+                                        source=ParamSource.LITERAL)},
+               _KEY_OR_USER, calls=(*_RESOLVE, "iam:ListAttachedUserPolicies", "iam:AttachUserPolicy")),
     ActionSpec("aws.revoke_user_sessions", "Deny the user's temporary credentials issued before now "
                "(inline AWSRevokeOlderSessions with aws:TokenIssueTime).",
-               {"access_key_id": _KEY, "user": _USER}, _KEY_OR_USER),
+               {"access_key_id": _KEY, "user": _USER}, _KEY_OR_USER,
+               calls=(*_RESOLVE, "iam:PutUserPolicy AWSRevokeOlderSessions")),
     ActionSpec("aws.rotate_access_key", "Create a replacement key, store it in the Secrets Manager secret "
                "`<secret_prefix>/<user>`, delete the exposed key; at most one replacement per exposed key.",
-               {"access_key_id": ParamSpec(required=True, description=_KEY.description), "user": _USER,
-                "secret_prefix": ParamSpec(required=True, description="secret name prefix")}),
+               {"access_key_id": _REQUIRED_KEY, "user": _USER,
+                "secret_prefix": ParamSpec(required=True, description="secret name prefix",
+                                           grammar=grammar.AWS_SECRET_PREFIX, source=ParamSource.LITERAL)},
+               calls=(*_RESOLVE, "iam:CreateAccessKey", "secretsmanager:PutSecretValue", "iam:DeleteAccessKey")),
     ActionSpec("aws.revoke_role_sessions", "Deny the role's temporary credentials issued before now "
                "(inline AWSRevokeOlderSessions with aws:TokenIssueTime).",
-               {"role": ParamSpec(required=True, description="role name, role ARN or assumed-role ARN")}),
+               {"role": ParamSpec(required=True, description="role name, role ARN or assumed-role ARN",
+                                  grammar=grammar.AWS_ROLE, own="aws.role")},
+               calls=("iam:PutRolePolicy AWSRevokeOlderSessions",)),
 )
 
 _THROTTLING = frozenset({"Throttling", "ThrottlingException", "ThrottledException", "RequestLimitExceeded",
@@ -71,6 +84,8 @@ class AwsProvider:
         self._client_lock = asyncio.Lock()
         self._throttled: dict[str, int] = {}
         self._owners: dict[str, str] = {}
+        #: (`user` or `role`, keyed fingerprint of its name) of the caller identity, once asked of STS.
+        self._own_principal: tuple[str, str] | None = None
         self._rotator = Rotator(self._call)
         self._handlers: Mapping[str, Callable[[Params, StepContext], Awaitable[StepResult]]] = {
             "aws.deactivate_access_key": self._deactivate_access_key,
@@ -87,6 +102,18 @@ class AwsProvider:
                         tb: TracebackType | None) -> None:
         await self._stack.aclose()
         self._clients.clear()
+
+    async def own_credentials(self, kind: str) -> tuple[str, ...]:
+        """The orchestrator's own credentials of `kind`: the access key id of the standard chain's credentials."""
+        if kind != "aws.access_key_id":
+            return ()
+        from aiobotocore.session import get_session
+
+        credentials = await get_session().get_credentials()
+        if credentials is None:
+            return ()
+        frozen = await credentials.get_frozen_credentials()
+        return (str(frozen.access_key),) if frozen.access_key else ()
 
     async def perform(self, action: str, params: Params, context: StepContext) -> StepResult:
         """Run one `aws.*` action."""
@@ -110,6 +137,7 @@ class AwsProvider:
 
     async def _quarantine_user(self, params: Params, ctx: StepContext) -> StepResult:
         user = await self._resolve_user(params, ctx)
+        await self._refuse_own("user", user, ctx)
         policy_arn = text(params, "policy_arn") or QUARANTINE_POLICY_ARN
         target = f"iam-user:{user}"
         attached = await self._attached_policies(user, ctx)
@@ -121,10 +149,26 @@ class AwsProvider:
         return StepResult(target, (call,))
 
     async def _revoke_user_sessions(self, params: Params, ctx: StepContext) -> StepResult:
-        return await self._deny_older_sessions("user", await self._resolve_user(params, ctx), ctx)
+        user = await self._resolve_user(params, ctx)
+        await self._refuse_own("user", user, ctx)
+        return await self._deny_older_sessions("user", user, ctx)
 
     async def _revoke_role_sessions(self, params: Params, ctx: StepContext) -> StepResult:
-        return await self._deny_older_sessions("role", role_name(text(params, "role") or ""), ctx)
+        role = role_name(text(params, "role") or "")
+        await self._refuse_own("role", role, ctx)
+        return await self._deny_older_sessions("role", role, ctx)
+
+    async def _refuse_own(self, kind: str, name: str, ctx: StepContext) -> None:
+        """Quarantining the principal the orchestrator runs as, or denying its sessions, would stop every later
+        AWS run: refuse, comparing keyed fingerprints (the user may have been resolved from a key)."""
+        if self._own_principal is None:
+            identity = await self._call("sts", ctx, "get_caller_identity")
+            self._own_principal = own_principal(str(identity.get("Arn", "")))
+        own_kind, own_print = self._own_principal
+        if own_kind == kind and own_print == keyed_fingerprint(name):
+            raise PermanentError(f"aws: iam-{kind} {name} is the principal the orchestrator itself runs as: refusing "
+                                 "to quarantine it or deny its sessions; if its keys leaked, rotate them by hand",
+                                 code="OwnCredential")
 
     async def _deny_older_sessions(self, kind: str, name: str, ctx: StepContext) -> StepResult:
         """Put the inline deny on the user or role; a dry run checks that it exists (GetUser/GetRole)."""
@@ -285,6 +329,16 @@ def revoke_older_sessions_policy(now: datetime | None = None) -> tuple[str, str]
         "Condition": {"DateLessThan": {"aws:TokenIssueTime": before}},
     }]}
     return before, json.dumps(document)
+
+
+def own_principal(arn: str) -> tuple[str, str]:
+    """(`user` or `role`, keyed fingerprint of the name) of a caller-identity ARN; ("", "") for anything else."""
+    resource = arn.split(":", 5)[-1] if arn.startswith("arn:") else ""
+    if resource.startswith("user/"):
+        return "user", keyed_fingerprint(resource.rsplit("/", 1)[-1])
+    if resource.startswith("assumed-role/"):
+        return "role", keyed_fingerprint(role_name(arn))
+    return "", ""
 
 
 def role_name(role: str) -> str:

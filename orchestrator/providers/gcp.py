@@ -8,29 +8,48 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
+from orchestrator import grammar
 from orchestrator.actions import ActionSpec, Params, ParamSpec, StepContext, StepResult, text
 from orchestrator.errors import NotFound, PermanentError, ProviderError, TransientError
 from orchestrator.governor import Governor
+from orchestrator.grammar import segment
 from orchestrator.providers._http import HttpProvider, by_status, json_object
 from orchestrator.redaction import REDACTOR
 from orchestrator.settings import GcpSettings
 
 _KEY_PARAMS = {
-    "email": ParamSpec(required=True, description="the service account's email"),
-    "key_id": ParamSpec(required=True, description="the key's id (the private_key_id of the key file)"),
-    "project": ParamSpec(description="project id; default '-' (the account's own project)"),
+    "email": ParamSpec(required=True, description="the service account's email",
+                       grammar=grammar.GCP_SERVICE_ACCOUNT, own="gcp.service_account"),
+    "key_id": ParamSpec(required=True, description="the key's id (the private_key_id of the key file)",
+                        grammar=grammar.GCP_KEY_ID, own="gcp.key_id"),
+    "project": ParamSpec(description="project id; default '-' (the account's own project)",
+                         grammar=grammar.GCP_PROJECT),
 }
+_KEY = "/v1/projects/{project}/serviceAccounts/{email}/keys/{key_id}"
+_CHECK = "GET /v1/projects/{project}/serviceAccounts/{email} (on 404: is it the key or the account?)"
 ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("gcp.disable_service_account_key", "Disable a service-account key, reason EXPOSED; a key already "
-               "deleted counts as done.", _KEY_PARAMS),
+               "deleted counts as done.", _KEY_PARAMS, calls=(f"POST {_KEY}:disable", _CHECK)),
     ActionSpec("gcp.delete_service_account_key", "Delete a service-account key; a key already deleted counts as "
-               "done.", _KEY_PARAMS),
+               "done.", _KEY_PARAMS, calls=(f"DELETE {_KEY}", _CHECK)),
 )
+
+@dataclass(frozen=True)
+class _Target:
+    """A key's account (`projects/P/serviceAccounts/EMAIL`) and id, each already one encoded path segment."""
+
+    account: str
+    key_id: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.account}/keys/{self.key_id}"
+
 
 #: IAM allows 600 requests a minute per project by default; a handful of connections keeps up with that.
 CONCURRENCY = 8
@@ -51,41 +70,67 @@ class GcpProvider(HttpProvider):
         self._settings = settings
         self._credentials: Any = None
         self._refreshing = asyncio.Lock()
-        self._handlers: Mapping[str, Callable[[str, StepContext], Awaitable[StepResult]]] = {
+        self._handlers: Mapping[str, Callable[[_Target, StepContext], Awaitable[StepResult]]] = {
             "gcp.disable_service_account_key": self._disable,
             "gcp.delete_service_account_key": self._delete,
         }
 
     async def perform(self, action: str, params: Params, context: StepContext) -> StepResult:
         """Run one `gcp.*` action."""
-        project = text(params, "project") or "-"
-        email, key_id = text(params, "email") or "", text(params, "key_id") or ""
-        name = (f"projects/{quote(project, safe='')}/serviceAccounts/{quote(email, safe='@')}"
-                f"/keys/{quote(key_id, safe='')}")
-        return await self._handlers[action](name, context)
+        try:
+            project = segment(text(params, "project") or "-") if params.get("project") else "-"
+            email, key_id = segment(text(params, "email") or ""), segment(text(params, "key_id") or "")
+        except ValueError:
+            raise PermanentError("gcp: project, email and key_id must each be one URL path segment, not a "
+                                 "reserved word or dot segment; nothing was sent", code="InvalidTarget") from None
+        account = f"projects/{project}/serviceAccounts/{email}"
+        return await self._handlers[action](_Target(account, key_id), context)
 
-    async def _disable(self, name: str, ctx: StepContext) -> StepResult:
+    async def _disable(self, target: _Target, ctx: StepContext) -> StepResult:
+        name = target.key
         call = f"POST /v1/{name}:disable (serviceAccountKeyDisableReason={_EXPOSED})"
-        return await self._ensure(name, call, ctx, "POST", f"/v1/{name}:disable",
+        return await self._ensure(target, call, ctx, "POST", f"/v1/{name}:disable",
                                   json={"serviceAccountKeyDisableReason": _EXPOSED})
 
-    async def _delete(self, name: str, ctx: StepContext) -> StepResult:
-        return await self._ensure(name, f"DELETE /v1/{name}", ctx, "DELETE", f"/v1/{name}")
+    async def _delete(self, target: _Target, ctx: StepContext) -> StepResult:
+        return await self._ensure(target, f"DELETE /v1/{target.key}", ctx, "DELETE", f"/v1/{target.key}")
 
-    async def _ensure(self, name: str, call: str, ctx: StepContext, method: str, path: str,
+    async def _ensure(self, target: _Target, call: str, ctx: StepContext, method: str, path: str,
                       **kwargs: Any) -> StepResult:
-        """Make the call; a 404 means the key is already deleted, which is the end state we want."""
-        target = f"gcp-key:{name}"
+        """Make the call; a 404 means the key is already deleted (the end state we want) only when the account
+        itself is still there: a 404 on the account means the event named the wrong target."""
+        label = f"gcp-key:{target.key}"
         if ctx.dry_run:
-            return StepResult(target, (call,))
+            return StepResult(label, (call,))
         headers = {"Authorization": f"Bearer {await self._access_token()}"}
         response = await self._request(_BUCKET, ctx.priority, method, path, headers=headers, **kwargs)
         if response.status_code == 200:
-            return StepResult(target, (call,))
+            return StepResult(label, (call,))
         error = _translate(response)
-        if isinstance(error, NotFound):
-            return StepResult(target, (call,), note="key already deleted")
-        raise error
+        if not isinstance(error, NotFound):
+            raise error
+        account = await self._request(_BUCKET, ctx.priority, "GET", f"/v1/{target.account}", headers=headers)
+        if account.status_code == 200:
+            return StepResult(label, (call, f"GET /v1/{target.account}"), note="key already deleted")
+        if account.status_code in (403, 404):
+            raise PermanentError(f"gcp: service account {target.account} not found (HTTP {account.status_code}): "
+                                 "the exposure names the wrong account or it is gone; the key is not known to be "
+                                 "revoked", status=account.status_code, code="ServiceAccountNotFound")
+        raise _translate(account)
+
+    async def own_credentials(self, kind: str) -> tuple[str, ...]:
+        """The orchestrator's own service account (email) or key (id), when its credentials are a key file."""
+        if self._settings.access_token or kind not in ("gcp.service_account", "gcp.key_id"):
+            return ()
+        try:
+            await self._access_token()
+        except ProviderError:
+            return ()  # no credentials: nothing of ours to protect, and every call will fail anyway
+        if kind == "gcp.service_account":
+            email = getattr(self._credentials, "service_account_email", None)
+            return (str(email),) if email else ()
+        key_id = getattr(getattr(self._credentials, "_signer", None), "key_id", None)
+        return (str(key_id),) if key_id else ()
 
     async def _access_token(self) -> str:
         """The configured token, else a valid application-default access token (refreshed in a thread)."""

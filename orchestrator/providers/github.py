@@ -18,7 +18,19 @@ from types import TracebackType
 
 import httpx
 
-from orchestrator.actions import ActionSpec, Params, ParamSpec, Priority, StepContext, StepResult, secret_value, text
+from orchestrator import grammar
+from orchestrator.actions import (
+    ActionSpec,
+    Params,
+    ParamSource,
+    ParamSpec,
+    ParamType,
+    Priority,
+    StepContext,
+    StepResult,
+    secret_value,
+    text,
+)
 from orchestrator.errors import PermanentError, ProviderError, RateLimited, TransientError
 from orchestrator.events import fingerprint
 from orchestrator.governor import Governor
@@ -26,12 +38,17 @@ from orchestrator.providers._http import HttpProvider, by_status, json_object, r
 from orchestrator.redaction import REDACTOR
 from orchestrator.settings import GitHubSettings
 
+_VIA = ("auto", "credentials-revoke", "oauth-app")
 ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("github.revoke_token", "Revoke a GitHub token: OAuth-app tokens through the app when its "
                "credentials are configured, every other token (and those) through POST /credentials/revoke, "
                "coalesced with other tokens arriving within the batching window.",
-               {"token": ParamSpec(required=True, secret=True, description="the exposed token"),
-                "via": ParamSpec(description="auto (default: by prefix), credentials-revoke or oauth-app")}),
+               {"token": ParamSpec(required=True, secret=True, description="the exposed token",
+                                   grammar=grammar.GITHUB_TOKEN, own="github.token", source=ParamSource.EVENT),
+                "via": ParamSpec(description="auto (by prefix), credentials-revoke or oauth-app",
+                                 type=ParamType.CHOICE, choices=_VIA, source=ParamSource.LITERAL, default="auto")},
+               calls=("DELETE /applications/{client_id}/token (app tokens, when the app is configured)",
+                      "POST /credentials/revoke (unauthenticated, coalesced)")),
 )
 
 #: Concurrent requests: the batch endpoint sees about one call at a time; app deletions are per token.
@@ -40,7 +57,6 @@ MAX_BATCH = 1000
 BATCH_WINDOW_S = 0.2
 #: Prefixes of tokens an OAuth app or GitHub App can delete itself: OAuth access tokens, App user tokens.
 _APP_TOKEN_PREFIXES = ("gho_", "ghu_")
-_VIA = ("auto", "credentials-revoke", "oauth-app")
 _BUCKET_REVOKE = "credentials.revoke"
 _BUCKET_APPS = "applications"
 _REVOKE_CALL = "POST /credentials/revoke (unauthenticated; coalesced, up to 1000 credentials per call)"
@@ -63,6 +79,11 @@ class GitHubProvider(HttpProvider):
                         tb: TracebackType | None) -> None:
         await self._coalescer.close()
         await super().__aexit__(exc_type, exc, tb)
+
+    async def own_credentials(self, kind: str) -> tuple[str, ...]:
+        """The orchestrator's own GitHub credentials a `token` parameter could name: its app's client secret."""
+        secret = self._settings.app_client_secret
+        return (secret,) if kind == "github.token" and secret else ()
 
     async def perform(self, action: str, params: Params, context: StepContext) -> StepResult:
         """Run one `github.*` action."""

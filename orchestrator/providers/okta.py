@@ -8,46 +8,67 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
 
+from orchestrator import grammar
 from orchestrator.actions import (
     ActionSpec,
     Params,
+    ParamSource,
     ParamSpec,
+    ParamType,
+    Priority,
     StepContext,
     StepResult,
     flag,
     secret_value,
     text,
 )
-from orchestrator.errors import NotFound, PermanentError
+from orchestrator.errors import NotFound, PermanentError, TransientError
 from orchestrator.governor import Governor
+from orchestrator.grammar import segment
 from orchestrator.providers._okta_sdk import BareError, headers_of, make_client, translate
 from orchestrator.settings import OktaSettings
 
-_USER = ParamSpec(description="user id, login or email")
-_SESSION = ParamSpec(description="session id; resolves to its user")
+_USER = ParamSpec(description="user id, login or email", grammar=grammar.OKTA_USER)
+_SESSION = ParamSpec(description="session id; resolves to its user", grammar=grammar.OKTA_SESSION_ID)
 _WHO = {"user": _USER, "session_id": _SESSION}
 _USER_OR_SESSION = (frozenset({"user", "session_id"}),)
+_RESOLVE = ("GET /api/v1/sessions/{session_id} (when no user is given)", "GET /api/v1/users/{user}")
 
 ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("okta.clear_user_sessions", "Clear all of a user's sessions, optionally their OAuth tokens and "
-               "remembered devices.", {**_WHO, "oauth_tokens": ParamSpec(), "forget_devices": ParamSpec()},
-               _USER_OR_SESSION),
+               "remembered devices.",
+               {**_WHO, "oauth_tokens": ParamSpec(type=ParamType.FLAG, source=ParamSource.LITERAL, default="true",
+                                                  description="also revoke the user's OAuth tokens"),
+                "forget_devices": ParamSpec(type=ParamType.FLAG, source=ParamSource.LITERAL, default="false",
+                                            description="also forget remembered devices")},
+               _USER_OR_SESSION, calls=(*_RESOLVE, "DELETE /api/v1/users/{id}/sessions?oauthTokens=&forgetDevices=")),
     ActionSpec("okta.end_session", "End one session by id; an ended session counts as done.",
-               {"session_id": ParamSpec(required=True)}),
-    ActionSpec("okta.revoke_grants", "Revoke every OAuth grant the user gave.", _WHO, _USER_OR_SESSION),
+               {"session_id": ParamSpec(required=True, description="session id", grammar=grammar.OKTA_SESSION_ID)},
+               calls=("DELETE /api/v1/sessions/{session_id}",)),
+    ActionSpec("okta.revoke_grants", "Revoke every OAuth grant the user gave.", _WHO, _USER_OR_SESSION,
+               calls=(*_RESOLVE, "DELETE /api/v1/users/{id}/grants")),
     ActionSpec("okta.revoke_client_tokens", "Revoke the user's OAuth tokens issued to one client.",
-               {**_WHO, "client_id": ParamSpec(required=True, description="the OAuth client id")},
-               _USER_OR_SESSION),
+               {**_WHO, "client_id": ParamSpec(required=True, description="the OAuth client id",
+                                               grammar=grammar.OKTA_CLIENT_ID)},
+               _USER_OR_SESSION, calls=(*_RESOLVE, "DELETE /api/v1/users/{id}/clients/{client_id}/tokens")),
     ActionSpec("okta.revoke_api_token", "Revoke an API token by its own value (self-revocation) or by id.",
-               {"token": ParamSpec(secret=True), "token_id": ParamSpec()}, (frozenset({"token", "token_id"}),)),
-    ActionSpec("okta.revoke_user_api_tokens", "Revoke every API token the user owns.", _WHO, _USER_OR_SESSION),
-    ActionSpec("okta.reset_factors", "Reset all of a user's enrolled MFA factors.", _WHO, _USER_OR_SESSION),
+               {"token": ParamSpec(secret=True, description="the exposed token's value",
+                                   grammar=grammar.OKTA_API_TOKEN, own="okta.api_token", source=ParamSource.EVENT),
+                "token_id": ParamSpec(description="the token's id (00T...)", grammar=grammar.OKTA_API_TOKEN_ID,
+                                      own="okta.api_token_id")},
+               (frozenset({"token", "token_id"}),),
+               calls=("DELETE /api/v1/api-tokens/current (authenticated by the exposed token, when its value is "
+                      "known)", "DELETE /api/v1/api-tokens/{token_id}")),
+    ActionSpec("okta.revoke_user_api_tokens", "Revoke every API token the user owns (never the orchestrator's "
+               "own).", _WHO, _USER_OR_SESSION,
+               calls=(*_RESOLVE, "GET /api/v1/api-tokens", "DELETE /api/v1/api-tokens/{id} (each one owned)")),
+    ActionSpec("okta.reset_factors", "Reset all of a user's enrolled MFA factors.", _WHO, _USER_OR_SESSION,
+               calls=(*_RESOLVE, "POST /api/v1/users/{id}/lifecycle/reset_factors")),
     ActionSpec("okta.suspend_user", "Suspend a user; an already suspended user counts as done.",
-               _WHO, _USER_OR_SESSION),
+               _WHO, _USER_OR_SESSION, calls=(*_RESOLVE, "POST /api/v1/users/{id}/lifecycle/suspend")),
     ActionSpec("okta.expire_password", "Expire a user's password; an already expired one counts as done.",
-               _WHO, _USER_OR_SESSION),
+               _WHO, _USER_OR_SESSION, calls=(*_RESOLVE, "POST /api/v1/users/{id}/lifecycle/expire_password")),
 )
 
 _USER_ID = re.compile(r"^00u[0-9A-Za-z]{17}$")
@@ -73,6 +94,7 @@ class OktaProvider:
         self._settings = settings
         self._governor = governor
         self._client: Any = None
+        self._own_token_id: str | None = None
         self._handlers: Mapping[str, Callable[[Params, StepContext], Awaitable[StepResult]]] = {
             "okta.clear_user_sessions": self._clear_user_sessions,
             "okta.end_session": self._end_session,
@@ -93,6 +115,36 @@ class OktaProvider:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         await self._client.__aexit__(exc_type, exc, tb)
+
+    async def own_credentials(self, kind: str) -> tuple[str, ...]:
+        """The orchestrator's own credentials of `kind`: its token's value, or its token's id (asked once of
+        `GET /api/v1/api-tokens/current`; an org that cannot name it leaves the value as the only guard)."""
+        if kind == "okta.api_token":
+            return (self._settings.token,)
+        if kind != "okta.api_token_id":
+            return ()
+        if self._own_token_id is None:
+            self._own_token_id = await self._current_token_id()
+        return (self._own_token_id,) if self._own_token_id else ()
+
+    async def _current_token_id(self) -> str:
+        import httpx
+
+        headers = {"Authorization": f"SSWS {self._settings.token}", "Accept": "application/json"}
+        try:
+            async with httpx.AsyncClient(base_url=self._settings.org_url, timeout=10.0) as client, \
+                    self._governor.slot(_BUCKET_API_TOKENS, Priority.URGENT):
+                response = await client.get("/api/v1/api-tokens/current", headers=headers)
+        except httpx.HTTPError as exc:
+            raise TransientError(f"okta: cannot learn the orchestrator's own token id ({type(exc).__name__})") \
+                from None
+        if response.status_code in (401, 403, 404):
+            return ""
+        if response.status_code != 200:
+            raise TransientError(f"okta: cannot learn the orchestrator's own token id (HTTP {response.status_code})",
+                                 status=response.status_code)
+        body = response.json()
+        return str(body.get("id", "")) if isinstance(body, dict) else ""
 
     async def perform(self, action: str, params: Params, context: StepContext) -> StepResult:
         """Run one `okta.*` action."""
@@ -116,7 +168,7 @@ class OktaProvider:
         return StepResult(target=f"user:{user.id}", calls=(call,))
 
     async def _end_session(self, params: Params, ctx: StepContext) -> StepResult:
-        session_id = text(params, "session_id") or ""
+        session_id = _segment(text(params, "session_id") or "", "session_id")
         call = f"DELETE /api/v1/sessions/{session_id}"
         if ctx.dry_run:
             return StepResult(target=f"session:{session_id}", calls=(call,))
@@ -131,7 +183,7 @@ class OktaProvider:
                                        self._client.revoke_user_grants)
 
     async def _revoke_client_tokens(self, params: Params, ctx: StepContext) -> StepResult:
-        client_id = text(params, "client_id") or ""
+        client_id = _segment(text(params, "client_id") or "", "client_id")
         result = await self._act_on_user(params, ctx,
                                          lambda uid: f"DELETE /api/v1/users/{uid}/clients/{client_id}/tokens",
                                          self._client.revoke_tokens_for_user_and_client, client_id)
@@ -144,7 +196,8 @@ class OktaProvider:
                                             with_response=True)
         # okta 3.4.6's list_api_tokens cannot ask for a next page: say so rather than claim completeness.
         partial = 'rel="next"' in str(headers_of(response).get("Link", ""))
-        owned = sorted(str(t.id) for t in tokens or () if str(t.user_id) == user.id)
+        own = set(await self.own_credentials("okta.api_token_id"))
+        owned = sorted(str(t.id) for t in tokens or () if str(t.user_id) == user.id and str(t.id) not in own)
         calls = tuple(f"DELETE /api/v1/api-tokens/{token_id}" for token_id in owned)
         if not ctx.dry_run:
             for token_id in owned:
@@ -158,7 +211,7 @@ class OktaProvider:
         token = secret_value(params, "token")
         if token is not None:
             return await self._revoke_own_token(token, ctx)
-        token_id = text(params, "token_id") or ""
+        token_id = _segment(text(params, "token_id") or "", "token_id")
         call = f"DELETE /api/v1/api-tokens/{token_id}"
         if ctx.dry_run:
             return StepResult(f"api-token:{token_id}", (call,))
@@ -231,7 +284,7 @@ class OktaProvider:
         """
         key = text(params, "user")
         if key is None:
-            session_id = text(params, "session_id") or ""
+            session_id = _segment(text(params, "session_id") or "", "session_id")
             try:
                 session = await self._call(_BUCKET_SESSIONS, ctx, self._client.get_session, session_id)
             except NotFound:
@@ -240,7 +293,7 @@ class OktaProvider:
         if not need_status and _USER_ID.match(key):
             return _User(id=key, status=None)
         try:
-            user = await self._call(_BUCKET_USER_GET, ctx, self._client.get_user, quote(key, safe="@"))
+            user = await self._call(_BUCKET_USER_GET, ctx, self._client.get_user, _segment(key, "user"))
         except NotFound:
             # GET /users/{idOrLogin} takes an id, login or shortname, not an email: search by email instead.
             if "@" not in key or '"' in key:
@@ -270,6 +323,16 @@ class OktaProvider:
             raise translate(error, headers)
         data = result[0] if len(result) == 3 else None
         return (data, response) if with_response else data
+
+
+def _segment(value: str, name: str) -> str:
+    """`value` unchanged, once known to be usable as one URL path segment (the SDK percent-encodes it)."""
+    try:
+        segment(value)
+    except ValueError:
+        raise PermanentError(f"okta: {name} cannot be a URL path segment (empty, a reserved word such as current "
+                             "or me, or a dot segment); nothing was sent", code="InvalidTarget") from None
+    return value
 
 
 class _SessionGone(Exception):

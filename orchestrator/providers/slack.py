@@ -7,7 +7,8 @@ note), server-side codes are transient, the rest permanent. HTTP 429 carries `Re
 
 from __future__ import annotations
 
-from orchestrator.actions import ActionSpec, Params, ParamSpec, StepContext, StepResult, secret_value
+from orchestrator import grammar
+from orchestrator.actions import ActionSpec, Params, ParamSource, ParamSpec, StepContext, StepResult, secret_value
 from orchestrator.errors import PermanentError, RateLimited, TransientError
 from orchestrator.events import fingerprint
 from orchestrator.governor import Governor
@@ -18,7 +19,9 @@ from orchestrator.settings import SlackSettings
 ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("slack.revoke_token", "Revoke a Slack token with auth.revoke, authenticated by the token itself; "
                "a token that is already revoked or invalid counts as done.",
-               {"token": ParamSpec(required=True, secret=True, description="the exposed xox* token")}),
+               {"token": ParamSpec(required=True, secret=True, description="the exposed xox* token",
+                                   grammar=grammar.SLACK_TOKEN, source=ParamSource.EVENT)},
+               calls=("POST /api/auth.revoke (Bearer: the exposed token)",)),
 )
 
 #: auth.revoke is Tier 3 (about 50 calls a minute per workspace): a few connections are plenty.

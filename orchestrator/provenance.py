@@ -1,0 +1,50 @@
+"""Who vouches for an exposure record: the role of the principal that published it, signed, in a record header.
+
+Anyone who can write to the exposures topic can set any field of an exposure, `actor` included, so no field
+decides priority. The HTTP API (and the CLI, which holds the deployment's keys) add the header
+`orchestrator-role: <role>:<hmac>`, an HMAC under the deployment's fingerprint key over the role and the exact
+record value. The consumer believes a role only when the HMAC verifies; otherwise the record is a plain
+publisher's, whatever it claims. Pure apart from the process's fingerprint key (`orchestrator.keys`).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable
+
+from orchestrator.auth import Principal, Role
+from orchestrator.keys import keyed_digest
+
+HEADER = "orchestrator-role"
+_LABEL = b"orchestrator/exposure-role/v1"
+#: Roles that may raise a run's priority; `detector` is any publisher.
+RAISING = (Role.ADMIN, Role.RESPONDER)
+
+
+def role_of(principal: Principal) -> Role | None:
+    """The principal's role that may raise priority (admin before responder), or None for a detector."""
+    return next((role for role in RAISING if role in principal.roles), None)
+
+
+def header(value: bytes, role: Role) -> tuple[str, bytes]:
+    """The record header vouching that `role` published exactly `value`."""
+    return HEADER, f"{role.value}:{_digest(value, role)}".encode()
+
+
+def verified_role(value: bytes | None, headers: Iterable[tuple[str, bytes | None]] | None) -> Role | None:
+    """The role the record's header vouches for, if its HMAC matches the value; else None. Never raises."""
+    if value is None:
+        return None
+    for name, raw in headers or ():
+        if name != HEADER or raw is None:
+            continue
+        role_text, _, digest = raw.decode("ascii", "replace").partition(":")
+        if role_text not in Role._value2member_map_:
+            return None
+        role = Role(role_text)
+        return role if role in RAISING and hmac.compare_digest(digest, _digest(value, role)) else None
+    return None
+
+
+def _digest(value: bytes, role: Role) -> str:
+    return keyed_digest(_LABEL, role.value.encode() + b"\0" + value)
