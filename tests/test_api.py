@@ -321,6 +321,18 @@ def test_slack_summary_names_the_exposure_and_nothing_unlisted() -> None:
     assert "target" not in summary(record, "json")
 
 
+def test_unmatched_page_says_nothing_was_revoked_and_escapes_the_kind() -> None:
+    """The page for an unmatched exposure names its kind and says it was not revoked; a hostile kind from a
+    detector cannot mention or link in Slack, and the JSON body says which event it is."""
+    record = {"event": "exposure.unmatched", "exposure_id": "exp-2", "credential_kind": "<!here> <https://x|y>",
+              "detector": "scanner"}
+    text = summary(record, "slack")["text"]
+    assert "NOT revoked" in text and "orchestrator status exp-2" in text
+    assert "<!here>" not in text and "&lt;!here&gt;" in text and "<https://" not in text
+    assert summary(record, "json") == {"event": "exposure.unmatched", "exposure_id": "exp-2",
+                                       "credential_kind": "<!here> <https://x|y>", "detector": "scanner"}
+
+
 async def test_a_trigger_no_playbook_matches_is_refused_with_the_closest_kinds(api: Api,
                                                                               http: httpx.AsyncClient) -> None:
     """POST /v1/triggers with a mistyped kind: 422 naming the closest known kinds, never echoing the kind sent;
