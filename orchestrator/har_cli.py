@@ -8,21 +8,18 @@ only once the whole file has been read, so a malformed file publishes nothing.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from orchestrator import loop
+from orchestrator import escaping, loop
 from orchestrator.cli import UsageProblem, app
 from orchestrator.har import exposures, scan
 from orchestrator.har.detect import preview
-from orchestrator.publish_cli import publish_exposures
+from orchestrator.publishing import publish_exposures
 from orchestrator.settings import IngestSettings, Settings
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @app.command("scan-har")
@@ -46,12 +43,13 @@ def scan_har(
     masker = result.masker()
     for finding in result.findings:
         # Names come from the file: mask any value found in them, and keep terminal controls out.
-        where = _CONTROL.sub("?", masker.text(finding.where))
+        where = escaping.terminal(masker.text(finding.where))
         if as_json:
             print(json.dumps({"entry": finding.entry, "where": where, "kind": finding.kind, "rule": finding.rule,
                               "preview": preview(finding.value)}))
         else:
-            print(f"entry {finding.entry:<5} {finding.kind:<20} {where}  {preview(finding.value)}")
+            # The preview's few characters come from the file too: "\x1bc" alone would reset the terminal.
+            print(f"entry {finding.entry:<5} {finding.kind:<20} {where}  {escaping.terminal(preview(finding.value))}")
     print(f"{len(result.findings)} findings in {result.entries} entries of {file}"
           + (f"; sanitized copy written to {sanitize}" if sanitize is not None else ""), file=sys.stderr)
     if settings is not None:

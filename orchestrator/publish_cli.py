@@ -19,14 +19,14 @@ from typing import Annotated, Any
 import httpx
 import orjson
 import typer
-from aiokafka.errors import KafkaError
 
-from orchestrator import kafka, keys, loop, triggers
+from orchestrator import keys, loop, triggers
 from orchestrator.cli import UsageProblem, app
 from orchestrator.errors import ConfigurationError
 from orchestrator.events import Exposure, fingerprint
 from orchestrator.formats import FORMATS, Options, parse
 from orchestrator.formats.findings import shown
+from orchestrator.publishing import publish_exposures
 from orchestrator.settings import Settings
 
 #: Inputs above this are refused before parsing: a detector report this large is a mistake, not a scan.
@@ -94,22 +94,6 @@ def publish(
 def _by_kind(exposures: Sequence[Exposure]) -> str:
     counts = Counter(e.credential.kind for e in exposures)
     return (": " + ", ".join(f"{n} {shown(kind)}" for kind, n in sorted(counts.items()))) if counts else ""
-
-
-async def publish_exposures(bootstrap: str, topic: str, exposures: Sequence[Exposure]) -> None:
-    """Publish exposures keyed by id through one producer, waiting until the broker has every one."""
-    if not exposures:
-        return
-    producer = kafka.make_producer(bootstrap)
-    try:
-        await kafka.start(producer, bootstrap)
-        pending = [await producer.send(topic, triggers.encode(e), key=e.id.encode()) for e in exposures]
-        for stored in pending:
-            await stored
-    except KafkaError as exc:
-        raise ConfigurationError(f"could not publish to {topic} on {bootstrap}: {type(exc).__name__}") from None
-    finally:
-        await producer.stop()
 
 
 def _printable(exposure: Exposure, *, redact: bool) -> str:

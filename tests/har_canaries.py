@@ -147,3 +147,40 @@ def every_placement(org: str = "https://acme.okta.com", *, session_id: str | Non
                 (6, "api_key", json_key), (7, "aws.access_key", key_secret), (7, "aws.access_key", key_id),
                 (8, "github.token", gh), (8, "slack.token", slack), (9, "okta.session", echoed)]
     return Planted(har(entries), expected)
+
+
+_NAMED = {"type": "object", "required": ["name", "value"],
+          "properties": {"name": {"type": "string"}, "value": {"type": "string"}}}
+#: HAR 1.2's required fields and their types (http://www.softwareishard.com/blog/har-12-spec/).
+HAR_12 = {
+    "type": "object", "required": ["log"],
+    "properties": {"log": {
+        "type": "object", "required": ["version", "creator", "entries"],
+        "properties": {
+            "version": {"const": "1.2"},
+            "creator": {"type": "object", "required": ["name", "version"]},
+            "pages": {"type": "array", "items": {"type": "object",
+                                                 "required": ["startedDateTime", "id", "title", "pageTimings"]}},
+            "entries": {"type": "array", "items": {
+                "type": "object", "required": ["startedDateTime", "time", "request", "response", "cache", "timings"],
+                "properties": {
+                    "time": {"type": "number", "minimum": 0},
+                    "request": {"type": "object", "required": ["method", "url", "httpVersion", "cookies", "headers",
+                                                               "queryString", "headersSize", "bodySize"],
+                                "properties": {"url": {"type": "string"},
+                                               "cookies": {"type": "array", "items": _NAMED},
+                                               "headers": {"type": "array", "items": _NAMED},
+                                               "queryString": {"type": "array", "items": _NAMED},
+                                               "headersSize": {"type": "integer"}, "bodySize": {"type": "integer"},
+                                               "postData": {"type": "object", "required": ["mimeType"]}}},
+                    "response": {"type": "object", "required": ["status", "statusText", "httpVersion", "cookies",
+                                                                "headers", "content", "redirectURL", "headersSize",
+                                                                "bodySize"],
+                                 "properties": {"status": {"type": "integer"},
+                                                "cookies": {"type": "array", "items": _NAMED},
+                                                "headers": {"type": "array", "items": _NAMED},
+                                                "content": {"type": "object", "required": ["size", "mimeType"]}}},
+                    "timings": {"type": "object", "required": ["send", "wait", "receive"]},
+                }}},
+        }}},
+}

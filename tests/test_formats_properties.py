@@ -118,3 +118,49 @@ def test_ssf_tokens_that_verify_but_say_anything(events: Any, extra: dict[str, A
         assert exc.format == "ssf"
         return
     assert all(isinstance(e, Exposure) for e in batch.exposures)
+
+
+def _shape(required: dict[str, Any], optional: dict[str, Any] | None = None) -> Any:
+    return st.fixed_dictionaries(required, optional=optional or {})
+
+
+_v = documents
+_key_ids = st.sampled_from(PLAUSIBLE[:2]) | _v
+#: Each format's own shape, every field holding anything: reaches the code past the first shape checks.
+SHAPED = {
+    "trufflehog": _shape({"DetectorName": st.sampled_from(["AWS", "Github", "GCP", "Okta", "AWSSessionKey"]) | _v}, {
+        "Raw": _key_ids, "RawV2": _v, "Verified": _v, "VerificationError": _v,
+        "ExtraData": _shape({}, {"arn": _v, "username": _v, "private_key_id": _v, "client_email": _v}) | _v,
+        "SecretParts": _shape({}, {"id": _v, "secret": _v}) | _v,
+        "SourceMetadata": _shape({"Data": st.dictionaries(st.sampled_from(["Git", "Filesystem"]), _shape(
+            {}, {"file": _v, "line": _v, "commit": _v, "repository": _v, "link": _v}) | _v, max_size=2) | _v})}),
+    "betterleaks": st.lists(_shape({"ruleID": _v, "secret": _v}, {
+        "validation": _shape({}, {"status": _v}) | _v, "ValidationStatus": _v, "File": _v, "StartLine": _v,
+        "location": _shape({}, {"startLine": _v}) | _v, "attributes": _shape({}, {"path": _v, "git.sha": _v}) | _v}),
+        max_size=3),
+    "github-secret-scanning": _shape({"alert": _shape({"secret_type": _v}, {
+        "secret": _v, "validity": _v, "resolution": _v, "created_at": _v, "first_location_detected": _v})}, {
+        "repository": _shape({}, {"full_name": _v}) | _v,
+        "location": _shape({}, {"details": _shape({}, {"path": _v, "start_line": _v}) | _v}) | _v})
+    | st.lists(_shape({"token": _v}, {"type": _v, "url": _v, "source": _v}), max_size=3),
+    "gitguardian": _shape({"action": st.sampled_from(["incident_triggered", "new_occurrence"]) | _v,
+                           "incident": _shape({"detector": _shape({"name": _v}) | _v}, {
+                               "date": _v, "validity": _v, "secret_revoked": _v, "occurrences": st.lists(_shape({}, {
+                                   "matches": st.lists(_shape({"name": _v, "match": _v}) | _v, max_size=3) | _v,
+                                   "filepath": _v, "source": _v}) | _v, max_size=2) | _v})}, {"occurrence": _v}),
+    "aws-health": _shape({"detail": _shape({"eventTypeCode": _v}, {
+        "affectedEntities": st.lists(_shape({"entityValue": _key_ids}) | _v, max_size=2) | _v})},
+        {"resources": _v, "account": _v, "time": _v}),
+    "guardduty": _shape({"detail": _shape({"type": _v}, {
+        "service": _shape({}, {"additionalInfo": _shape({}, {"sample": _v, "value": _v}) | _v}) | _v,
+        "resource": _shape({}, {"accessKeyDetails": _shape({}, {"accessKeyId": _key_ids, "userName": _v}) | _v}) | _v,
+        "severity": _v, "updatedAt": _v})}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHAPED))
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_documents_in_each_formats_own_shape_holding_anything(name: str, data: st.DataObject) -> None:
+    """Documents shaped like the format's own (its fields, nested as the tool nests them) holding anything."""
+    _parses_or_refuses(name, _encode(data.draw(SHAPED[name])))

@@ -20,48 +20,13 @@ from orchestrator.har import exposures, scan
 from orchestrator.har.detect import scan_entry
 from orchestrator.har.reader import HarError
 from orchestrator.redaction import secret_forms
-from tests.har_canaries import Planted, aws_key_id, entry, every_placement, github_token, har, okta_session_id
+from tests.har_canaries import HAR_12, Planted, aws_key_id, entry, every_placement, github_token, har, okta_session_id
 from tests.support import read_all
 
 # The command runs in-process: a subprocess would add seconds of imports to each test.
 _RUNNER = CliRunner()
 
 MAX = 10 * 1024 * 1024
-_NAMED = {"type": "object", "required": ["name", "value"],
-          "properties": {"name": {"type": "string"}, "value": {"type": "string"}}}
-#: HAR 1.2's required fields and their types (http://www.softwareishard.com/blog/har-12-spec/).
-HAR_12 = {
-    "type": "object", "required": ["log"],
-    "properties": {"log": {
-        "type": "object", "required": ["version", "creator", "entries"],
-        "properties": {
-            "version": {"const": "1.2"},
-            "creator": {"type": "object", "required": ["name", "version"]},
-            "pages": {"type": "array", "items": {"type": "object",
-                                                 "required": ["startedDateTime", "id", "title", "pageTimings"]}},
-            "entries": {"type": "array", "items": {
-                "type": "object", "required": ["startedDateTime", "time", "request", "response", "cache", "timings"],
-                "properties": {
-                    "time": {"type": "number", "minimum": 0},
-                    "request": {"type": "object", "required": ["method", "url", "httpVersion", "cookies", "headers",
-                                                               "queryString", "headersSize", "bodySize"],
-                                "properties": {"url": {"type": "string"},
-                                               "cookies": {"type": "array", "items": _NAMED},
-                                               "headers": {"type": "array", "items": _NAMED},
-                                               "queryString": {"type": "array", "items": _NAMED},
-                                               "headersSize": {"type": "integer"}, "bodySize": {"type": "integer"},
-                                               "postData": {"type": "object", "required": ["mimeType"]}}},
-                    "response": {"type": "object", "required": ["status", "statusText", "httpVersion", "cookies",
-                                                                "headers", "content", "redirectURL", "headersSize",
-                                                                "bodySize"],
-                                 "properties": {"status": {"type": "integer"},
-                                                "cookies": {"type": "array", "items": _NAMED},
-                                                "headers": {"type": "array", "items": _NAMED},
-                                                "content": {"type": "object", "required": ["size", "mimeType"]}}},
-                    "timings": {"type": "object", "required": ["send", "wait", "receive"]},
-                }}},
-        }}},
-}
 
 
 def _write(tmp_path: Path, document: Any, name: str = "support.har") -> Path:

@@ -6,16 +6,20 @@ import base64
 import io
 import json
 import string
+import tempfile
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from orchestrator.har import scan
 from orchestrator.har.detect import scan_entry
 from orchestrator.har.reader import Entry, HarError, read
 from orchestrator.har.sanitize import Masker, sanitize_entry
 from orchestrator.redaction import secret_forms
-from tests.har_canaries import entry, har
+from tests.har_canaries import HAR_12, entry, har
 
 json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False,
                                                                                     allow_infinity=False) | st.text()
@@ -129,3 +133,21 @@ def test_a_planted_value_is_found_and_never_survives_sanitizing(planted: tuple[d
     assert value in found
     copy = json.dumps(har([sanitize_entry(document, Masker(found))]))
     assert not [form for form in secret_forms(value) if form in copy]
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fields=st.dictionaries(st.sampled_from(["version", "creator", "browser", "pages", "comment", "x"]),
+                              json_values, max_size=4),
+       entries=st.lists(entry_like | st.builds(dict), max_size=4))
+def test_any_accepted_har_sanitizes_to_valid_har_12(fields: dict[str, Any], entries: list[Any]) -> None:
+    """Whatever a HAR's log fields and entries hold, an accepted file's sanitized copy is valid HAR 1.2."""
+    document = {"log": {**fields, "entries": [e if isinstance(e, dict) else {"x": e} for e in entries]}}
+    with tempfile.TemporaryDirectory() as directory:
+        source, clean = Path(directory) / "in.har", Path(directory) / "out.har"
+        source.write_text(json.dumps(document))
+        try:
+            found = scan.scan_file(source, max_bytes=1 << 20)
+        except HarError:
+            return
+        scan.write_sanitized(source, clean, found, max_bytes=1 << 20)
+        jsonschema.validate(json.loads(clean.read_text()), HAR_12)

@@ -18,7 +18,7 @@ from rich.console import Console
 from orchestrator import logs, store_cli
 from orchestrator.audit import AuditEvent
 from orchestrator.live_view import LiveView, as_text, printer
-from orchestrator.progress import DETAIL_INDENT, Story, Tone, in_time_order, plain
+from orchestrator.progress import DETAIL_INDENT, Story, Tone, in_time_order, phrase, plain
 from tests.support import captured_logs
 
 RAW_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -247,3 +247,12 @@ def test_dev_console_shows_audit_records_as_coloured_lines_without_a_spinner() -
     assert "\x1b[2K" not in out and "\x1b[?25l" not in out  # no live region drawn or erased
     assert "\x1b[33m" in out and "\x1b[32m" in out and "\x1b[1;31m" in out
     assert "manual-7f3a" in out and "Run failed for sam@example.com" in out
+
+
+def test_every_action_has_its_own_wording() -> None:
+    """Each action in the catalog reads as what it did and as a plan, not as the fallback "ran <action>"."""
+    from orchestrator.providers import catalog
+
+    for action in catalog():
+        assert not phrase(action, dry_run=False).startswith("ran "), action
+        assert phrase(action, dry_run=True).startswith("would ") and action not in phrase(action, dry_run=True)

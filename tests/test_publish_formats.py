@@ -20,7 +20,8 @@ from orchestrator import kafka
 from orchestrator.audit_stream import follow, is_terminal
 from orchestrator.errors import ConfigurationError
 from orchestrator.formats import Options, parse
-from orchestrator.publish_cli import load_jwks, publish_exposures
+from orchestrator.publish_cli import load_jwks
+from orchestrator.publishing import publish_exposures
 from tests.conftest import Emulator
 from tests.support import Harness, events_of, fresh_settings, roomy_rate_limits, run_cli
 from tests.test_formats import github_token, sign_set
