@@ -22,7 +22,7 @@ lint: $(BIN)/orchestrator
 	$(BIN)/mypy
 
 test: lint                           ## the whole suite: lint, types, unit and integration tests
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 bench: $(BIN)/orchestrator
 	$(BIN)/python bench/throughput.py

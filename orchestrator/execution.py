@@ -45,13 +45,14 @@ class Executor:
         self._own = OwnCredentials(providers)
 
     async def run(self, exposure: Exposure, playbook: Playbook, trail: AuditTrail, *,
-                  succeeded: frozenset[str] = frozenset(), priority: Priority | None = None) -> AuditEvent:
+                  succeeded: frozenset[str] = frozenset(), role: Role | None = None) -> AuditEvent:
         """Run every applicable step in order; write `run.completed`, `run.failed` or `run.planned`.
 
         Steps named in `succeeded` (a run resumed after its first owner died) are skipped and audited so.
+        `role` is the publisher's role when a record header vouches for it (`orchestrator.provenance`).
         """
         started = time.monotonic()
-        priority = priority_of(exposure) if priority is None else priority
+        priority = priority_of(exposure, role)
         trail.bind(run_id=uuid.uuid4().hex, playbook=playbook.name)
         await trail.record(AuditEvent.RUN_STARTED, dry_run=exposure.dry_run or None, reason=exposure.reason)
         failed: list[str] = []

@@ -1,12 +1,12 @@
 """The orchestrator's own credentials, known only by keyed fingerprint, so that no step can revoke them.
 
 An action parameter that could designate one of our own credentials declares which kind (`ParamSpec.own`:
-`okta.api_token`, `okta.api_token_id`, `aws.access_key_id`, `github.token`, `gcp.service_account`,
-`gcp.key_id`). The first step that names such a kind asks its provider for our own credentials of that kind
-(`own_credentials(kind)`: the configured Okta token, its id at Okta, the AWS chain's access key id, the GitHub
-app's secret, the GCP key file's account and key id), keeps only their keyed fingerprints, and from then on
-refuses any step whose parameter has the same fingerprint. Revoking the orchestrator's own admin token would
-stop every later run until someone rotated it by hand: that is for a person to do.
+`okta.api_token`, `okta.api_token_id`, `aws.access_key_id`, `github.token`, `gcp.key_id`). The first step that
+names such a kind asks its provider for our own credentials of that kind (`own_credentials(kind)`: the
+configured Okta token, its id at Okta, the AWS chain's access key id, the GitHub app's secret, the GCP key
+file's key id), keeps only their keyed fingerprints, and from then on refuses any step whose parameter has the
+same fingerprint. Revoking the orchestrator's own admin token would stop every later run until someone rotated
+it by hand: that is for a person to do.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ _LABELS = {
     "okta.api_token_id": "Okta API token (by its id)",
     "aws.access_key_id": "AWS access key",
     "github.token": "GitHub app credentials",
-    "gcp.service_account": "GCP service account",
     "gcp.key_id": "GCP service-account key",
 }
 
@@ -46,7 +45,8 @@ class OwnCredentials:
     def __init__(self, providers: Mapping[str, Provider]) -> None:
         self._providers = providers
         self._fingerprints: dict[tuple[str, str], frozenset[str]] = {}
-        self._lock = asyncio.Lock()
+        #: One lock per (provider, kind): a slow provider must not hold up the others' checks.
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     async def refusal(self, spec: ActionSpec, params: Params) -> str | None:
         """Why the step must not run (it names one of our own credentials), or None.
@@ -68,7 +68,7 @@ class OwnCredentials:
         key = (provider_name, kind)
         if (known := self._fingerprints.get(key)) is not None:
             return known
-        async with self._lock:
+        async with self._locks.setdefault(key, asyncio.Lock()):
             if (known := self._fingerprints.get(key)) is None:
                 provider = self._providers.get(provider_name)
                 values: tuple[str, ...] = ()

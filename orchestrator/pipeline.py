@@ -15,7 +15,6 @@ from typing import Any, Protocol
 import structlog
 
 from orchestrator import provenance
-from orchestrator.actions import Priority
 from orchestrator.audit import AuditEvent, Auditor, AuditTrail
 from orchestrator.auth import Role
 from orchestrator.errors import InvalidExposure
@@ -193,7 +192,7 @@ class Pipeline:
             return await self._end(trail, AuditEvent.EXPOSURE_UNMATCHED,
                                    reason=f"no playbook matches kind {exposure.credential.kind!r}")
         terminal = await self._executor.run(exposure, playbook, trail, succeeded=claim.succeeded_steps,
-                                            priority=Priority(admission.priority))
+                                            role=admission.role)
         await trail.flush()
         await self._settle(trail)
         return terminal

@@ -66,7 +66,7 @@ def _param(name: str, value: FieldRef | str | int | float | bool, param: ParamSp
     if isinstance(value, FieldRef):
         if value.field in SECRET_FIELD_PATHS and not param.secret:
             return f"parameter {name!r} is not a secret parameter and cannot take credential.secret"
-        if param.source is ParamSource.LITERAL:
+        if param.source is ParamSource.LITERAL or param.type is not ParamType.TEXT:
             return (f"parameter {name!r} must be written in the playbook, not taken from the event (it decides "
                     f"what the step does); write e.g. `{name}: {_literal_example(param)}`")
         if value.field in _FREE_TEXT and param.grammar is not None:

@@ -169,7 +169,8 @@ def _errors(problems: list[PlaybookError]) -> PlaybookError:
 
 def _describe(error: Any) -> str:
     """One pydantic error as a playbook problem and its fix, without the offending value."""
-    location = ".".join(str(p) for p in error["loc"]) or "playbook"
+    # Keys come from the file: one with control characters is shown escaped, never sent raw to a terminal.
+    location = ".".join(str(p) if str(p).isprintable() else repr(p) for p in error["loc"]) or "playbook"
     kind = error["type"]
     if kind == "extra_forbidden":
         return f"{location}: unknown key; remove it or fix its spelling"

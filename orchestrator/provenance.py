@@ -38,11 +38,12 @@ def verified_role(value: bytes | None, headers: Iterable[tuple[str, bytes | None
     for name, raw in headers or ():
         if name != HEADER or raw is None:
             continue
-        role_text, _, digest = raw.decode("ascii", "replace").partition(":")
-        if role_text not in Role._value2member_map_:
+        role_text, _, digest = raw.partition(b":")
+        role = Role._value2member_map_.get(role_text.decode("ascii", "replace"))
+        if not isinstance(role, Role) or role not in RAISING:
             return None
-        role = Role(role_text)
-        return role if role in RAISING and hmac.compare_digest(digest, _digest(value, role)) else None
+        # Bytes, not str: compare_digest refuses str with non-ASCII characters, and a header may hold any bytes.
+        return role if hmac.compare_digest(digest, _digest(value, role).encode()) else None
     return None
 
 

@@ -221,9 +221,10 @@ def roomy_rate_limits(emulator: _Controlled, *, limit: int = 100_000) -> Iterato
 def playbooks_with_retry(directory: Path, **retry: float) -> Path:
     """Copy the shipped playbooks into `directory` with a playbook-level `retry:` policy; return it."""
     directory.mkdir(parents=True, exist_ok=True)
-    policy = yaml.safe_dump({"retry": retry}, default_flow_style=None)
     for source in DEFAULT_PLAYBOOKS_DIR.glob("*.yaml"):
-        (directory / source.name).write_text(source.read_text() + "\n" + policy)
+        # Replaced, not appended: a second `retry:` key is refused as a duplicate (only the last would count).
+        document = {**yaml.safe_load(source.read_text()), "retry": retry}
+        (directory / source.name).write_text(yaml.safe_dump(document, sort_keys=False))
     return directory
 
 

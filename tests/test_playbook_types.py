@@ -166,3 +166,9 @@ async def test_start_up_refuses_a_mistyped_playbook(tmp_path: Path) -> None:
     with pytest.raises(PlaybookError, match=r"a\.yaml:9: step 'revoke': parameter 'via' must be one of"):
         async with Orchestrator(Settings(bootstrap_servers="127.0.0.1:9", playbooks_dir=tmp_path)):
             pass
+
+
+def test_a_key_with_control_characters_is_shown_escaped() -> None:
+    """An unknown key holding an escape sequence is named escaped in the error, never raw."""
+    error = _refused(SESSION + '"\\e[31mred": 1\n')
+    assert "\x1b" not in str(error) and "\\x1b[31mred" in str(error) and error.line == 10

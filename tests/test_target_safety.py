@@ -187,3 +187,65 @@ async def test_revoking_a_users_api_tokens_spares_the_orchestrators_own(logs: tu
     assert f"DELETE /api/v1/api-tokens/{org.own_token_id}" not in result.calls
     tokens = {t["id"]: t["revoked"] for t in okta.control("GET", "state")["api_tokens"]}
     assert tokens[other] is True and tokens[org.own_token_id] is False
+
+
+class _FakeOkta:
+    """A provider that knows one own token and counts how often it is asked."""
+
+    name = "okta"
+
+    def __init__(self, token: str) -> None:
+        self.token, self.asked = token, 0
+
+    async def own_credentials(self, kind: str) -> tuple[str, ...]:
+        self.asked += 1
+        return (self.token,) if kind == "okta.api_token" else ()
+
+
+async def test_the_guard_asks_once_and_keeps_only_fingerprints() -> None:
+    """OwnCredentials asks a provider once per kind, refuses the matching value, and holds no raw value."""
+    from pydantic import SecretStr
+
+    from orchestrator.own_credentials import OwnCredentials
+    from orchestrator.providers import catalog
+
+    own = okta_token()
+    provider = _FakeOkta(own)
+    guard = OwnCredentials({"okta": provider})  # type: ignore[dict-item]
+    spec = catalog()["okta.revoke_api_token"]
+    assert await guard.refusal(spec, {"token": SecretStr(okta_token())}) is None
+    refusal = await guard.refusal(spec, {"token": SecretStr(own)})
+    assert refusal is not None and "'token'" in refusal and own not in refusal
+    assert provider.asked == 1 and own not in repr(vars(guard))
+
+
+async def test_a_login_is_percent_encoded_once_as_one_path_segment(harness: Harness,
+                                                                   logs: tuple[Emulator, Emulator]) -> None:
+    """An owner login with `+` and `@` reaches Okta percent-encoded exactly once, and its sessions are cleared."""
+    okta, _ = logs
+    login = f"first+{secrets.token_hex(3)}@example.com"
+    okta.seed({"users": [{"login": login, "sessions": 1}]})
+    event = exposure("okta.session", credential={"owner": login})
+    trail = (await harness.run(event))[event["id"]]
+    assert events_of(trail)[-1] == "run.completed"
+    lookups = [r["raw_path"] for r in okta.control("GET", "requests") if r["method"] == "GET"]
+    # `+` encoded once (never %252B); `@` is legal in a path segment and yarl sends it as it is.
+    assert lookups == ["/api/v1/users/" + login.replace("+", "%2B")]
+    user = next(u for u in okta.control("GET", "state")["users"] if u["login"] == login)
+    assert all(s["revoked"] for s in user["sessions"])
+
+
+async def test_the_user_owning_the_orchestrators_token_is_never_suspended(harness: Harness,
+                                                                          logs: tuple[Emulator, Emulator],
+                                                                          org: Org) -> None:
+    """A critical okta.user exposure of the orchestrator's service user: sessions cleared and factors reset, but
+    no suspension (Okta would deactivate the orchestrator's own token with it)."""
+    okta, _ = logs
+    event = exposure("okta.user", credential={"owner": "svc-orchestrator@example.com"}, severity="critical")
+    trail = (await harness.run(event))[event["id"]]
+    assert events_of(trail)[-1] == "run.failed"
+    [error] = _failures(trail)
+    assert "owns the orchestrator's own API token: refusing to suspend" in error
+    assert not any(r["path"].endswith("/lifecycle/suspend") for r in okta.control("GET", "requests"))
+    user = next(u for u in okta.control("GET", "state")["users"] if u["login"] == "svc-orchestrator@example.com")
+    assert user["status"] == "ACTIVE"

@@ -8,7 +8,8 @@ Each emulator is an aiohttp application built by `make_app(routes, state)`; the 
                                "count": 1, "body": {...}, "headers": {...}}` — the next `count` matching
                                requests get that response instead of the real one (`method` optional).
 - `GET  /_emulator/stats`     counts: requests, in_flight, max_in_flight, by_status.
-- `GET  /_emulator/requests`  the request log: method, path, query, status (never headers: they carry tokens).
+- `GET  /_emulator/requests`  the request log: method, path (decoded), raw_path (as sent), query, status (never
+  headers: they carry tokens).
 - `POST /_emulator/reset`     clears faults, latency, stats and the request log (not the provider state).
 
 Provider emulators add their own state under the same prefix with `state_routes(state)`:
@@ -123,8 +124,8 @@ async def _accounting(request: web.Request, handler: Handler) -> web.StreamRespo
     control.by_status[response.status] += 1
     if len(control.log) < control.log_limit:
         control.log.append(
-            {"method": request.method, "path": request.path, "query": request.query_string,
-             "status": response.status}
+            {"method": request.method, "path": request.path, "raw_path": request.raw_path.split("?", 1)[0],
+             "query": request.query_string, "status": response.status}
         )
     if isinstance(response, web.HTTPException):
         raise response

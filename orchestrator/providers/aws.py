@@ -32,7 +32,7 @@ REVOKE_POLICY_NAME = "AWSRevokeOlderSessions"
 _KEY = ParamSpec(description="access key id (AKIA...)", grammar=grammar.AWS_ACCESS_KEY_ID, own="aws.access_key_id")
 _REQUIRED_KEY = ParamSpec(required=True, description=_KEY.description, grammar=_KEY.grammar, own=_KEY.own)
 _USER = ParamSpec(description="IAM user name or ARN; resolved from the key with GetAccessKeyLastUsed when absent",
-                  grammar=grammar.AWS_USER, own="aws.user")
+                  grammar=grammar.AWS_USER)
 _KEY_OR_USER = (frozenset({"access_key_id", "user"}),)
 _RESOLVE = ("iam:GetAccessKeyLastUsed (when no user is given)", "iam:ListAccessKeys")
 
@@ -58,7 +58,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("aws.revoke_role_sessions", "Deny the role's temporary credentials issued before now "
                "(inline AWSRevokeOlderSessions with aws:TokenIssueTime).",
                {"role": ParamSpec(required=True, description="role name, role ARN or assumed-role ARN",
-                                  grammar=grammar.AWS_ROLE, own="aws.role")},
+                                  grammar=grammar.AWS_ROLE)},
                calls=("iam:PutRolePolicy AWSRevokeOlderSessions",)),
 )
 

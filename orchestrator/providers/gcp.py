@@ -23,8 +23,8 @@ from orchestrator.redaction import REDACTOR
 from orchestrator.settings import GcpSettings
 
 _KEY_PARAMS = {
-    "email": ParamSpec(required=True, description="the service account's email",
-                       grammar=grammar.GCP_SERVICE_ACCOUNT, own="gcp.service_account"),
+    # Only our own key is protected: another key of the orchestrator's own account may be disabled like any other.
+    "email": ParamSpec(required=True, description="the service account's email", grammar=grammar.GCP_SERVICE_ACCOUNT),
     "key_id": ParamSpec(required=True, description="the key's id (the private_key_id of the key file)",
                         grammar=grammar.GCP_KEY_ID, own="gcp.key_id"),
     "project": ParamSpec(description="project id; default '-' (the account's own project)",
@@ -119,16 +119,13 @@ class GcpProvider(HttpProvider):
         raise _translate(account)
 
     async def own_credentials(self, kind: str) -> tuple[str, ...]:
-        """The orchestrator's own service account (email) or key (id), when its credentials are a key file."""
-        if self._settings.access_token or kind not in ("gcp.service_account", "gcp.key_id"):
+        """The orchestrator's own key (its id), when its credentials are a service-account key file."""
+        if self._settings.access_token or kind != "gcp.key_id":
             return ()
         try:
             await self._access_token()
         except ProviderError:
             return ()  # no credentials: nothing of ours to protect, and every call will fail anyway
-        if kind == "gcp.service_account":
-            email = getattr(self._credentials, "service_account_email", None)
-            return (str(email),) if email else ()
         key_id = getattr(getattr(self._credentials, "_signer", None), "key_id", None)
         return (str(key_id),) if key_id else ()
 

@@ -26,6 +26,7 @@ from orchestrator.actions import (
 from orchestrator.errors import NotFound, PermanentError, TransientError
 from orchestrator.governor import Governor
 from orchestrator.grammar import segment
+from orchestrator.keys import keyed_fingerprint
 from orchestrator.providers._okta_sdk import BareError, headers_of, make_client, translate
 from orchestrator.settings import OktaSettings
 
@@ -80,6 +81,14 @@ _BUCKET_API_TOKENS = "api-tokens"
 
 
 @dataclass(frozen=True)
+class _OwnToken:
+    """The orchestrator's own API token at Okta: its id, and its user's keyed fingerprint ("" when unknown)."""
+
+    id: str
+    user: str
+
+
+@dataclass(frozen=True)
 class _User:
     id: str
     status: str | None
@@ -94,7 +103,7 @@ class OktaProvider:
         self._settings = settings
         self._governor = governor
         self._client: Any = None
-        self._own_token_id: str | None = None
+        self._own: _OwnToken | None = None
         self._handlers: Mapping[str, Callable[[Params, StepContext], Awaitable[StepResult]]] = {
             "okta.clear_user_sessions": self._clear_user_sessions,
             "okta.end_session": self._end_session,
@@ -123,11 +132,16 @@ class OktaProvider:
             return (self._settings.token,)
         if kind != "okta.api_token_id":
             return ()
-        if self._own_token_id is None:
-            self._own_token_id = await self._current_token_id()
-        return (self._own_token_id,) if self._own_token_id else ()
+        own = await self._own_token()
+        return (own.id,) if own.id else ()
 
-    async def _current_token_id(self) -> str:
+    async def _own_token(self) -> _OwnToken:
+        """Our token's id and its user's fingerprint, from `GET /api/v1/api-tokens/current`, once."""
+        if self._own is None:
+            self._own = await self._current_token()
+        return self._own
+
+    async def _current_token(self) -> _OwnToken:
         import httpx
 
         headers = {"Authorization": f"SSWS {self._settings.token}", "Accept": "application/json"}
@@ -139,12 +153,14 @@ class OktaProvider:
             raise TransientError(f"okta: cannot learn the orchestrator's own token id ({type(exc).__name__})") \
                 from None
         if response.status_code in (401, 403, 404):
-            return ""
+            return _OwnToken("", "")
         if response.status_code != 200:
             raise TransientError(f"okta: cannot learn the orchestrator's own token id (HTTP {response.status_code})",
                                  status=response.status_code)
         body = response.json()
-        return str(body.get("id", "")) if isinstance(body, dict) else ""
+        body = body if isinstance(body, dict) else {}
+        user_id = str(body.get("userId") or "")
+        return _OwnToken(str(body.get("id") or ""), keyed_fingerprint(user_id) if user_id else "")
 
     async def perform(self, action: str, params: Params, context: StepContext) -> StepResult:
         """Run one `okta.*` action."""
@@ -247,6 +263,11 @@ class OktaProvider:
         call = f"POST /api/v1/users/{user.id}/lifecycle/suspend"
         if user.status in _CANNOT_SIGN_IN:
             return StepResult(f"user:{user.id}", (), note=f"already {user.status.lower()}")
+        if (await self._own_token()).user == keyed_fingerprint(user.id):
+            # Okta deactivates a suspended user's API tokens: ours among them, and every later run would fail.
+            raise PermanentError(f"okta: user {user.id} owns the orchestrator's own API token: refusing to suspend "
+                                 "it (that would deactivate the token); do it by hand after rotating the token",
+                                 code="OwnCredential")
         if not ctx.dry_run:
             try:
                 await self._call(_BUCKET_USERS, ctx, self._client.suspend_user, user.id)
