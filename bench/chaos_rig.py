@@ -60,6 +60,13 @@ class Names:
                 "ORCHESTRATOR_DLQ_TOPIC": self.dlq, "ORCHESTRATOR_GROUP_ID": self.group}
 
 
+def _unbraked_policy() -> str:
+    """A policy file whose mass-action brake never engages: a chaos run is a storm by design."""
+    path = Path(tempfile.mkdtemp(prefix="chaos-policy-")) / "policy.yaml"
+    path.write_text("brake: {limit: 1000000}\n")
+    return str(path)
+
+
 def orchestrator_env(bootstrap: str, names: Names, http_port: int, *, checkout: Path = ROOT,
                      **extra: str) -> dict[str, str]:
     """The environment of `python -m orchestrator run`: the `orchestrator` package of `checkout` (default:
@@ -80,6 +87,7 @@ def orchestrator_env(bootstrap: str, names: Names, http_port: int, *, checkout: 
         # The run store, kept across the scenario's restarts; a SIGKILLed process's claims are taken over
         # after this lease (60 s by default would outlast the scenario's wait).
         "ORCHESTRATOR_DATA_DIR": tempfile.mkdtemp(prefix="chaos-store-"), "ORCHESTRATOR_CLAIM_LEASE_S": "5",
+        "ORCHESTRATOR_POLICY_FILE": _unbraked_policy(),
         **extra,
     }
 

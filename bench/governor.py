@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from orchestrator import embedded  # noqa: E402
 from orchestrator.audit_stream import follow, is_terminal  # noqa: E402
-from tests.support import publish, read_all  # noqa: E402
+from tests.support import publish, read_all, unbraked_policy  # noqa: E402
 
 BUCKETS = ("users.get", "users", "sessions", "api-tokens", "default")
 
@@ -73,7 +73,8 @@ async def run(args: argparse.Namespace, bootstrap: str, okta_url: str, admin: st
            "ORCHESTRATOR_GROUP_ID": f"gov-{suffix}", "ORCHESTRATOR_LOG_FORMAT": "json",
            "ORCHESTRATOR_OKTA_BUCKET_SHARE": str(args.share), "ORCHESTRATOR_OKTA_CONCURRENCY": "75",
            "ORCHESTRATOR_KAFKA_SESSION_TIMEOUT_MS": "6000", "ORCHESTRATOR_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
-           "ORCHESTRATOR_HTTP_LISTEN": f"127.0.0.1:{embedded.free_port()}"}
+           "ORCHESTRATOR_HTTP_LISTEN": f"127.0.0.1:{embedded.free_port()}",
+           "ORCHESTRATOR_POLICY_FILE": str(unbraked_policy())}
     command = [str(Path(sys.executable).parent / "orchestrator"), "run"]
     # Started once, before anything is measured.
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)

@@ -1,9 +1,9 @@
 """Run-store benchmark: claim → running → finished throughput, and `status` lookups in a large store.
 
 For each backend (SQLite in a temp dir; PostgreSQL started with initdb/pg_ctl as in the tests, or
-ORCHESTRATOR_TEST_DATABASE_URL), on an empty store: CLAIMS exposures claimed, marked running and finished with
-MAX_IN_FLIGHT at a time, as the pipeline does. Then the store is filled to ROWS exposures (bulk insert) and
-`lookup` (what `orchestrator status` runs) is timed by exact id and by prefix.
+ORCHESTRATOR_TEST_DATABASE_URL), on an empty store: CLAIMS exposures claimed, marked running, their end
+announced and finished with MAX_IN_FLIGHT at a time, as the pipeline does. Then the store is filled to ROWS
+exposures (bulk insert) and `lookup` (what `orchestrator status` runs) is timed by exact id and by prefix.
 
     .venv/bin/python bench/store.py --claims 5000 --rows 1000000
 """
@@ -47,6 +47,7 @@ async def claims_per_second(store: RunStore, count: int, in_flight: int) -> floa
         async with slots:
             claim = await store.claim(_content(n))
             store.started(claim.row_id, run_id=uuid.uuid4().hex, playbook="okta-session")
+            await store.ending(claim.row_id, "run.completed", "0:1")  # announced before the terminal record
             await store.finish(claim.row_id, State.COMPLETED, terminal_event="run.completed")
 
     started = time.perf_counter()

@@ -5,6 +5,14 @@ Okta emulator process with the given latency, publishes COUNT exposures for COUN
 times first publish → last terminal audit record. Peak RSS is the orchestrator process's VmHWM.
 
     .venv/bin/python bench/throughput.py --count 10000 --latency-ms 0 --latency-ms 20
+
+The run store's cost, in one invocation: `--store` picks the backends to run with (`sqlite`, the default file
+under a temp ORCHESTRATOR_DATA_DIR; `memory`, SQLite in memory; `postgresql`, a throwaway server started as
+the tests start it), and `--baseline REF` adds a run of the code at git REF (e.g. the commit before the run
+store), checked out in a temporary worktree and run with this environment's interpreter:
+
+    .venv/bin/python bench/throughput.py --count 10000 --latency-ms 20 --baseline 2fd5892 \
+        --store memory --store sqlite --store postgresql
 """
 
 from __future__ import annotations
@@ -19,7 +27,9 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -29,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from orchestrator import embedded  # noqa: E402
 from orchestrator.audit import TERMINAL_EVENTS  # noqa: E402
-from tests.support import publish, read_all  # noqa: E402
+from tests.support import publish, read_all, unbraked_policy  # noqa: E402
 
 _TERMINAL_MARKERS = tuple(f'"event":"{event.value}"'.encode() for event in TERMINAL_EVENTS)
 
@@ -69,7 +79,8 @@ async def _count_terminals(bootstrap: str, topic: str, want: int, timeout_s: flo
 
 
 async def run_once(bootstrap: str, okta_url: str, admin_token: str, count: int, latency_ms: int,
-                   owner: str = "login") -> dict[str, float]:
+                   owner: str = "login", store: dict[str, str] | None = None,
+                   code: Path | None = None) -> dict[str, float]:
     suffix = secrets.token_hex(4)
     topics = {"ORCHESTRATOR_EXPOSURES_TOPIC": f"bench.{suffix}.exposed", "ORCHESTRATOR_AUDIT_TOPIC":
               f"bench.{suffix}.audit", "ORCHESTRATOR_DLQ_TOPIC": f"bench.{suffix}.dlq"}
@@ -84,8 +95,12 @@ async def run_once(bootstrap: str, okta_url: str, admin_token: str, count: int, 
            "OKTA_CLIENT_TOKEN": admin_token, "OKTA_TESTING_TESTINGDISABLEHTTPSCHECK": "true",
            "ORCHESTRATOR_GROUP_ID": f"bench-{suffix}", "ORCHESTRATOR_LOG_FORMAT": "json",
            "ORCHESTRATOR_KAFKA_SESSION_TIMEOUT_MS": "6000", "ORCHESTRATOR_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
-           "ORCHESTRATOR_HTTP_LISTEN": f"127.0.0.1:{embedded.free_port()}"}
+           "ORCHESTRATOR_HTTP_LISTEN": f"127.0.0.1:{embedded.free_port()}",
+           "ORCHESTRATOR_POLICY_FILE": str(unbraked_policy()), **(store or {})}
     command = [str(Path(sys.executable).parent / "orchestrator"), "run"]
+    if code is not None:  # another checkout's code, with this interpreter and its packages
+        env["PYTHONPATH"] = str(code)
+        command = [sys.executable, "-c", "from orchestrator.cli import main; main()", "run"]
     if profile := os.environ.get("BENCH_PROFILE"):  # a cProfile output path: profile the orchestrator
         command = [sys.executable, "-m", "cProfile", "-o", profile, *command]
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
@@ -133,6 +148,11 @@ async def main() -> None:
     parser.add_argument("--latency-ms", type=int, action="append", default=None)
     parser.add_argument("--owner", choices=("login", "id"), default="login",
                         help="what credential.owner holds: a login (user lookup + revoke) or a user id (revoke only)")
+    parser.add_argument("--store", choices=("sqlite", "memory", "postgresql"), action="append", default=None,
+                        help="run store backend (repeatable; default sqlite)")
+    parser.add_argument("--baseline", metavar="REF", help="also run the code at this git commit (no run store)")
+    parser.add_argument("--rounds", type=int, default=1, help="run every configuration this many times, "
+                        "interleaved (load on a shared machine drifts)")
     args = parser.parse_args()
     latencies = args.latency_ms or [0, 20]
     admin = "00" + secrets.token_urlsafe(32)[:40]
@@ -144,9 +164,42 @@ async def main() -> None:
                   for b in ("users.get", "users", "sessions", "api-tokens", "default")}, "concurrency": 75},
                   timeout=10).raise_for_status()
         print(f"# {platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}, broker {bootstrap}")
-        for latency in latencies:
-            result = await run_once(bootstrap, okta.url, admin, args.count, latency, args.owner)
-            print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}), flush=True)
+        configs: list[tuple[str, dict[str, str], Path | None]] = []
+        if args.baseline:
+            configs.append((f"none ({args.baseline})", {}, stack.enter_context(_checkout(args.baseline))))
+        for backend in args.store or ["sqlite"]:
+            configs.append((backend, _store_env(backend, stack), None))
+        for latency in [lat for lat in latencies for _ in range(args.rounds)]:
+            for name, store, code in configs:
+                result = await run_once(bootstrap, okta.url, admin, args.count, latency, args.owner, store, code)
+                result = {"store": name, **result}
+                print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}),
+                      flush=True)
+
+
+def _store_env(backend: str, stack: contextlib.ExitStack) -> dict[str, str]:
+    """The orchestrator's environment for one run-store backend."""
+    if backend == "memory":
+        return {"ORCHESTRATOR_DATABASE_URL": "sqlite://"}
+    if backend == "postgresql":
+        from tests import postgres
+
+        server = stack.enter_context(postgres.server())
+        return {"ORCHESTRATOR_DATABASE_URL": postgres.fresh_database(server)}
+    return {"ORCHESTRATOR_DATA_DIR": stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-store-"))}
+
+
+@contextlib.contextmanager
+def _checkout(ref: str) -> Iterator[Path]:
+    """The project at git `ref`, in a temporary worktree."""
+    directory = Path(tempfile.mkdtemp(prefix="bench-baseline-"))
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(directory / "code"), ref],
+                   check=True, capture_output=True)
+    try:
+        yield directory / "code"
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(directory / "code")],
+                       check=False, capture_output=True)
 
 
 if __name__ == "__main__":

@@ -133,6 +133,9 @@ class StepResult:
     target: str
     calls: tuple[str, ...] = ()
     note: str | None = None
+    #: What the action's `undo` action needs to reverse this very change (resolved ids, never secrets); None when
+    #: nothing changed (already in the end state) or the change cannot be undone.
+    undo: Mapping[str, str] | None = None
 
 
 class Priority(IntEnum):

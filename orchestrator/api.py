@@ -1,7 +1,10 @@
 """The HTTP API served by `orchestrator run`: health, readiness, metrics, and authenticated exposure routes.
 
 Routes: `GET /healthz`, `GET /readyz`, `GET /metrics` (open); `POST /v1/exposures` (role detector),
-`POST /v1/triggers`, `GET /v1/exposures` and `GET /v1/exposures/{id}` (role responder; the run store);
+`POST /v1/triggers`, `GET /v1/exposures`, `GET /v1/exposures/{id}` and `POST /v1/exposures/{id}/replay`
+(role responder; the run store);
+`GET /v1/approvals`, `POST /v1/runs/{id}/approve|deny` (role responder), `GET /v1/brake`,
+`POST /v1/brake/release|hold`, `POST /v1/runs/{id}/undo` (role admin; see `orchestrator.api_safety`);
 `POST /v1/ingest/{format}` (no token: signed webhooks, see `orchestrator.api_ingest`);
 `admin` implies every role.
 Bearer tokens come from ORCHESTRATOR_API_TOKENS_FILE (see `orchestrator.auth`); without one, every `/v1`
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -26,12 +29,15 @@ from fastapi_offline import FastAPIOffline
 from pydantic import ValidationError
 
 from orchestrator import api_examples as ex
-from orchestrator import api_exposures, api_ingest, provenance, triggers
+from orchestrator import api_exposures, api_ingest, api_safety, provenance, triggers
+from orchestrator.actions import Provider
+from orchestrator.audit import Auditor
 from orchestrator.auth import Principal, Role, TokenFile
 from orchestrator.broker_health import BrokerHealth
 from orchestrator.consumer import ExposureConsumer
 from orchestrator.errors import ConfigurationError
 from orchestrator.events import Exposure, describe_validation_error
+from orchestrator.guard import Guard
 from orchestrator.http_server import is_loopback, parse_listen, serve_asgi
 from orchestrator.metrics import CONTENT_TYPE, Metrics
 from orchestrator.playbooks import Playbook
@@ -56,6 +62,10 @@ class ApiServices:
     broker: BrokerHealth | None = None
     #: The run store: `GET /v1/exposures[/{id}]` read it.
     store: RunStore | None = None
+    #: Approvals, the brake and undo (`orchestrator.api_safety`): the guard, the audit trail and the providers.
+    guard: Guard | None = None
+    auditor: Auditor | None = None
+    providers: Mapping[str, Provider] | None = None
 
 
 def load_access(settings: Settings) -> TokenFile | None:
@@ -158,7 +168,13 @@ def create_app(services: ApiServices) -> FastAPI:
                 "status": f"/v1/exposures/{exposure.id}"}
 
     if services.store is not None:
-        api_exposures.add_routes(app, services.store, as_responder)
+        async def publish(key: str, value: bytes) -> None:
+            await triggers.send(services.producer, settings.exposures_topic, key, value)
+
+        api_exposures.add_routes(app, services.store, as_responder, playbooks=services.playbooks, publish=publish)
+    if services.guard is not None and services.guard.book is not None and services.auditor is not None:
+        api_safety.add_routes(app, services.guard, services.auditor, services.providers or {},
+                              as_responder=as_responder, as_admin=Depends(_requires(Role.ADMIN, services.tokens)))
     api_ingest.add_routes(app, settings, services.producer)
 
     return app

@@ -1,16 +1,35 @@
-"""`GET /v1/exposures` and `GET /v1/exposures/{id}`: exposures and their runs, read from the run store; and what
-`POST /v1/exposures` publishes (`as_published`)."""
+"""`GET /v1/exposures[/{id}]` (exposures and their runs, read from the run store),
+`POST /v1/exposures/{id}/replay` (run a failed one again), and what `POST /v1/exposures` publishes
+(`as_published`)."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Path, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator import api_examples as ex
+from orchestrator import replay
+from orchestrator.auth import Principal
+from orchestrator.playbooks import Playbook
 from orchestrator.store import AmbiguousPrefix, RunStore, State
+
+#: Publishes one record on the exposures topic: (key, value).
+Publish = Callable[[str, bytes], Awaitable[None]]
+
+
+class ReplayBody(BaseModel):
+    """The body of `POST /v1/exposures/{id}/replay` (optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="replayed through the API", min_length=1, max_length=2000)
+    dry_run: bool = Field(default=False, description="say what would be skipped and run; publish nothing")
 
 #: Fields of a store row that are the store's own bookkeeping, not the exposure's story.
 _HIDDEN = frozenset({"row_id", "dedup_key", "source_topic", "source_partition", "source_offset"})
@@ -31,8 +50,9 @@ def as_published(body: bytes, principal: str) -> bytes:
     return json.dumps(document).encode()
 
 
-def add_routes(app: FastAPI, store: RunStore, as_responder: Any) -> None:
-    """Register the read routes on `app` (role responder)."""
+def add_routes(app: FastAPI, store: RunStore, as_responder: Any, *, playbooks: Sequence[Playbook] = (),
+               publish: Publish | None = None) -> None:
+    """Register the routes on `app` (role responder); replay only with `publish`."""
 
     @app.get("/v1/exposures", tags=["exposures"], responses={200: ex.EXPOSURE_LIST})
     async def list_exposures(
@@ -71,6 +91,36 @@ def add_routes(app: FastAPI, store: RunStore, as_responder: Any) -> None:
         latest = rows[0]
         return {**document(latest), "done": State(latest["state"]).terminal,
                 "runs": [document(r) for r in rows[1:]]}
+
+
+    if publish is None:
+        return
+
+    @app.post("/v1/exposures/{exposure_id:path}/replay", tags=["exposures"], status_code=202,
+              responses={200: {"description": "dry run: the plan"}, 404: {"description": "unknown"},
+                         409: {"description": "not failed, or an ambiguous prefix"},
+                         422: {"description": "cannot be replayed, and why"}})
+    async def replay_exposure(exposure_id: str, body: ReplayBody | None = None,
+                              principal: Principal = as_responder) -> Any:
+        """Run a failed exposure again as a new run that skips the steps already succeeded, on behalf of the
+        authenticated principal (its `actor`), through the consumer like any exposure."""
+        asked = body or ReplayBody()
+        try:
+            rows = await store.lookup(exposure_id)
+        except AmbiguousPrefix as exc:
+            raise HTTPException(409, f"several exposure ids start with this prefix ({len(exc.ids)} or more)") \
+                from None
+        if not rows:
+            raise HTTPException(404, "no exposure with this id in the run store")
+        plan = replay.plan(rows[0], playbooks)
+        if asked.dry_run:
+            return JSONResponse(plan.describe())
+        if not plan.possible:
+            raise HTTPException(409 if plan.state != "failed" else 422, plan.problem)
+        request = replay.new_request(rows[0], actor=principal.name, reason=asked.reason, at=datetime.now(UTC))
+        await publish(request.exposure_id, replay.encode(request))
+        return {**plan.describe(), "request_id": request.request_id, "actor": principal.name,
+                "status": f"/v1/exposures/{request.exposure_id}"}
 
 
 def document(row: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import os
 import signal
@@ -14,18 +15,22 @@ from types import TracebackType
 import structlog
 from aiokafka import AIOKafkaProducer
 
-from orchestrator import api, kafka, keys
+from orchestrator import api, audit_stream, kafka, keys
+from orchestrator.actions import Provider
 from orchestrator.audit import AuditObserver, Auditor, KafkaAuditSink
 from orchestrator.auth import TokenFile
 from orchestrator.broker_health import BrokerHealth
 from orchestrator.consumer import ExposureConsumer
 from orchestrator.execution import Executor
+from orchestrator.guard import Guard
 from orchestrator.metrics import Metrics
 from orchestrator.pipeline import Pipeline
 from orchestrator.playbooks import Playbook, load_playbooks
+from orchestrator.policy import Policy, load_policy
 from orchestrator.providers import catalog, open_providers
 from orchestrator.settings import Settings
 from orchestrator.store import RunStore
+from orchestrator.store.approvals import ApprovalBook
 from orchestrator.webhook import OncallNotifier
 
 log = structlog.get_logger("orchestrator.app")
@@ -50,12 +55,18 @@ class Orchestrator:
         self.api_url: str | None = None
         #: The API's tokens file once entered (None without one).
         self.api_tokens: TokenFile | None = None
+        self.policy = Policy()
+        self.auditor: Auditor | None = None
+        self.providers: dict[str, Provider] = {}
+        #: Protected principals, the brake and approvals, once entered.
+        self.guard: Guard | None = None
 
     async def __aenter__(self) -> Orchestrator:
         settings = self.settings
         actions = catalog()
         # A bad playbook stops start-up before anything connects.
         self.playbooks = load_playbooks(settings.playbooks_dir, actions)
+        self.policy = load_policy(settings.policy_file)
         self.api_tokens = api_tokens = api.load_access(settings)
         deployment_keys = keys.from_settings(settings)
         keys.install(deployment_keys)
@@ -79,21 +90,29 @@ class Orchestrator:
             observers: list[AuditObserver] = [self.metrics.observe]
             if self.audit_view is not None:
                 observers.append(self.audit_view)
+            pager: OncallNotifier | None = None
             if settings.oncall_webhook_url is not None:
                 notifier = OncallNotifier(settings.oncall_webhook_url, settings.oncall_webhook_format,
                                           unmatched_interval_s=settings.oncall_unmatched_interval_s)
-                observers.append((await self._stack.enter_async_context(notifier)).observe)
+                pager = await self._stack.enter_async_context(notifier)
+                observers.append(pager.observe)
+            self.guard = guard = Guard(self.policy, ApprovalBook(store), pager, poll_s=settings.approval_poll_s)
+            await guard.start()
+            self._stack.push_async_callback(guard.close)
+            # Audit records are echoed to the console log for people; JSON logs would only duplicate the topic.
+            self.auditor = auditor = Auditor(
+                KafkaAuditSink(producer, settings.audit_topic, health=self.broker),
+                echo=settings.log_format == "console" and self.audit_view is None, observers=observers)
+            self.providers = providers
             pipeline = Pipeline(
-                # Audit records are echoed to the console log for people; JSON logs would only duplicate the topic.
-                auditor=Auditor(KafkaAuditSink(producer, settings.audit_topic, health=self.broker),
-                                echo=settings.log_format == "console" and self.audit_view is None,
-                                observers=observers),
-                executor=Executor(providers, actions, step_timeout_s=settings.step_timeout_s),
+                auditor=auditor,
+                executor=Executor(providers, actions, step_timeout_s=settings.step_timeout_s, guard=guard),
                 playbooks=self.playbooks,
                 dead_letters=kafka.KafkaDeadLetters(producer, settings.dlq_topic, key=deployment_keys.encryption,
-                                                    health=self.broker),
+                                                    health=self.broker, bootstrap=settings.bootstrap_servers),
                 max_event_bytes=settings.max_event_bytes,
                 store=store,
+                find_end=functools.partial(audit_stream.find_end, settings.bootstrap_servers, settings.audit_topic),
             )
             raw_consumer = kafka.make_consumer(settings)
             await kafka.start(raw_consumer, settings.bootstrap_servers)
@@ -112,7 +131,8 @@ class Orchestrator:
             if settings.http_listen is not None:
                 services = api.ApiServices(settings=settings, producer=producer, consumer=self.consumer,
                                            playbooks=self.playbooks, metrics=self.metrics, tokens=api_tokens,
-                                           broker=self.broker, store=store)
+                                           broker=self.broker, store=store, guard=guard, auditor=auditor,
+                                           providers=providers)
                 self.api_url = await self._stack.enter_async_context(api.serving(services))
         except BaseException:
             await self._stack.aclose()
@@ -142,6 +162,8 @@ class Orchestrator:
         if self.consumer is not None:
             log.info("orchestrator.stopping")
             self.consumer.stop()
+        if self.guard is not None:
+            self.guard.interrupt()  # runs waiting for a person would only hold the drain until its deadline
 
 
 def _broker_health(settings: Settings, producer: AIOKafkaProducer) -> BrokerHealth:

@@ -39,6 +39,20 @@ class AuditEvent(StrEnum):
     RUN_COMPLETED = "run.completed"
     RUN_FAILED = "run.failed"
     RUN_PLANNED = "run.planned"
+    #: The run waits for a person (two-person approval, or the mass-action brake); its plan is in the record.
+    RUN_AWAITING_APPROVAL = "run.awaiting_approval"
+    #: A responder approved it, or an admin released the brake: the run goes on.
+    RUN_APPROVED = "run.approved"
+    #: Denied, expired, or dropped by the brake's timeout policy: ends the exposure, nothing revoked.
+    RUN_DENIED = "run.denied"
+    #: `orchestrator undo`: a reversal of a run's reversible steps started, each reversed step, and its end.
+    UNDO_STARTED = "undo.started"
+    UNDO_STEP_SUCCEEDED = "undo.step_succeeded"
+    UNDO_STEP_FAILED = "undo.step_failed"
+    UNDO_COMPLETED = "undo.completed"
+    UNDO_FAILED = "undo.failed"
+    EXPOSURE_REPLAYED = "exposure.replayed"
+    REPLAY_REFUSED = "replay.refused"
 
     @property
     def terminal(self) -> bool:
@@ -53,7 +67,7 @@ class AuditEvent(StrEnum):
 
 TERMINAL_EVENTS = frozenset(
     {AuditEvent.EXPOSURE_REJECTED, AuditEvent.EXPOSURE_DUPLICATE, AuditEvent.EXPOSURE_UNMATCHED,
-     AuditEvent.RUN_COMPLETED, AuditEvent.RUN_FAILED, AuditEvent.RUN_PLANNED}
+     AuditEvent.RUN_COMPLETED, AuditEvent.RUN_FAILED, AuditEvent.RUN_PLANNED, AuditEvent.RUN_DENIED}
 )
 
 
@@ -175,6 +189,8 @@ class AuditTrail:
         self._context = context
         self._pending: list[Awaitable[Any]] = []
         self.terminal: AuditEvent | None = None
+        #: `PARTITION:OFFSET` of the last record the broker acknowledged (after a `flush`), when known.
+        self.position: str | None = None
 
     def bind(self, **context: Any) -> None:
         """Add fields to every later record of this trail."""
@@ -191,4 +207,6 @@ class AuditTrail:
     async def flush(self) -> None:
         """Wait for the broker to acknowledge every record written so far."""
         pending, self._pending = self._pending, []
-        await asyncio.gather(*pending)
+        for stored in await asyncio.gather(*pending):
+            if hasattr(stored, "offset") and hasattr(stored, "partition"):
+                self.position = f"{stored.partition}:{stored.offset}"

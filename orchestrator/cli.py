@@ -216,6 +216,15 @@ def main() -> None:
 
 
 # Responder commands (trigger, audit tail, playbooks list|show, api-token), `actions list|show`, `publish`,
-# `scan-har`, `dlq list|show|decrypt` and run-store commands (status, exposures list, db upgrade|rebuild) register
-# themselves on `app`.
-from orchestrator import actions_cli, dlq, har_cli, publish_cli, responder, store_cli  # noqa: E402, F401
+# `scan-har`, `dlq list|show|decrypt`, run-store commands (status, exposures list, db upgrade|rebuild), `replay` and
+# safety commands (approve, deny, undo, brake) register themselves on `app`.
+from orchestrator import (  # noqa: E402, F401
+    actions_cli,
+    dlq,
+    har_cli,
+    publish_cli,
+    replay_cli,
+    responder,
+    safety_cli,
+    store_cli,
+)

@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
@@ -23,6 +23,9 @@ from orchestrator.own_credentials import OwnCredentials
 from orchestrator.playbooks import OnFailure, Playbook, RetryPolicy, Step
 from orchestrator.redaction import REDACTOR
 from orchestrator.routing import resolve_params, step_applies
+
+if TYPE_CHECKING:
+    from orchestrator.guard import Guard
 
 #: The reason audited for a step a resumed run does not repeat.
 ALREADY_SUCCEEDED = "already succeeded in an earlier attempt"
@@ -38,23 +41,56 @@ class Executor:
     """Runs playbooks; one per process, shared by every in-flight run."""
 
     def __init__(self, providers: Mapping[str, Provider], catalog: Mapping[str, ActionSpec], *,
-                 step_timeout_s: float = 30.0) -> None:
-        self._providers = providers
-        self._catalog = catalog
+                 step_timeout_s: float = 30.0, guard: Guard | None = None) -> None:
+        self.providers = providers
+        self.catalog = catalog
         self._step_timeout_s = step_timeout_s
+        self.guard = guard
         self._own = OwnCredentials(providers)
 
-    async def run(self, exposure: Exposure, playbook: Playbook, trail: AuditTrail, *,
-                  succeeded: frozenset[str] = frozenset(), role: Role | None = None) -> AuditEvent:
-        """Run every applicable step in order; write `run.completed`, `run.failed` or `run.planned`.
+    def plan(self, exposure: Exposure, playbook: Playbook,
+             succeeded: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+        """The steps a run would take, without calling anyone: target (non-secret), destructive, reversible."""
+        entries = []
+        for step in playbook.steps:
+            if step.name in succeeded or not step_applies(step, exposure):
+                continue
+            spec = self.catalog[step.action]
+            entries.append({"step": step.name, "action": step.action,
+                            "target": spec.describe(resolve_params(step, exposure)),
+                            "destructive": spec.destructive, "reversible": spec.undo is not None})
+        return entries
 
-        Steps named in `succeeded` (a run resumed after its first owner died) are skipped and audited so.
-        `role` is the publisher's role when a record header vouches for it (`orchestrator.provenance`).
+    async def run(self, exposure: Exposure, playbook: Playbook, trail: AuditTrail, *,
+                  succeeded: frozenset[str] = frozenset(), role: Role | None = None, run_id: str | None = None,
+                  row_id: int | None = None, resumed: bool = False) -> AuditEvent:
+        """Run every applicable step in order; write `run.completed`, `run.failed`, `run.planned` or `run.denied`.
+
+        Steps named in `succeeded` (a run resumed after its first owner died) are skipped and audited so. The
+        guard, when there is one, clears the run first: it may wait for a person, plan only, or deny. `role` is the
+        publisher's role when a record header vouches for it (`orchestrator.provenance`): priority, and the brake.
         """
         started = time.monotonic()
         priority = priority_of(exposure, role)
-        trail.bind(run_id=uuid.uuid4().hex, playbook=playbook.name)
-        await trail.record(AuditEvent.RUN_STARTED, dry_run=exposure.dry_run or None, reason=exposure.reason)
+        run_id = run_id or uuid.uuid4().hex
+        trail.bind(run_id=run_id, playbook=playbook.name)
+        guard = None if exposure.dry_run else self.guard
+        planned = self.plan(exposure, playbook, succeeded)
+        bypass = guard is not None and guard.bypasses_brake(role) and any(e["destructive"] for e in planned)
+        await trail.record(AuditEvent.RUN_STARTED, dry_run=exposure.dry_run or None, reason=exposure.reason,
+                           brake=f"bypassed: published with the {role} role (signed)" if bypass and role else None)
+        if guard is not None:
+            from orchestrator.guard import Verdict
+
+            clearance = await guard.clear(exposure, playbook, planned, trail, run_id=run_id, row_id=row_id,
+                                          resumed=resumed, role=role)
+            if clearance.verdict is Verdict.PROTECTED:
+                await trail.record(AuditEvent.RUN_PLANNED, duration_ms=_elapsed_ms(started), plan=planned,
+                                   **clearance.fields)
+                return AuditEvent.RUN_PLANNED
+            if clearance.verdict is Verdict.DENIED:
+                await trail.record(AuditEvent.RUN_DENIED, duration_ms=_elapsed_ms(started), **clearance.fields)
+                return AuditEvent.RUN_DENIED
         failed: list[str] = []
         plan: list[dict[str, Any]] = []
         for step in playbook.steps:
@@ -84,7 +120,7 @@ class Executor:
 
     async def _run_step(self, exposure: Exposure, playbook: Playbook, step: Step, trail: AuditTrail,
                         priority: Priority) -> _StepOutcome:
-        spec = self._catalog[step.action]
+        spec = self.catalog[step.action]
         base = {"step": step.name, "action": step.action}
         if not step_applies(step, exposure):
             await trail.record(AuditEvent.STEP_SKIPPED, **base, reason=f"condition not met: {step.when}")
@@ -94,7 +130,7 @@ class Executor:
         # A target that does not have its provider's shape (`current`, `..`, a key id of another kind) fails
         # here, before any call: nothing is sent, and retrying cannot help.
         problem = spec.missing(params) or spec.invalid(params)
-        provider = self._providers.get(spec.provider)
+        provider = self.providers.get(spec.provider)
         if problem is None and provider is None:
             problem = f"provider {spec.provider!r} is not configured; see the README section on {spec.provider}"
         if problem is not None or provider is None:
@@ -125,9 +161,11 @@ class Executor:
                                duration_ms=_elapsed_ms(started), error=_describe(exc),
                                error_code=exc.code, status=exc.status)
             return _StepOutcome(ok=False)
+        undo = {"action": spec.undo, "params": dict(result.undo)} \
+            if spec.undo and result.undo and not exposure.dry_run else None
         await trail.record(AuditEvent.STEP_SUCCEEDED, **base, target=result.target, attempt=attempts.count,
                            duration_ms=_elapsed_ms(started), note=result.note,
-                           calls=list(result.calls) if exposure.dry_run else None)
+                           calls=list(result.calls) if exposure.dry_run else None, undo=undo)
         return _StepOutcome(ok=True, result=result)
 
     async def _attempt(self, provider: Provider, action: str, params: Mapping[str, Any],

@@ -8,7 +8,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     KafkaConnectionError,
@@ -123,11 +123,33 @@ class KafkaDeadLetters:
     encrypted; without, their secrets are dropped."""
 
     def __init__(self, producer: AIOKafkaProducer, topic: str, *, key: bytes | None = None,
-                 health: HealthGate | None = None) -> None:
+                 health: HealthGate | None = None, bootstrap: str | None = None) -> None:
         self._producer = producer
         self._topic = topic
         self._key = key
         self._delivery = Delivery(topic, health=health)
+        self._bootstrap = bootstrap
+
+    @property
+    def encrypted(self) -> bool:
+        """True when originals are stored whole, encrypted (a key is configured): a replay can use them."""
+        return self._key is not None
+
+    async def fetch(self, location: str) -> bytes:
+        """The original record of the dead letter at `PARTITION:OFFSET`, decrypted; `DeadLetterError` when it
+        cannot be (gone with the topic's retention, another key, altered)."""
+        if self._key is None or self._bootstrap is None:
+            raise dead_letters.DeadLetterError("no encryption key is configured (ORCHESTRATOR_ENCRYPTION_KEY)")
+        partition, _, offset = location.partition(":")
+        if not (partition.isdigit() and offset.isdigit()):
+            raise dead_letters.DeadLetterError(f"{location!r} is not a dead letter's PARTITION:OFFSET")
+        pieces = await _read_letter(self._bootstrap, TopicPartition(self._topic, int(partition)), int(offset))
+        if not pieces:
+            raise dead_letters.DeadLetterError(f"dead letter {location} is no longer on {self._topic}")
+        value = dead_letters.assemble(pieces)
+        if value is None:
+            raise dead_letters.DeadLetterError(f"dead letter {location} has no body")
+        return dead_letters.unseal(value, pieces[0][1], self._key)
 
     async def send(self, raw: bytes | None, *, origin: Origin, reason: str) -> Awaitable[Any]:
         """Queue the record's dead letter(s); the awaitable resolves once the broker stored them.
@@ -159,17 +181,54 @@ class KafkaDeadLetters:
                                                                      headers=headers))
 
     async def _stored(self, acks: list[Awaitable[Any]], key: bytes, headers: list[tuple[str, bytes]],
-                      size: bytes) -> None:
+                      size: bytes) -> str | None:
+        """Wait for every record of the letter; return where its first record is (`PARTITION:OFFSET`)."""
+        location = None
         for ack in acks:
             try:
-                await ack
+                stored = await ack
             except _TOO_LARGE:  # the broker's own limit is lower than ours
                 log.warning("dead_letter.too_large", topic=self._topic, size=int(size))
                 await (await self._headers_only(key, headers, size))
+                return None
+            if location is None and hasattr(stored, "offset"):
+                location = f"{stored.partition}:{stored.offset}"
+        return location
 
     async def _headers_only(self, key: bytes, headers: list[tuple[str, bytes]], size: bytes) -> Awaitable[Any]:
         return await self._queue(None, key, [*headers, ("truncated", b"true"), ("original.size", size),
                                              ("redaction", b"body-dropped")])
+
+
+async def _read_letter(bootstrap: str, partition: TopicPartition, offset: int,
+                       timeout_s: float = 10.0) -> list[tuple[bytes | None, dict[str, bytes]]]:
+    """The records of the dead letter starting at `offset` (one, or all its chunks); [] when not there."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await start(consumer, bootstrap)
+    pieces: list[tuple[bytes | None, dict[str, bytes]]] = []
+    try:
+        consumer.assign([partition])
+        consumer.seek(partition, offset)
+        empty = 0
+        async with asyncio.timeout(timeout_s):
+            while True:
+                batch = await consumer.getmany(partition, timeout_ms=1000)
+                empty = 0 if batch else empty + 1
+                if empty >= 3 and not pieces:
+                    return []
+                for record in batch.get(partition, []):
+                    headers = {k: v for k, v in record.headers}
+                    if not pieces and record.offset != offset:
+                        return []  # the letter's offset is gone (retention): the first one read is another
+                    if pieces and headers.get("chunk.id") != pieces[0][1].get("chunk.id"):
+                        continue  # another letter's record between this one's chunks
+                    pieces.append((record.value, headers))
+                    if len(pieces) >= int(pieces[0][1].get("chunk.count", b"1")):
+                        return pieces
+    except TimeoutError:
+        return pieces
+    finally:
+        await consumer.stop()
 
 
 #: The producer's or the broker's "this record is too large".

@@ -1,6 +1,8 @@
 """Run slots, one pool per provider: a provider waiting out its rate limit holds only its own lane's slots.
 
-Waiting runs are served by priority (lower first), first come first served within a priority.
+Waiting runs are served by priority (lower first), first come first served within a priority. A run that waits
+for a person (an approval, the mass-action brake) steps aside: it gives its slots back while it waits, so held
+runs never stop other runs of their provider, nor a responder's own trigger.
 """
 
 from __future__ import annotations
@@ -10,6 +12,21 @@ import heapq
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+
+@dataclass
+class _Hold:
+    """One slot a task holds (or has given back while it steps aside)."""
+
+    slots: PrioritySlots
+    priority: int
+    held: bool = False
+
+
+#: The slots the current task holds, outermost first.
+_holds: ContextVar[tuple[_Hold, ...]] = ContextVar("orchestrator_slot_holds", default=())
 
 
 class PrioritySlots:
@@ -41,12 +58,17 @@ class PrioritySlots:
 
     @asynccontextmanager
     async def slot(self, priority: int) -> AsyncIterator[None]:
-        """Hold one slot for the duration of the block."""
+        """Hold one slot for the duration of the block (unless the task steps aside meanwhile)."""
+        hold = _Hold(self, priority)
         await self.acquire(priority)
+        hold.held = True
+        token = _holds.set((*_holds.get(), hold))
         try:
             yield
         finally:
-            self.release()
+            _holds.reset(token)
+            if hold.held:
+                self.release()
 
     def release(self) -> None:
         """Give a slot back: to the first waiter, or to the pool."""
@@ -74,3 +96,19 @@ class Lanes:
     def waiting(self) -> dict[str, int]:
         """Per lane, runs queued for a slot."""
         return {name: slots.waiting for name, slots in self._lanes.items() if slots.waiting}
+
+
+@asynccontextmanager
+async def stepped_aside() -> AsyncIterator[None]:
+    """Give back every slot the current task holds for the duration of the block, then take them again in the
+    order they were first taken (as every run takes them: no deadlock), at the same priority."""
+    holds = [hold for hold in _holds.get() if hold.held]
+    for hold in reversed(holds):
+        hold.held = False
+        hold.slots.release()
+    try:
+        yield
+    finally:
+        for hold in holds:  # cancelled on the way: the slots not taken again are not given back twice
+            await hold.slots.acquire(hold.priority)
+            hold.held = True

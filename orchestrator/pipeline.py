@@ -8,13 +8,14 @@ the consumer hands in where the record came from, and dead letters go through a 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
 
-from orchestrator import provenance
+from orchestrator import provenance, replay
+from orchestrator.actions import Priority
 from orchestrator.audit import AuditEvent, Auditor, AuditTrail
 from orchestrator.auth import Role
 from orchestrator.errors import InvalidExposure
@@ -22,9 +23,10 @@ from orchestrator.events import Exposure, claimed_id, decode
 from orchestrator.execution import Executor, priority_of
 from orchestrator.playbooks import Playbook
 from orchestrator.redaction import REDACTOR
+from orchestrator.replaying import Replayer
 from orchestrator.routing import UnknownPlaybook, route
-from orchestrator.store import Claim, ClaimOutcome, Content, RunStore, content_of
-from orchestrator.store.states import InvalidTransition
+from orchestrator.store import Claim, ClaimOutcome, Content, RunStore, State, content_of
+from orchestrator.store.states import EVENT_STATES, InvalidTransition
 from orchestrator.store.tracking import StoreTrail
 
 log = structlog.get_logger("orchestrator.pipeline")
@@ -58,20 +60,30 @@ class Admission:
     rejection: str | None = None
     #: The publisher's role, when a record header vouches for it (`orchestrator.provenance`).
     role: Role | None = None
+    #: Set instead of `exposure` for a person's request to replay a failed exposure.
+    replay: replay.ReplayRequest | None = None
 
     @property
     def ordering_key(self) -> str:
         """Records with the same key are processed one after the other."""
+        if self.replay is not None:
+            return self.replay.target
         return self.exposure.credential_key if self.exposure else self.origin.label
 
     @property
     def lane(self) -> str:
         """The provider family the run acts on (`okta` for `okta.user`): runs wait for that provider's slots."""
+        if self.replay is not None:
+            return self.replay.kind.partition(".")[0]
         return self.exposure.credential.kind.partition(".")[0] if self.exposure else "invalid"
 
     @property
     def priority(self) -> int:
         """Lower runs first when a provider's run slots are short."""
+        if self.replay is not None:
+            # Priority comes only from a role a header vouches for (`orchestrator.provenance`), never from what
+            # a record says; a replay request carries none.
+            return Priority.NORMAL
         return priority_of(self.exposure, self.role) if self.exposure else 0
 
 
@@ -79,15 +91,30 @@ class DeadLetters(Protocol):
     """Where invalid records go, with the reason and their origin."""
 
     async def send(self, raw: bytes | None, *, origin: Origin, reason: str) -> Awaitable[Any]:
-        """Queue the record as received (the sink makes it safe); the awaitable resolves once stored."""
+        """Queue the record as received (the sink makes it safe); the awaitable resolves once stored, to
+        where (`PARTITION:OFFSET`) when known."""
         ...
+
+    @property
+    def encrypted(self) -> bool:
+        """True when originals are kept whole, encrypted: a replay can take a secret from them."""
+        ...
+
+    async def fetch(self, location: str) -> bytes:
+        """The original record kept at `location`, decrypted; raises `DeadLetterError` when it cannot be."""
+        ...
+
+
+#: Looks for an exposure's terminal record on the audit topic: (exposure id, position, content fingerprint).
+EndFinder = Callable[[str, str, str], Awaitable[dict[str, Any] | None]]
 
 
 class Pipeline:
     """Handles records; one per process, shared by every in-flight record."""
 
     def __init__(self, *, auditor: Auditor, executor: Executor, playbooks: Sequence[Playbook],
-                 dead_letters: DeadLetters, max_event_bytes: int, store: RunStore | None = None) -> None:
+                 dead_letters: DeadLetters, max_event_bytes: int, store: RunStore | None = None,
+                 find_end: EndFinder | None = None) -> None:
         self._auditor = auditor
         self._executor = executor
         self._playbooks = playbooks
@@ -96,11 +123,19 @@ class Pipeline:
         #: Claims, states and steps of every exposure; a private in-memory one when none is handed in.
         self.store = store or RunStore.in_memory()
         self._claims: dict[Origin, int] = {}  # rows claimed by records in flight, for `fail_safe`
+        self._find_end = find_end
+        self._finding = asyncio.Semaphore(8)  # takeovers of runs that died ending: each reads the audit topic
+        #: Runs the replay requests read from the topic.
+        self.replays = Replayer(self, auditor=auditor, executor=executor, playbooks=playbooks,
+                                dead_letters=dead_letters)
 
     def admit(self, raw: bytes | None, origin: Origin,
               headers: Sequence[tuple[str, bytes | None]] = ()) -> Admission:
         """Decode the record (a CloudEvent too, as its `headers` tell) and check who vouches for it; never raises."""
         try:
+            if replay.is_request(raw):
+                assert raw is not None
+                return Admission(origin, raw, replay=replay.decode(raw))
             return Admission(origin, raw, exposure=decode(raw, max_bytes=self._max_event_bytes, headers=headers),
                              role=provenance.verified_role(raw, headers))
         except InvalidExposure as exc:
@@ -115,6 +150,8 @@ class Pipeline:
 
     async def process(self, admission: Admission) -> AuditEvent:
         """Take the record to its terminal audit record, acknowledged by the broker, and stored."""
+        if admission.replay is not None:
+            return await self.replays.run(admission.replay, origin=admission.origin)
         exposure = admission.exposure
         if exposure is None:
             return await self._reject(admission, admission.rejection or "invalid record")
@@ -129,6 +166,8 @@ class Pipeline:
                 # its offset was committed): its terminal record exists, a second one would be a lie.
                 log.info("exposure.redelivered", exposure_id=exposure.id, state=claim.state.value)
                 return AuditEvent(claim.terminal_event or AuditEvent.EXPOSURE_DUPLICATE)
+            if (ended := await self.ended_meanwhile(exposure.id, content.fingerprint, claim)) is not None:
+                return ended
             owned = claim.outcome in (ClaimOutcome.NEW, ClaimOutcome.RESUMED)
             trail = StoreTrail(
                 self._auditor, exposure.id,
@@ -157,6 +196,29 @@ class Pipeline:
             return terminal
         finally:
             REDACTOR.release(exposure.credential.secret)
+
+    async def ended_meanwhile(self, exposure_id: str, content_fingerprint: str, claim: Claim) -> AuditEvent | None:
+        """A row taken over from an owner that died while writing its terminal record: if the audit topic has
+        that record, store the end it tells and return its event (nothing is run or written again); else None
+        (the record was never written: the run resumes and writes it)."""
+        if claim.outcome is not ClaimOutcome.RESUMED or claim.ending is None or claim.audit_position is None:
+            return None
+        found = None
+        if self._find_end is not None:
+            try:
+                async with self._finding:
+                    found = await self._find_end(exposure_id, claim.audit_position, content_fingerprint)
+            except Exception as exc:  # noqa: BLE001 - then resumed; a second end is the lesser evil than none
+                log.warning("audit.find_end_failed", exposure_id=exposure_id, error=type(exc).__name__)
+        if found is None:
+            return None
+        event = AuditEvent(found["event"])
+        log.info("exposure.end_recovered", exposure_id=exposure_id, terminal=event.value)
+        reason = found.get("error") or found.get("reason")
+        await self.store.finish(claim.row_id, EVENT_STATES[event], terminal_event=event.value,
+                                error=REDACTOR.text(str(reason)) if reason else None, run_id=found.get("run_id"),
+                                playbook=found.get("playbook"))
+        return event
 
     async def _claim(self, admission: Admission, content: Content) -> Claim:
         """Claim the exposure; while another live owner runs it, wait (for its end or its lease's expiry).
@@ -191,11 +253,38 @@ class Pipeline:
         if playbook is None:
             return await self._end(trail, AuditEvent.EXPOSURE_UNMATCHED,
                                    reason=f"no playbook matches kind {exposure.credential.kind!r}")
+        waiting = claim.outcome is ClaimOutcome.RESUMED and claim.state is State.AWAITING_APPROVAL
+        # A run resumed while it waited keeps its id: it is still the run responders were asked to approve.
         terminal = await self._executor.run(exposure, playbook, trail, succeeded=claim.succeeded_steps,
-                                            role=admission.role)
+                                            role=admission.role, run_id=claim.run_id if waiting else None,
+                                            row_id=trail.row_id, resumed=claim.outcome is ClaimOutcome.RESUMED)
         await trail.flush()
+        if terminal is AuditEvent.RUN_FAILED and exposure.credential.secret is not None:
+            trail.dead_letter = await self.keep_original(admission.raw, admission.origin, trail.error)
         await self._settle(trail)
         return terminal
+
+    async def keep_original(self, raw: bytes | None, origin: Origin, error: str | None) -> str | None:
+        """Keep a failed run's original record, encrypted, on the dead-letter topic, for a replay to take its
+        secret from (the run store keeps none); where it is, or None without a key or when it failed."""
+        if not self._dead_letters.encrypted:
+            return None
+        try:
+            stored = await self._dead_letters.send(raw, origin=origin, reason=REDACTOR.text(
+                f"run failed, kept for replay: {error or 'failed'}"))
+            location = await stored
+        except Exception as exc:  # noqa: BLE001 - the run's end is still stored; only a replay will lack it
+            log.error("dead_letter.failed", record=origin.label, error=type(exc).__name__)
+            return None
+        return location if isinstance(location, str) else None
+
+    async def settle(self, trail: AuditTrail) -> None:
+        """See `_settle`."""
+        await self._settle(trail)
+
+    async def interrupted(self, trail: StoreTrail) -> None:
+        """See `_interrupted`."""
+        await self._interrupted(trail)
 
     async def _settle(self, trail: AuditTrail) -> None:
         """Store the trail's end (after its records were acknowledged). The audit is the record of truth: a
@@ -221,6 +310,13 @@ class Pipeline:
         reason = f"internal error: {type(error).__name__}"
         log.error("record.crashed", record=admission.origin.label, error=type(error).__name__)
         try:
+            if admission.replay is not None:  # a request, not an exposure: refused, nothing to dead-letter
+                request = admission.replay
+                trail = self._auditor.trail(request.exposure_id, actor=request.actor,
+                                            replay_request=request.request_id)
+                await trail.record(AuditEvent.REPLAY_REFUSED, reason=request.reason, error=reason)
+                await trail.flush()
+                return True
             if admission.exposure is not None:
                 trail = StoreTrail(self._auditor, admission.exposure.id, {}, store=self.store,
                                    row_id=self._claims.pop(admission.origin, None))

@@ -17,6 +17,8 @@ A playbook file:
           oauth_tokens: true                  # a literal
         when: {severity: [critical]}          # optional: run only for these event values
         on_failure: stop                      # or continue
+    approval: required                        # optional: a second person approves each run first; or a rule,
+                                              # e.g. {severities: [critical], kinds: [okta.user], min_targets: 2}
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -99,6 +101,21 @@ class Match(_Strict):
         return (self.severities is not None) + (self.detectors is not None)
 
 
+class ApprovalRule(_Strict):
+    """When a run needs a second person's approval: every condition given must hold (like `match`)."""
+
+    severities: list[Severity] | None = None
+    kinds: list[str] | None = None
+    #: At least this many distinct targets in the run's plan.
+    min_targets: int | None = Field(default=None, ge=1)
+
+    def requires(self, severity: Severity, kind: str, targets: int) -> bool:
+        """True when the run needs approval."""
+        return ((self.severities is None or severity in self.severities)
+                and (self.kinds is None or kind in self.kinds)
+                and (self.min_targets is None or targets >= self.min_targets))
+
+
 class Playbook(_Strict):
     """A validated playbook."""
 
@@ -107,7 +124,16 @@ class Playbook(_Strict):
     match: Match
     retry: RetryPolicy = RetryPolicy()
     steps: list[Step] = Field(min_length=1)
+    #: `required`, `none` (the default) or a rule: whether a run waits for a second person before acting.
+    approval: Literal["required", "none"] | ApprovalRule = "none"
     path: str = Field(default="", exclude=True)
+
+    def approval_needed(self, exposure: Any, plan: Sequence[Mapping[str, Any]]) -> bool:
+        """Whether a run of this playbook on `exposure` (with this plan) must wait for approval."""
+        if isinstance(self.approval, ApprovalRule):
+            targets = len({entry.get("target") for entry in plan if entry.get("destructive")})
+            return self.approval.requires(exposure.severity, exposure.credential.kind, targets)
+        return self.approval == "required"
 
     def retry_for(self, step: Step) -> RetryPolicy:
         """The step's own retry policy, else the playbook's."""

@@ -142,30 +142,57 @@ def _read_secret() -> str:
 
 async def _trigger(settings: Settings, exposure_id: str, value: bytes, *, follow_run: bool, timeout_s: float,
                    as_json: bool) -> int:
-    await triggers.publish_record(settings.bootstrap_servers, settings.exposures_topic, exposure_id, value,
-                                  role=_vouching_role(settings))
+    role = _vouching_role(settings)
     if not follow_run:
+        await triggers.publish_record(settings.bootstrap_servers, settings.exposures_topic, exposure_id, value,
+                                      role=role)
         _print_json({"id": exposure_id, "topic": settings.exposures_topic}) if as_json else \
             print(f"published {exposure_id} to {settings.exposures_topic}; follow it with "
                   f"`orchestrator status {exposure_id}`")
         return EXIT_OK
+    # A fresh id has no history: only live progress is read, from the audit topic's end as it is before
+    # publishing (never the topic from its beginning: that is minutes with months of records).
+    positioned = asyncio.Event()
+    arrived: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+    async def pump() -> None:
+        try:
+            async with contextlib.aclosing(_stream(settings, exposure_ids=[exposure_id], from_beginning=False,
+                                                   positioned=positioned)) as records:
+                async for record in records:
+                    arrived.put_nowait(record)
+        finally:
+            arrived.put_nowait(None)
+
+    reader = asyncio.create_task(pump())
+    ready = asyncio.create_task(positioned.wait())
     out = live_view.console()
-    if not as_json:
-        print(f"published {exposure_id}; following its audit trail (up to {timeout_s:g}s)", file=out.file, flush=True)
     try:
-        async with asyncio.timeout(timeout_s), \
-                contextlib.aclosing(_stream(settings, exposure_ids=[exposure_id])) as records:
+        async with asyncio.timeout(timeout_s):
+            await asyncio.wait([reader, ready], return_when=asyncio.FIRST_COMPLETED)
+            if reader.done():
+                reader.result()  # the reader failed (no broker): its error, as one line
+            await triggers.publish_record(settings.bootstrap_servers, settings.exposures_topic, exposure_id, value,
+                                          role=role)
+            if not as_json:
+                print(f"published {exposure_id}; following its audit trail (up to {timeout_s:g}s)", file=out.file,
+                      flush=True)
             ended: dict[str, Any] | None = None
             with live_view.printer(out, as_json=as_json) as show:  # the live region closes before the summary
-                async for record in records:
+                while (record := await arrived.get()) is not None:
                     show(record)
                     if is_terminal(record):
                         ended = record
                         break
             if ended is not None:
                 return _finish(ended, as_json, out)
+            reader.result()
     except TimeoutError:
         pass
+    finally:
+        reader.cancel()
+        ready.cancel()
+        await asyncio.gather(reader, ready, return_exceptions=True)
     print(f"orchestrator: timed out after {timeout_s:g}s waiting for {exposure_id} to finish; it may still "
           f"complete: `orchestrator status {exposure_id}`", file=sys.stderr)
     return EXIT_TIMEOUT

@@ -174,6 +174,10 @@ class Settings:
     #: Where the generated fingerprint key is kept; None (the default when built in code) keeps a
     #: per-process key. `from_env` defaults it to DEFAULT_DATA_DIR.
     data_dir: Path | None = None
+    #: The safety policy (protected principals, the brake, approval expiry); None: the defaults, nothing protected.
+    policy_file: Path | None = None
+    #: How often waiting runs look for answers given by other processes (CLI, other instances).
+    approval_poll_s: float = 0.5
     okta: OktaSettings | None = None
     aws: AwsSettings = AwsSettings()
     github: GitHubSettings = GitHubSettings()
@@ -204,6 +208,7 @@ class Settings:
         tokens_file = env.get("ORCHESTRATOR_API_TOKENS_FILE")
         key_file = env.get("ORCHESTRATOR_ENCRYPTION_KEY_FILE", "").strip()
         data_dir = env.get("ORCHESTRATOR_DATA_DIR", "").strip()
+        policy_file = env.get("ORCHESTRATOR_POLICY_FILE", "").strip()
         return cls(
             bootstrap_servers=bootstrap,
             exposures_topic=env.get("ORCHESTRATOR_EXPOSURES_TOPIC", cls.exposures_topic),
@@ -238,6 +243,7 @@ class Settings:
             encryption_key=env.get("ORCHESTRATOR_ENCRYPTION_KEY", "").strip() or None,
             encryption_key_file=Path(key_file) if key_file else None,
             data_dir=Path(data_dir) if data_dir else DEFAULT_DATA_DIR,
+            policy_file=Path(policy_file) if policy_file else None,
             okta=okta,
             aws=AwsSettings(
                 region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",

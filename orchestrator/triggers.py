@@ -1,7 +1,8 @@
-"""What responders ask of the pipeline: a manual trigger made into an exposure, published, and its history read back.
+"""What responders ask of the pipeline: a manual trigger made into an exposure, and published.
 
-The CLI (`orchestrator trigger`, `status`) and the HTTP API (`POST /v1/triggers`, `GET /v1/exposures/{id}`)
-both go through here, so a trigger means the same thing whichever way it arrives.
+The CLI (`orchestrator trigger`) and the HTTP API (`POST /v1/triggers`) both go through here, so a trigger
+means the same thing whichever way it arrives. Its history is read from the run store (`status`,
+`GET /v1/exposures/{id}`), its live progress from the audit topic's end (`trigger --wait`).
 """
 
 from __future__ import annotations
@@ -12,14 +13,12 @@ import json
 import socket
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from orchestrator import kafka, provenance
-from orchestrator.audit_stream import follow, is_terminal
 from orchestrator.auth import Role
 from orchestrator.errors import ConfigurationError
 from orchestrator.events import Credential, Exposure, Severity, Source
@@ -153,19 +152,3 @@ async def publish_record(bootstrap: str, topic: str, key: str, value: bytes, *,
         raise ConfigurationError(f"could not publish to {topic} on {bootstrap}: {type(exc).__name__}") from None
     finally:
         await producer.stop()
-
-
-async def history(bootstrap: str, audit_topic: str, exposure_id: str, *,
-                  idle_timeout_s: float = 1.0) -> list[dict[str, Any]]:
-    """Every audit record of one exposure so far, oldest first (read until the topic goes quiet)."""
-    return [record async for record in follow(bootstrap, audit_topic, exposure_ids=[exposure_id],
-                                              idle_timeout_s=idle_timeout_s)]
-
-
-def state_of(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Where an exposure stands: its terminal event once it has one, else the latest event, `in progress`."""
-    terminal = next((r for r in records if is_terminal(r)), None)
-    last = records[-1] if records else {}
-    return {"state": (terminal or last).get("event", "unknown"), "done": terminal is not None,
-            "playbook": next((r["playbook"] for r in records if r.get("playbook")), None),
-            "actor": next((r["actor"] for r in records if r.get("actor")), None)}

@@ -1,4 +1,5 @@
-"""The on-call webhook: a non-secret summary of each failed run, POSTed to Slack or any JSON endpoint.
+"""The on-call webhook: a non-secret summary of each failed run, of each run held for a protected principal,
+and the safety pages (`brake.engaged`, approvals to give), POSTed to Slack or any JSON endpoint.
 
 Unmatched exposures page too (no playbook ran, so nothing was revoked), once per credential kind per
 interval (`UnmatchedPager`): a detector that starts sending a new kind is heard about, not flooded by.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -24,7 +25,9 @@ from orchestrator import escaping
 log = structlog.get_logger("orchestrator.webhook")
 
 _FIELDS = ("exposure_id", "playbook", "credential_kind", "detector", "actor", "error", "duration_ms", "run_id",
-           "ts")
+           "ts", "reason", "protected_by")
+#: Fields a safety page may carry (all non-secret).
+_PAGE_FIELDS = ("exposure_id", "run_id", "kind", "reason", "requester", "credential_kind", "waiting", "follow_up")
 
 
 #: Audit events that page on-call.
@@ -32,7 +35,7 @@ PAGED = frozenset({"run.failed", "exposure.unmatched"})
 
 
 def summary(record: dict[str, Any], fmt: str) -> dict[str, Any]:
-    """The webhook body for a `run.failed` or `exposure.unmatched` record: Slack's `{"text": ...}` or flat JSON."""
+    """The webhook body for a `run.failed`, held `run.planned` or `exposure.unmatched` record: Slack's text or JSON."""
     event = str(record.get("event", "run.failed"))
     fields = {k: record[k] for k in _FIELDS if record.get(k) is not None}
     if fmt != "slack":
@@ -45,7 +48,8 @@ def summary(record: dict[str, Any], fmt: str) -> dict[str, Any]:
                  "(further exposures of this kind are not paged for a while)"]
         shown: tuple[str, ...] = ("detector", "actor")
     else:
-        lines = [f":rotating_light: Credential revocation FAILED for exposure `{exposure_id}`"]
+        headline = "FAILED" if event == "run.failed" else "HELD (protected principal: plan only)"
+        lines = [f":rotating_light: Credential revocation {headline} for exposure `{exposure_id}`"]
         shown = ("credential_kind", "playbook", "error", "actor", "detector")
     lines += [f"• {k}: {escaping.slack(fields[k])}" for k in shown if k in fields]
     lines.append(f"Follow up: `orchestrator status {exposure_id}`")
@@ -101,18 +105,36 @@ class OncallNotifier:
             self._client = None
 
     def observe(self, record: dict[str, Any]) -> None:
-        """Audit observer: schedule a notification for each `run.failed` record, and for the first
+        """Audit observer: schedule a notification for each `run.failed` record, for each run held back because
+        it touches a protected principal (`run.planned` with reason protected), and for the first
         `exposure.unmatched` of each credential kind per interval."""
         event = record.get("event")
-        if event not in PAGED or self._client is None:
+        protected = event == "run.planned" and record.get("reason") == "protected"
+        if event not in PAGED and not protected:
             return
         if event == "exposure.unmatched" and not self._unmatched.admit(str(record.get("credential_kind"))):
             log.info("oncall.unmatched_quiet", exposure_id=record.get("exposure_id"))
             return
-        if len(self._pending) >= self._max_pending:
+        self._schedule(summary(record, self._fmt), record)
+
+    def page(self, event: str, fields: Mapping[str, Any]) -> None:
+        """A safety page (`brake.engaged`, `brake.still_engaged`, `run.awaiting_approval`): named fields only."""
+        body = {k: fields[k] for k in _PAGE_FIELDS if fields.get(k) is not None}
+        if self._fmt == "slack":
+            lines = [f":octagonal_sign: {event}"] + [f"• {k}: {escaping.slack(v)}" for k, v in body.items()]
+            body = {"text": "\n".join(lines)}
+        else:
+            body = {"event": event, **body}
+        # Brake pages are never dropped for the cap: one per storm, and the storm itself must not silence it.
+        self._schedule(body, {"exposure_id": fields.get("exposure_id")}, capped=not event.startswith("brake."))
+
+    def _schedule(self, body: dict[str, Any], record: Mapping[str, Any], *, capped: bool = True) -> None:
+        if self._client is None:
+            return
+        if capped and len(self._pending) >= self._max_pending:
             log.warning("oncall.dropped", exposure_id=record.get("exposure_id"), reason="too many in flight")
             return
-        task = asyncio.get_running_loop().create_task(self._send(summary(record, self._fmt), record))
+        task = asyncio.get_running_loop().create_task(self._send(body, dict(record)))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 

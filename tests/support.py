@@ -137,10 +137,27 @@ async def end_offsets(settings: Settings) -> dict[int, int]:
     return ends
 
 
+#: A policy whose mass-action brake never engages: tests of other behaviour push far more than the default 50
+#: destructive steps per 5 minutes through one orchestrator (test_safety_*.py test the brake itself).
+UNBRAKED_POLICY = "brake: {limit: 1000000}\n"
+
+
+def unbraked_policy() -> Path:
+    """A policy file (written once per process) holding UNBRAKED_POLICY."""
+    global _unbraked
+    if _unbraked is None or not _unbraked.exists():
+        _unbraked = Path(tempfile.mkdtemp(prefix="orchestrator-policy-")) / "policy.yaml"
+        _unbraked.write_text(UNBRAKED_POLICY)
+    return _unbraked
+
+
+_unbraked: Path | None = None
+
+
 def isolated_settings(bootstrap: str, **overrides: Any) -> Settings:
     """Settings with their own topics and group, fast group joins and short timeouts; `overrides` win."""
     suffix = uuid.uuid4().hex[:8]
-    fields: dict[str, Any] = dict(
+    fields: dict[str, Any] = dict(policy_file=unbraked_policy(),
         bootstrap_servers=bootstrap, exposures_topic=f"test.{suffix}.exposed", audit_topic=f"test.{suffix}.audit",
         dlq_topic=f"test.{suffix}.dlq", group_id=f"test-{suffix}", topic_partitions=3, session_timeout_ms=6000,
         heartbeat_interval_ms=500, commit_interval_s=0.2, step_timeout_s=5.0, drain_timeout_s=10.0,
@@ -165,7 +182,7 @@ def orchestrator_process(settings: Settings, okta: Any, log: Path,
            "ORCHESTRATOR_TOPIC_PARTITIONS": "3", "ORCHESTRATOR_KAFKA_SESSION_TIMEOUT_MS": "6000",
            "ORCHESTRATOR_KAFKA_HEARTBEAT_INTERVAL_MS": "500", "ORCHESTRATOR_DRAIN_TIMEOUT_S": "30",
            "ORCHESTRATOR_LOG_FORMAT": "json", "ORCHESTRATOR_HTTP_LISTEN": "off",
-           "ORCHESTRATOR_DATA_DIR": str(settings.store.data_dir),
+           "ORCHESTRATOR_DATA_DIR": str(settings.store.data_dir), "ORCHESTRATOR_POLICY_FILE": str(unbraked_policy()),
            "OKTA_CLIENT_ORGURL": okta.url, "OKTA_CLIENT_TOKEN": okta.admin_token,
            # A SIGKILLed member's claims are taken over once their lease expires: seconds here, not a minute.
            "ORCHESTRATOR_CLAIM_LEASE_S": "5", **env_extra}

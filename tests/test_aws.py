@@ -17,7 +17,7 @@ from orchestrator.providers.aws import QUARANTINE_POLICY_ARN, REVOKE_POLICY_NAME
 from orchestrator.providers.aws_rotation import TAG_KEY_ID, TAG_REPLACES
 from orchestrator.settings import AwsSettings, Settings
 from tests.conftest import Emulator
-from tests.support import Harness, events_of, exposure
+from tests.support import Harness, events_of, exposure, unbraked_policy
 
 SECRET_PREFIX = "credential-orchestrator/rotated-access-keys"
 ROTATE = "aws-access-key-rotate"
@@ -64,7 +64,7 @@ async def aws(bootstrap: str, proxy: Emulator, aws_credentials: None) -> AsyncIt
         bootstrap_servers=bootstrap, exposures_topic=f"test.{suffix}.exposed", audit_topic=f"test.{suffix}.audit",
         dlq_topic=f"test.{suffix}.dlq", group_id=f"test-{suffix}", topic_partitions=3, session_timeout_ms=6000,
         heartbeat_interval_ms=500, commit_interval_s=0.2, step_timeout_s=5.0, drain_timeout_s=10.0,
-        aws=AwsSettings(region="us-east-1", endpoint_url=proxy.url, concurrency=8),
+        aws=AwsSettings(region="us-east-1", endpoint_url=proxy.url, concurrency=8), policy_file=unbraked_policy(),
     )
     async with Harness(settings) as running:
         yield running

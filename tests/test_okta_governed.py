@@ -145,6 +145,6 @@ async def test_repeats_are_done_with_a_note(harness: Harness, limits: Emulator) 
     assert all(events_of(t)[-1] == "run.completed" for t in [*first.values(), *second.values()])
     notes = {e["id"]: [r.get("note") for r in second[e["id"]] if r["event"] == "step.succeeded"] for e in rounds[1]}
     user, api_token, session = (notes[e["id"]] for e in rounds[1])
-    assert user[-1] == "already suspended"
+    assert user[0] == "already suspended"  # okta-user suspends first
     assert api_token == ["token already revoked or unknown"]
     assert session == ["session already ended; owner not resolvable"]

@@ -116,24 +116,25 @@ async def test_okta_user_clears_and_resets_but_does_not_suspend_below_critical(h
     _seed_user(okta_clean, login)
     event = exposure("okta.user", credential={"owner": login}, severity="high")
     trail = (await harness.run(event))[event["id"]]
-    assert events_of(trail) == ["exposure.received", "run.started", "step.started", "step.succeeded",
-                                "step.started", "step.succeeded", "step.skipped", "run.completed"]
-    assert trail[-2]["step"] == "suspend"
+    assert events_of(trail) == ["exposure.received", "run.started", "step.skipped", "step.started",
+                                "step.succeeded", "step.started", "step.succeeded", "run.completed"]
+    assert trail[2]["step"] == "suspend"
     state = _state_user(okta_clean, login)
     _assert_cleared(state)
     assert state["factors"] == 0 and state["status"] == "ACTIVE"
 
 
 async def test_okta_user_suspends_when_critical(harness: Harness, okta_clean: Emulator) -> None:
-    """okta.user at critical severity: sessions cleared, factors reset, and the user suspended."""
+    """okta.user at critical severity: the user suspended first (reversible), then sessions cleared and factors
+    reset."""
     login = _login()
     _seed_user(okta_clean, login)
     event = exposure("okta.user", credential={"owner": login}, severity="critical")
     trail = (await harness.run(event))[event["id"]]
     assert events_of(trail) == ["exposure.received", "run.started"] + ["step.started", "step.succeeded"] * 3 + [
         "run.completed"]
-    assert [r["step"] for r in trail if r["event"] == "step.succeeded"] == ["clear-sessions", "reset-factors",
-                                                                            "suspend"]
+    assert [r["step"] for r in trail if r["event"] == "step.succeeded"] == ["suspend", "clear-sessions",
+                                                                            "reset-factors"]
     state = _state_user(okta_clean, login)
     _assert_cleared(state)
     assert state["factors"] == 0 and state["status"] == "SUSPENDED"

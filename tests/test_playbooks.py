@@ -38,8 +38,8 @@ def test_the_shipped_playbooks_load() -> None:
     assert loaded["okta-session"].match.kinds == ["okta.session"]
     assert loaded["okta-api-token"].steps[0].params["token"] == FieldRef(field="credential.secret")
     user = loaded["okta-user"]
-    assert [s.name for s in user.steps] == ["clear-sessions", "reset-factors", "suspend"]
-    assert user.steps[0].on_failure is OnFailure.CONTINUE and user.steps[2].when == {"severity": ["critical"]}
+    assert [s.name for s in user.steps] == ["suspend", "clear-sessions", "reset-factors"]
+    assert user.steps[1].on_failure is OnFailure.CONTINUE and user.steps[0].when == {"severity": ["critical"]}
 
 
 def test_a_good_playbook_parses_with_literals_and_field_references() -> None:

@@ -94,7 +94,7 @@ async def test_trigger_wait_follows_the_run_to_completion(harness: Harness, okta
     assert result.code == 0, result.err
     lines = result.out.splitlines()
     assert [w for line in lines[1:-1] for w in line.split() if w.startswith(("step.", "run."))] == [
-        "run.started", "step.started", "step.succeeded", "step.started", "step.succeeded", "step.skipped",
+        "run.started", "step.skipped", "step.started", "step.succeeded", "step.started", "step.succeeded",
         "run.completed"]
     assert lines[-1] == "run.completed"
     assert all(s["revoked"] for s in _state_user(okta, login)["sessions"])
@@ -211,7 +211,7 @@ async def test_playbooks_list_and_show(harness: Harness) -> None:
     assert {"okta-user", "okta-session", "okta-api-token"} <= {p["name"] for p in json.loads(listed.out)}
     shown = await cli("playbooks", "show", "okta-user", "--json", env=env)
     assert [s["action"] for s in json.loads(shown.out)["steps"]] == [
-        "okta.clear_user_sessions", "okta.reset_factors", "okta.suspend_user"]
+        "okta.suspend_user", "okta.clear_user_sessions", "okta.reset_factors"]
     readable = await cli("playbooks", "show", "okta-user", env=env)
     assert "severity in critical" in readable.out
     unknown = await cli("playbooks", "show", "nope", env=env)
@@ -251,10 +251,10 @@ async def test_trigger_wait_in_a_terminal_ends_with_what_was_done(harness: Harne
     planned, done = received(plan), received(real)
     assert plan.exitstatus == 0 and real.exitstatus == 0, (planned, done)
     assert "→ suspend          would suspend the user · user:" in planned and "suspended" not in planned
-    assert f"Dry run for {login}: would clear the sessions, would reset the MFA factors and would suspend the user;" \
+    assert f"Dry run for {login}: would suspend the user, would clear the sessions and would reset the MFA factors;" \
         in " ".join(" ".join(screen_lines(planned)).split())
     assert f"{GREEN}" in done and "✓ suspend          suspended the user · user:" in done
     sentence = " ".join(" ".join(screen_lines(done)).split())
-    assert re.search(f"Cleared the sessions, reset the MFA factors and suspended the user for {re.escape(login)} "
+    assert re.search(f"Suspended the user, cleared the sessions and reset the MFA factors for {re.escape(login)} "
                      r"in [\d.]+ m?s; run [0-9a-f]{8}…", sentence)
     assert max(len(line) for line in screen_lines(planned + done)) <= COLUMNS

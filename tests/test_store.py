@@ -154,3 +154,22 @@ async def test_pruning_deletes_ended_exposures_older_than_the_retention(store: R
 async def test_migrations_are_applied_once(store_settings: StoreSettings) -> None:
     for _ in range(2):
         RunStore.open(store_settings).engine.dispose()
+
+
+async def test_writes_queued_together_are_applied_together_and_a_refused_move_fails_only_itself(
+        store: RunStore) -> None:
+    """Many rows' writes in one batch (PostgreSQL: one executemany per kind): each row ends where it was sent,
+    an invalid move among them raises for its caller alone."""
+    claims = [await store.claim(content(f"exp-b{n}", fingerprint=f"{n:064d}")) for n in range(6)]
+    store.started(claims[0].row_id, run_id="r0", playbook="p")
+    await store.finish(claims[0].row_id, State.COMPLETED, terminal_event="run.completed")
+    for claim in claims[1:]:
+        store.started(claim.row_id, run_id=f"r{claim.row_id}", playbook="p")
+        store.step(claim.row_id, f"r{claim.row_id}", StepRow("revoke", "okta.revoke", "succeeded", attempts=1))
+    ends = [store.finish(c.row_id, State.FAILED if n % 2 else State.COMPLETED, terminal_event="run.x")
+            for n, c in enumerate(claims)]
+    results = await asyncio.gather(*ends, return_exceptions=True)
+    assert isinstance(results[0], InvalidTransition) and results[1:] == [None] * 5
+    rows = [(await store.lookup(f"exp-b{n}"))[0] for n in range(6)]
+    assert [r["state"] for r in rows] == ["completed", "failed", "completed", "failed", "completed", "failed"]
+    assert all(r["steps"][0]["state"] == "succeeded" for r in rows[1:])

@@ -34,17 +34,29 @@ _REQUIRED_KEY = ParamSpec(required=True, description=_KEY.description, grammar=_
 _USER = ParamSpec(description="IAM user name or ARN; resolved from the key with GetAccessKeyLastUsed when absent",
                   grammar=grammar.AWS_USER)
 _KEY_OR_USER = (frozenset({"access_key_id", "user"}),)
+#: The user an undo acts on, as the step it reverses resolved it.
+_NAMED_USER = ParamSpec(required=True, description="IAM user name", grammar=grammar.AWS_USER, own="aws.user")
 _RESOLVE = ("iam:GetAccessKeyLastUsed (when no user is given)", "iam:ListAccessKeys")
 
 ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("aws.deactivate_access_key", "Make an IAM access key Inactive; an inactive or deleted key is done.",
                {"access_key_id": _REQUIRED_KEY, "user": _USER},
-               calls=(*_RESOLVE, "iam:UpdateAccessKey Status=Inactive")),
+               calls=(*_RESOLVE, "iam:UpdateAccessKey Status=Inactive"), undo="aws.activate_access_key"),
+    ActionSpec("aws.activate_access_key", "Make an IAM access key Active again (the undo of "
+               "aws.deactivate_access_key).",
+               {"access_key_id": _REQUIRED_KEY, "user": _NAMED_USER},
+               calls=("iam:ListAccessKeys", "iam:UpdateAccessKey Status=Active"), destructive=False),
     ActionSpec("aws.quarantine_user", "Attach AWSCompromisedKeyQuarantineV2 (or `policy_arn`) to the key's user.",
                {"access_key_id": _KEY, "user": _USER,
                 "policy_arn": ParamSpec(description="managed policy ARN", grammar=grammar.AWS_POLICY_ARN,
                                         source=ParamSource.LITERAL)},
-               _KEY_OR_USER, calls=(*_RESOLVE, "iam:ListAttachedUserPolicies", "iam:AttachUserPolicy")),
+               _KEY_OR_USER, calls=(*_RESOLVE, "iam:ListAttachedUserPolicies", "iam:AttachUserPolicy"),
+               undo="aws.release_quarantine"),
+    ActionSpec("aws.release_quarantine", "Detach the quarantine policy from the user (the undo of "
+               "aws.quarantine_user); a policy not attached counts as done.",
+               {"user": _NAMED_USER,
+                "policy_arn": ParamSpec(description="managed policy ARN", grammar=grammar.AWS_POLICY_ARN)},
+               calls=("iam:ListAttachedUserPolicies", "iam:DetachUserPolicy"), destructive=False),
     ActionSpec("aws.revoke_user_sessions", "Deny the user's temporary credentials issued before now "
                "(inline AWSRevokeOlderSessions with aws:TokenIssueTime).",
                {"access_key_id": _KEY, "user": _USER}, _KEY_OR_USER,
@@ -90,6 +102,8 @@ class AwsProvider:
         self._handlers: Mapping[str, Callable[[Params, StepContext], Awaitable[StepResult]]] = {
             "aws.deactivate_access_key": self._deactivate_access_key,
             "aws.quarantine_user": self._quarantine_user,
+            "aws.activate_access_key": self._activate_access_key,
+            "aws.release_quarantine": self._release_quarantine,
             "aws.revoke_user_sessions": self._revoke_user_sessions,
             "aws.rotate_access_key": self._rotate_access_key,
             "aws.revoke_role_sessions": self._revoke_role_sessions,
@@ -133,6 +147,30 @@ class AwsProvider:
         call = f"iam:UpdateAccessKey UserName={user} AccessKeyId={key_id} Status=Inactive"
         if not ctx.dry_run:
             await self._call("iam", ctx, "update_access_key", UserName=user, AccessKeyId=key_id, Status="Inactive")
+        return StepResult(target, (call,), undo={"user": user, "access_key_id": key_id})
+
+    async def _activate_access_key(self, params: Params, ctx: StepContext) -> StepResult:
+        key_id, user = text(params, "access_key_id") or "", text(params, "user") or ""
+        target = f"iam-user:{user} access-key:{key_id}"
+        status = await self._key_status(user, key_id, ctx)
+        if status is None:
+            raise NotFound(f"access key {key_id} no longer exists: it cannot be reactivated", code="NoSuchEntity")
+        if status == "Active":
+            return StepResult(target, (), note="access key already active")
+        call = f"iam:UpdateAccessKey UserName={user} AccessKeyId={key_id} Status=Active"
+        if not ctx.dry_run:
+            await self._call("iam", ctx, "update_access_key", UserName=user, AccessKeyId=key_id, Status="Active")
+        return StepResult(target, (call,))
+
+    async def _release_quarantine(self, params: Params, ctx: StepContext) -> StepResult:
+        user = text(params, "user") or ""
+        policy_arn = text(params, "policy_arn") or QUARANTINE_POLICY_ARN
+        target = f"iam-user:{user}"
+        if policy_arn not in await self._attached_policies(user, ctx):
+            return StepResult(target, (), note=f"{policy_arn.rsplit('/', 1)[-1]} not attached")
+        call = f"iam:DetachUserPolicy UserName={user} PolicyArn={policy_arn}"
+        if not ctx.dry_run:
+            await self._call("iam", ctx, "detach_user_policy", UserName=user, PolicyArn=policy_arn)
         return StepResult(target, (call,))
 
     async def _quarantine_user(self, params: Params, ctx: StepContext) -> StepResult:
@@ -146,7 +184,7 @@ class AwsProvider:
         call = f"iam:AttachUserPolicy UserName={user} PolicyArn={policy_arn}"
         if not ctx.dry_run:
             await self._call("iam", ctx, "attach_user_policy", UserName=user, PolicyArn=policy_arn)
-        return StepResult(target, (call,))
+        return StepResult(target, (call,), undo={"user": user, "policy_arn": policy_arn})
 
     async def _revoke_user_sessions(self, params: Params, ctx: StepContext) -> StepResult:
         user = await self._resolve_user(params, ctx)

@@ -34,7 +34,11 @@ _KEY = "/v1/projects/{project}/serviceAccounts/{email}/keys/{key_id}"
 _CHECK = "GET /v1/projects/{project}/serviceAccounts/{email} (on 404: is it the key or the account?)"
 ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("gcp.disable_service_account_key", "Disable a service-account key, reason EXPOSED; a key already "
-               "deleted counts as done.", _KEY_PARAMS, calls=(f"POST {_KEY}:disable", _CHECK)),
+               "deleted counts as done.", _KEY_PARAMS, calls=(f"POST {_KEY}:disable", _CHECK),
+               undo="gcp.enable_service_account_key"),
+    ActionSpec("gcp.enable_service_account_key", "Enable a disabled service-account key again (the undo of "
+               "gcp.disable_service_account_key).", _KEY_PARAMS, calls=(f"POST {_KEY}:enable",),
+               destructive=False),
     ActionSpec("gcp.delete_service_account_key", "Delete a service-account key; a key already deleted counts as "
                "done.", _KEY_PARAMS, calls=(f"DELETE {_KEY}", _CHECK)),
 )
@@ -73,6 +77,7 @@ class GcpProvider(HttpProvider):
         self._handlers: Mapping[str, Callable[[_Target, StepContext], Awaitable[StepResult]]] = {
             "gcp.disable_service_account_key": self._disable,
             "gcp.delete_service_account_key": self._delete,
+            "gcp.enable_service_account_key": self._enable,
         }
 
     async def perform(self, action: str, params: Params, context: StepContext) -> StepResult:
@@ -84,13 +89,28 @@ class GcpProvider(HttpProvider):
             raise PermanentError("gcp: project, email and key_id must each be one URL path segment, not a "
                                  "reserved word or dot segment; nothing was sent", code="InvalidTarget") from None
         account = f"projects/{project}/serviceAccounts/{email}"
-        return await self._handlers[action](_Target(account, key_id), context)
+        result = await self._handlers[action](_Target(account, key_id), context)
+        if action == "gcp.disable_service_account_key" and result.note is None and not context.dry_run:
+            # What the undo needs, as given (it is encoded again when the undo runs).
+            undo = {k: v for k in ("email", "key_id", "project") if (v := text(params, k))}
+            return StepResult(result.target, result.calls, undo=undo)
+        return result
 
     async def _disable(self, target: _Target, ctx: StepContext) -> StepResult:
         name = target.key
         call = f"POST /v1/{name}:disable (serviceAccountKeyDisableReason={_EXPOSED})"
         return await self._ensure(target, call, ctx, "POST", f"/v1/{name}:disable",
                                   json={"serviceAccountKeyDisableReason": _EXPOSED})
+
+    async def _enable(self, target: _Target, ctx: StepContext) -> StepResult:
+        label, call = f"gcp-key:{target.key}", f"POST /v1/{target.key}:enable"
+        if ctx.dry_run:
+            return StepResult(label, (call,))
+        headers = {"Authorization": f"Bearer {await self._access_token()}"}
+        response = await self._request(_BUCKET, ctx.priority, "POST", f"/v1/{target.key}:enable", headers=headers)
+        if response.status_code != 200:
+            raise _translate(response)  # a deleted key cannot come back: NotFound fails the undo step
+        return StepResult(label, (call,))
 
     async def _delete(self, target: _Target, ctx: StepContext) -> StepResult:
         return await self._ensure(target, f"DELETE /v1/{target.key}", ctx, "DELETE", f"/v1/{target.key}")

@@ -67,7 +67,12 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("okta.reset_factors", "Reset all of a user's enrolled MFA factors.", _WHO, _USER_OR_SESSION,
                calls=(*_RESOLVE, "POST /api/v1/users/{id}/lifecycle/reset_factors")),
     ActionSpec("okta.suspend_user", "Suspend a user; an already suspended user counts as done.",
-               _WHO, _USER_OR_SESSION, calls=(*_RESOLVE, "POST /api/v1/users/{id}/lifecycle/suspend")),
+               _WHO, _USER_OR_SESSION, calls=(*_RESOLVE, "POST /api/v1/users/{id}/lifecycle/suspend"),
+               undo="okta.unsuspend_user"),
+    ActionSpec("okta.unsuspend_user", "Unsuspend a suspended user (the undo of okta.suspend_user); a user not "
+               "suspended counts as done.",
+               {"user": ParamSpec(required=True, description="user id", grammar=grammar.OKTA_USER_ID)},
+               calls=("GET /api/v1/users/{id}", "POST /api/v1/users/{id}/lifecycle/unsuspend"), destructive=False),
     ActionSpec("okta.expire_password", "Expire a user's password; an already expired one counts as done.",
                _WHO, _USER_OR_SESSION, calls=(*_RESOLVE, "POST /api/v1/users/{id}/lifecycle/expire_password")),
 )
@@ -113,6 +118,7 @@ class OktaProvider:
             "okta.revoke_user_api_tokens": self._revoke_user_api_tokens,
             "okta.reset_factors": self._reset_factors,
             "okta.suspend_user": self._suspend_user,
+            "okta.unsuspend_user": self._unsuspend_user,
             "okta.expire_password": self._expire_password,
         }
 
@@ -277,6 +283,15 @@ class OktaProvider:
                 if exc.status != 400 or now.status not in _CANNOT_SIGN_IN:
                     raise
                 return StepResult(f"user:{user.id}", (), note=f"already {now.status.lower()}")
+        return StepResult(f"user:{user.id}", (call,), undo={"user": user.id})
+
+    async def _unsuspend_user(self, params: Params, ctx: StepContext) -> StepResult:
+        user = await self._resolve_user(params, ctx)
+        call = f"POST /api/v1/users/{user.id}/lifecycle/unsuspend"
+        if user.status != "SUSPENDED":
+            return StepResult(f"user:{user.id}", (), note=f"not suspended ({(user.status or 'unknown').lower()})")
+        if not ctx.dry_run:
+            await self._call(_BUCKET_USERS, ctx, self._client.unsuspend_user, user.id)
         return StepResult(f"user:{user.id}", (call,))
 
     async def _expire_password(self, params: Params, ctx: StepContext) -> StepResult:

@@ -21,6 +21,8 @@ class Content:
     actor: str | None
     severity: str
     playbook: str | None
+    #: The credential's non-secret handle, kept so a replay can rebuild the exposure.
+    credential_id: str | None = None
 
     @property
     def dedup_key(self) -> str:
@@ -39,6 +41,6 @@ def content_of(exposure: Exposure) -> Content:
              "dry-run" if exposure.dry_run else "")
     # 128 bits: collision-free in practice, and short, as every audit record of the exposure carries it.
     digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
-    return Content(id=exposure.id, fingerprint=digest, kind=cred.kind, target=exposure.credential_key,
-                   owner=cred.owner, detector=exposure.source.detector, actor=exposure.actor,
-                   severity=exposure.severity.value, playbook=exposure.playbook)
+    return Content(id=exposure.id, fingerprint=digest, kind=cred.kind, credential_id=cred.id,
+                   target=exposure.credential_key, owner=cred.owner, detector=exposure.source.detector,
+                   actor=exposure.actor, severity=exposure.severity.value, playbook=exposure.playbook)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from orchestrator.audit import AuditEvent
-from orchestrator.store.states import EVENT_STATES, State, can_move
+from orchestrator.store.states import EVENT_STATES, REOPENINGS, State, can_move
 from orchestrator.store.store import StepRow, as_naive_utc
 
 _STEP_STATES = {"step.succeeded": "succeeded", "step.failed": "failed", "step.skipped": "skipped"}
@@ -39,6 +40,12 @@ def fold(records: Iterable[dict[str, Any]]) -> list[Rebuilt]:
         row = rows.get((exposure_id, content))
         if row is None:
             row = rows[(exposure_id, content)] = Rebuilt(_new_row(exposure_id, content, record, at))
+        if event == AuditEvent.EXPOSURE_REPLAYED and row.state in REOPENINGS:
+            # A replay re-opened it: the new run's records tell the rest.
+            row.values["state"] = REOPENINGS[row.state].value
+            for ended in ("terminal_event", "error", "finished_at"):
+                row.values.pop(ended, None)
+            continue
         if row.state.terminal:
             continue  # a later report of the same content: the duplicate's record ends nothing here
         _apply(row, str(event), record, at)
@@ -50,7 +57,8 @@ def _new_row(exposure_id: str, content: str, record: dict[str, Any], at: datetim
             "credential_kind": _str(record, "credential_kind") or "unknown", "credential_owner": None,
             "target": _str(record, "target"), "detector": _str(record, "detector"), "actor": _str(record, "actor"),
             "severity": _str(record, "severity"), "received_at": at, "state": State.RECEIVED.value,
-            "id_reused": bool(record.get("id_reused")), "claimed_by": None, "lease_expires_at": None}
+            "id_reused": bool(record.get("id_reused")), "claimed_by": None, "lease_expires_at": None,
+            "credential_id": None, "dead_letter": None, "replay_request": None}
 
 
 def _apply(row: Rebuilt, event: str, record: dict[str, Any], at: datetime) -> None:
@@ -74,7 +82,9 @@ def _apply(row: Rebuilt, event: str, record: dict[str, Any], at: datetime) -> No
         attempt = record.get("attempt")
         row.steps[(run_id, step)] = StepRow(step=step, action=_str(record, "action"), state=_STEP_STATES[event],
                                             attempts=attempt if isinstance(attempt, int) else 0,
-                                            error=_str(record, "error"), finished_at=at)
+                                            error=_str(record, "error"), finished_at=at,
+                                            undo=json.dumps(record["undo"]) if isinstance(record.get("undo"), dict)
+                                            else None)
 
 
 def _str(record: dict[str, Any], key: str) -> str | None:

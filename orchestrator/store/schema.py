@@ -50,6 +50,17 @@ exposures = Table(
     Column("source_partition", Integer, nullable=True),
     Column("source_offset", BigInteger, nullable=True),
     Column("id_reused", Boolean, nullable=False, default=False),
+    #: The credential's non-secret handle (`credential.id`): a replay rebuilds the exposure from the row.
+    Column("credential_id", String(500), nullable=True),
+    #: `PARTITION:OFFSET` on the dead-letter topic of the original record, encrypted, kept when a run that
+    #: carried a secret failed with an encryption key configured: what a replay takes the secret from.
+    Column("dead_letter", String(40), nullable=True),
+    #: The id of the last replay request that claimed the row: a redelivered request does nothing twice.
+    Column("replay_request", String(64), nullable=True),
+    #: Set with `terminal_event` while the row is still live, just before its terminal record is written:
+    #: `PARTITION:OFFSET` of its last acknowledged audit record. If the owner dies now, whoever takes the row
+    #: over looks there for the terminal record before running anything (exactly one terminal record).
+    Column("audit_position", String(40), nullable=True),
     Index("ix_exposures_id", "id"),
     Index("ix_exposures_received_at", "received_at"),
     Index("ix_exposures_state_received_at", "state", "received_at"),
@@ -68,5 +79,38 @@ steps = Table(
     Column("error", Text, nullable=True),
     Column("started_at", DateTime(), nullable=True),
     Column("finished_at", DateTime(), nullable=True),
+    #: JSON `{"action": ..., "params": {...}}`: how `orchestrator undo` reverses this step (non-secret ids).
+    Column("undo", Text, nullable=True),
     UniqueConstraint("exposure_row", "run_id", "step", name="uq_steps_run_step"),
+)
+
+#: Runs waiting for a person: two-person approvals and runs held by the mass-action brake. One row per run.
+approvals = Table(
+    "approvals", metadata,
+    Column("row_id", _RowId, primary_key=True, autoincrement=True),
+    Column("run_id", String(64), nullable=False, unique=True),
+    Column("exposure_id", String(200), nullable=False),
+    Column("exposure_row", _RowId, ForeignKey("exposures.row_id", ondelete="CASCADE"), nullable=True),
+    Column("kind", String(20), nullable=False),  # approval | brake
+    Column("requester", String(200), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("plan", Text, nullable=False),  # JSON list of planned steps
+    Column("created_at", DateTime(), nullable=False),
+    Column("expires_at", DateTime(), nullable=False),
+    Column("decision", String(20), nullable=True),  # approved | denied | expired | released | dropped
+    Column("decided_by", String(200), nullable=True),
+    Column("decided_at", DateTime(), nullable=True),
+    Column("why", Text, nullable=True),
+    Index("ix_approvals_pending", "decision", "kind"),
+)
+
+#: The mass-action brake's shared state: one row, `name` = "brake".
+brake_state = Table(
+    "brake_state", metadata,
+    Column("name", String(50), primary_key=True),
+    Column("held", Boolean, nullable=False, default=False),
+    Column("released_at", DateTime(), nullable=True),
+    Column("updated_by", String(200), nullable=True),
+    Column("updated_at", DateTime(), nullable=True),
+    Column("why", Text, nullable=True),
 )

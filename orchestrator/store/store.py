@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Engine,
     Table,
@@ -31,7 +32,9 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    false,
     func,
+    literal_column,
     or_,
     select,
     text,
@@ -45,7 +48,7 @@ from orchestrator.settings import StoreSettings
 from orchestrator.store.content import Content
 from orchestrator.store.engine import database_url, open_engine, upgrade
 from orchestrator.store.schema import exposures, steps
-from orchestrator.store.states import InvalidTransition, State, can_move, move
+from orchestrator.store.states import InvalidTransition, State, can_move, move, reopen
 
 log = structlog.get_logger("orchestrator.store")
 T = TypeVar("T")
@@ -70,6 +73,10 @@ class ClaimOutcome(StrEnum):
     RESUMED = "resumed"  # its owner's lease expired before it ended: run it, skipping succeeded steps
     DUPLICATE = "duplicate"  # this content already ended
     BUSY = "busy"  # another live owner is running it
+    # Replays only:
+    NOT_FAILED = "not-failed"  # the exposure is not (or no longer) failed: nothing to replay
+    DONE = "done"  # this very replay request already ran (a redelivered request)
+    UNKNOWN = "unknown"  # no such row (pruned, or another store)
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,12 @@ class Claim:
     terminal_event: str | None = None
     #: Where the claimed row's record was read from: equal to the caller's on a redelivery.
     source: tuple[str | None, int | None, int | None] = (None, None, None)
+    #: The run a resumed claim continues (a run waiting for approval keeps its id across restarts).
+    run_id: str | None = None
+    #: RESUMED only: its owner was writing this terminal event when it died; and where on the audit topic to
+    #: look for that record (`PARTITION:OFFSET`, a lower bound), before running anything again.
+    ending: str | None = None
+    audit_position: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,19 @@ class StepRow:
     error: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    #: JSON `{"action", "params"}` reversing the step, for `orchestrator undo`.
+    undo: str | None = None
+
+
+@dataclass(frozen=True)
+class _Batchable:
+    """A write as one statement and its parameters, so writes alike run as one `executemany` (PostgreSQL)."""
+
+    key: tuple[Any, ...]
+    statement: Any
+    params: dict[str, Any]
+    #: For a transition: the state it moves to (checked after the batch, as `executemany` gives no per-row count).
+    target: State | None = None
 
 
 @dataclass
@@ -104,6 +130,7 @@ class _Write:
     """A queued write and the future its caller may await."""
 
     apply: Callable[[Connection], Any]
+    batchable: _Batchable | None = None
     done: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -205,6 +232,8 @@ class RunStore:
         values = {
             "id": content.id, "content_fingerprint": content.fingerprint, "dedup_key": content.dedup_key,
             "credential_kind": content.kind, "credential_owner": content.owner, "target": content.target,
+            "credential_id": content.credential_id, "dead_letter": None, "replay_request": None,
+            "audit_position": None,
             "detector": content.detector, "actor": content.actor, "severity": content.severity,
             "received_at": now, "state": State.RECEIVED.value, "playbook": content.playbook,
             "claimed_by": self.owner, "lease_expires_at": now + self.lease, "id_reused": False,
@@ -244,7 +273,57 @@ class RunStore:
         succeeded = conn.execute(sql.succeeded, {"b_row": row.row_id}).scalars()
         self._active.add(row.row_id)
         return Claim(ClaimOutcome.RESUMED, row.row_id, id_reused=row.id_reused,
-                     succeeded_steps=frozenset(succeeded), state=state, source=row_source)
+                     succeeded_steps=frozenset(succeeded), state=state, source=row_source, run_id=row.run_id,
+                     ending=row.terminal_event, audit_position=row.audit_position)
+
+    async def claim_replay(self, row_id: int, exposure_id: str, request_id: str, *,
+                           now: datetime | None = None) -> Claim:
+        """Claim a failed exposure's row for replay request `request_id`, atomically: `NEW` (re-opened, with the
+        steps every earlier run succeeded in), `RESUMED` (this request's replay lost its owner), `BUSY` (a
+        run of the exposure is live), `DONE` (this request already ran), `NOT_FAILED` or `UNKNOWN`."""
+        return await self._run(self._claim_replay, row_id, exposure_id, request_id, now or utcnow())
+
+    def _claim_replay(self, row_id: int, exposure_id: str, request_id: str, now: datetime) -> Claim:
+        sql = self._sql
+        with self.engine.begin() as conn:
+            row = conn.execute(sql.by_row, {"b_row": row_id}).one_or_none()
+            if row is None or row.id != exposure_id:
+                return Claim(ClaimOutcome.UNKNOWN, row_id)
+            state = State(row.state)
+            source = (row.source_topic, row.source_partition, row.source_offset)
+            mine = row.replay_request == request_id
+            if state.terminal and (mine or state is not State.FAILED):
+                outcome = ClaimOutcome.DONE if mine else ClaimOutcome.NOT_FAILED
+                return Claim(outcome, row_id, id_reused=row.id_reused, state=state,
+                             terminal_event=row.terminal_event, source=source)
+            if not state.terminal:
+                lease_live = row.lease_expires_at is not None and row.lease_expires_at > now
+                if not mine or lease_live or row_id in self._active:
+                    return Claim(ClaimOutcome.BUSY, row_id, id_reused=row.id_reused, state=state, source=source)
+                outcome, values, now_state = ClaimOutcome.RESUMED, {}, state
+            else:
+                outcome, now_state = ClaimOutcome.NEW, reopen(state)
+                values = {"state": now_state.value, "replay_request": request_id, "terminal_event": None,
+                          "audit_position": None,
+                          "error": None, "finished_at": None}
+            conn.execute(sql.update_row, {"b_row": row_id, "claimed_by": self.owner,
+                                          "lease_expires_at": now + self.lease, **values})
+            succeeded = conn.execute(sql.succeeded, {"b_row": row_id}).scalars()
+            self._active.add(row_id)
+            resumed = outcome is ClaimOutcome.RESUMED
+            return Claim(outcome, row_id, id_reused=row.id_reused, succeeded_steps=frozenset(succeeded),
+                         state=now_state, source=source, ending=row.terminal_event if resumed else None,
+                         audit_position=row.audit_position if resumed else None)
+
+    async def row(self, row_id: int) -> dict[str, Any] | None:
+        """One exposure row, with its steps (as `lookup` gives them)."""
+        return await self._run(self.row_sync, row_id)
+
+    def row_sync(self, row_id: int) -> dict[str, Any] | None:
+        """`row`, blocking."""
+        with self.engine.connect().execution_options(read_only=True) as conn:
+            row = conn.execute(select(exposures).where(exposures.c.row_id == row_id)).one_or_none()
+            return None if row is None else self._with_steps(conn, dict(row._mapping))
 
     async def release(self, row_id: int) -> None:
         """Stop working on a claimed row without ending it (shutdown): its lease expires now, so the next
@@ -285,16 +364,37 @@ class RunStore:
     def started(self, row_id: int, *, run_id: str, playbook: str, at: datetime | None = None) -> None:
         """Queue `running` (not awaited: the queue keeps order, and the terminal write is awaited)."""
         when = at or utcnow()
-        self._enqueue(lambda conn: self._transition(conn, row_id, State.RUNNING, started_at=when, run_id=run_id,
-                                                    playbook=playbook))
+        self._enqueue_transition(row_id, State.RUNNING, {"started_at": when, "run_id": run_id, "playbook": playbook})
 
-    def step(self, row_id: int, run_id: str, outcome: StepRow) -> None:
-        """Queue one step's outcome (replacing that step's earlier row in the same run)."""
-        self._enqueue(lambda conn: self._write_step(conn, row_id, run_id, outcome))
+    def move(self, row_id: int, state: State) -> None:
+        """Queue a move between live states (awaiting approval and back to running)."""
+        self._enqueue_transition(row_id, state, {})
+
+    async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking store work (`fn(*args)`) on the store's threads."""
+        return await self._run(fn, *args)
+
+    def step(self, row_id: int, run_id: str, outcome: StepRow) -> asyncio.Future[Any]:
+        """Queue one step's outcome (replacing that step's earlier row in the same run); the future resolves
+        once committed."""
+        params = {"exposure_row": row_id, "run_id": run_id, "step": outcome.step, "action": outcome.action,
+                  "state": outcome.state, "attempts": outcome.attempts, "error": outcome.error,
+                  "started_at": outcome.started_at, "finished_at": outcome.finished_at, "undo": outcome.undo}
+        return self._enqueue(lambda conn: conn.execute(self._sql.upsert_step, params),
+                             _Batchable(("step",), self._sql.upsert_step, params))
+
+    async def ending(self, row_id: int, terminal_event: str, audit_position: str | None) -> None:
+        """Say, before writing it, which terminal record the live row is about to get and after which of its
+        acknowledged audit records; returns once committed (see `Claim.ending`)."""
+        params = {"b_row": row_id, "terminal_event": terminal_event, "audit_position": audit_position}
+        await self._enqueue(lambda conn: conn.execute(self._sql.update_row, params),
+                            _Batchable(("ending",), self._sql.update_row, params))
 
     async def finish(self, row_id: int, state: State, *, terminal_event: str, error: str | None = None,
-                     run_id: str | None = None, playbook: str | None = None, at: datetime | None = None) -> None:
-        """Record the terminal state; returns once committed. Clears the claim."""
+                     run_id: str | None = None, playbook: str | None = None, dead_letter: str | None = None,
+                     at: datetime | None = None) -> None:
+        """Record the terminal state; returns once committed. Clears the claim. `dead_letter` is where the
+        original record was kept (encrypted) for a replay."""
         self._active.discard(row_id)
         when = at or utcnow()
         values: dict[str, Any] = {"finished_at": when, "terminal_event": terminal_event, "error": error,
@@ -303,10 +403,18 @@ class RunStore:
             values["run_id"] = run_id
         if playbook is not None:
             values["playbook"] = playbook
-        await self._enqueue(lambda conn: self._transition(conn, row_id, state, **values))
+        if dead_letter is not None:
+            values["dead_letter"] = dead_letter
+        await self._enqueue_transition(row_id, state, values)
 
-    def _enqueue(self, apply: Callable[[Connection], Any]) -> asyncio.Future[Any]:
-        write = _Write(apply)
+    def _enqueue_transition(self, row_id: int, target: State, values: dict[str, Any]) -> asyncio.Future[Any]:
+        params = {"b_row": row_id, "state": target.value, **values}
+        statement = self._sql.transitions[target]
+        return self._enqueue(lambda conn: self._transition(conn, row_id, target, **values),
+                             _Batchable(("transition", target, *sorted(params)), statement, params, target))
+
+    def _enqueue(self, apply: Callable[[Connection], Any], batchable: _Batchable | None = None) -> asyncio.Future[Any]:
+        write = _Write(apply, batchable)
         self._queue.append(write)
         if self._wake is None:  # not started: a one-off caller (CLI, tests) writes at once
             self._wake = asyncio.Event()
@@ -339,14 +447,59 @@ class RunStore:
     def _apply_batch(self, batch: Sequence[_Write]) -> list[tuple[Any, Exception | None]]:
         # No savepoint per write (two more statements each): an invalid transition is refused before it writes,
         # and any other error fails the whole batch, whose waiters retry or report it.
-        outcomes: list[tuple[Any, Exception | None]] = []
+        # Claims (SQLite's, the only writes that are not batchable) first, one by one: a row's claim and its later
+        # writes never share a batch (the claim is awaited first), and a claim that finds a row another write of
+        # the batch would end only waits (busy) and finds it ended next time.
+        outcomes: dict[int, tuple[Any, Exception | None]] = {}
         with self.engine.begin() as conn:
-            for write in batch:
-                try:
-                    outcomes.append((write.apply(conn), None))
-                except InvalidTransition as exc:
-                    log.warning("store.invalid_transition", error=str(exc))
-                    outcomes.append((None, exc))
+            for n, write in enumerate(batch):
+                if write.batchable is None:
+                    try:
+                        outcomes[n] = (write.apply(conn), None)
+                    except InvalidTransition as exc:
+                        log.warning("store.invalid_transition", error=str(exc))
+                        outcomes[n] = (None, exc)
+            many = [n for n, write in enumerate(batch) if write.batchable is not None]
+            if many:
+                outcomes.update(zip(many, self._apply_many(conn, [batch[n].batchable for n in many]), strict=True))
+        return [outcomes[n] for n in range(len(batch))]
+
+    def _apply_many(self, conn: Connection, writes: Sequence[_Batchable | None]) -> list[tuple[Any, Exception | None]]:
+        """The batch as one `executemany` per kind of write: PostgreSQL then pipelines each kind's statements
+        instead of a round trip per statement, SQLite loops in C instead of Python. Kinds run in the order they
+        first appear. That may run one row's writes out of order only for writes its caller did not wait for in
+        between, and those (running, a step, the end announced) touch different columns or tables; an end is
+        queued only after the announcement was committed, so never in its batch."""
+        groups: dict[tuple[Any, ...], list[_Batchable]] = {}
+        for write in writes:
+            assert write is not None
+            groups.setdefault(write.key, []).append(write)
+        for group in groups.values():
+            conn.execute(group[0].statement, [w.params for w in group])
+        moved = [w for w in writes if w is not None and w.target is not None]
+        found: dict[int, Any] = {}
+        if moved:
+            rows = [w.params["b_row"] for w in moved]
+            found = {r.row_id: r for r in conn.execute(
+                select(exposures.c.row_id, exposures.c.state, exposures.c.started_at, exposures.c.finished_at)
+                .where(exposures.c.row_id.in_(rows)))}
+        outcomes: list[tuple[Any, Exception | None]] = []
+        for write in writes:
+            error: Exception | None = None
+            if write is not None and write.target is not None:
+                row = found.get(write.params["b_row"])
+                # Applied when the row is in the target state with this write's own time (no per-row count).
+                stamp = "started_at" if write.target is State.RUNNING else "finished_at"
+                if row is None:
+                    error = LookupError(f"no exposure row {write.params['b_row']}")
+                elif row.state != write.target.value or getattr(row, stamp) != write.params.get(stamp):
+                    try:  # refused by the WHERE clause: the state machine names the move
+                        move(State(row.state), write.target)
+                        error = InvalidTransition(f"{row.state} → {write.target.value} was not applied")
+                    except InvalidTransition as exc:
+                        error = exc
+                    log.warning("store.invalid_transition", error=str(error))
+            outcomes.append((None, error))
         return outcomes
 
     async def flush(self) -> None:
@@ -362,9 +515,8 @@ class RunStore:
 
     def _transition(self, conn: Connection, row_id: int, target: State, **values: Any) -> None:
         # One statement: the state machine's predecessors of `target` are the WHERE clause.
-        allowed = [state.value for state in State if can_move(state, target)]
-        changed = conn.execute(self._sql.transition, {"b_row": row_id, "b_from": allowed, "state": target.value,
-                                                      **values}).rowcount
+        changed = conn.execute(self._sql.transitions[target], {"b_row": row_id, "state": target.value,
+                                                               **values}).rowcount
         if changed == 0:
             current = conn.execute(self._sql.state_of, {"b_row": row_id}).scalar_one_or_none()
             if current is None:
@@ -375,7 +527,7 @@ class RunStore:
         conn.execute(self._sql.upsert_step, {
             "exposure_row": row_id, "run_id": run_id, "step": outcome.step, "action": outcome.action,
             "state": outcome.state, "attempts": outcome.attempts, "error": outcome.error,
-            "started_at": outcome.started_at, "finished_at": outcome.finished_at})
+            "started_at": outcome.started_at, "finished_at": outcome.finished_at, "undo": outcome.undo})
 
     # -- reading --------------------------------------------------------------------------------------------
 
@@ -400,13 +552,15 @@ class RunStore:
                     raise AmbiguousPrefix(id_or_prefix, sorted(ids))
                 if ids:
                     rows = conn.execute(select(exposures).where(exposures.c.id == ids[0]).order_by(*newest)).all()
-            result = [dict(r._mapping) for r in rows]
-            for entry in result:
-                entry["steps"] = [dict(s._mapping) for s in conn.execute(
-                    select(steps.c.run_id, steps.c.step, steps.c.action, steps.c.state, steps.c.attempts,
-                           steps.c.error, steps.c.started_at, steps.c.finished_at)
-                    .where(steps.c.exposure_row == entry["row_id"]).order_by(steps.c.row_id))]
-            return result
+            return [self._with_steps(conn, dict(r._mapping)) for r in rows]
+
+    @staticmethod
+    def _with_steps(conn: Connection, entry: dict[str, Any]) -> dict[str, Any]:
+        entry["steps"] = [dict(s._mapping) for s in conn.execute(
+            select(steps.c.run_id, steps.c.step, steps.c.action, steps.c.state, steps.c.attempts,
+                   steps.c.error, steps.c.started_at, steps.c.finished_at)
+            .where(steps.c.exposure_row == entry["row_id"]).order_by(steps.c.row_id))]
+        return entry
 
     async def recent(self, **filters: Any) -> tuple[list[dict[str, Any]], str | None]:
         """See `recent_sync`."""
@@ -484,7 +638,7 @@ class _Statements:
                                          id_reused="(SELECT EXISTS (SELECT 1 FROM exposures WHERE id = :id AND "
                                                    "content_fingerprint != :content_fingerprint AND "
                                                    "received_at >= :b_since))")
-        kept = ("state", "attempts", "error", "finished_at")
+        kept = ("state", "attempts", "error", "finished_at", "undo")
         self.upsert_step = _insert_text(steps, "ON CONFLICT (exposure_row, run_id, step) DO UPDATE SET "
                                         + ", ".join(f"{c} = excluded.{c}" for c in kept))
         by_key = select(exposures).where(exposures.c.dedup_key == bindparam("b_key"))
@@ -492,13 +646,26 @@ class _Statements:
         self.by_key = by_key if is_sqlite else by_key.with_for_update()
         # Executed with the columns to set as parameters beside `b_row`.
         self.update_row = update(exposures).where(exposures.c.row_id == bindparam("b_row"))
-        self.transition = update(exposures).where(exposures.c.row_id == bindparam("b_row"),
-                                                  exposures.c.state.in_(bindparam("b_from", expanding=True)))
+        # One per target state, its allowed predecessors written in the SQL (executemany cannot expand a list;
+        # they are the enum's own constant names).
+        self.transitions = {
+            target: update(exposures).where(exposures.c.row_id == bindparam("b_row"), _one_of(
+                [state.value for state in State if can_move(state, target)]))
+            for target in State}
+        by_row = select(exposures).where(exposures.c.row_id == bindparam("b_row"))
+        self.by_row = by_row if is_sqlite else by_row.with_for_update()
         self.state_of = select(exposures.c.state).where(exposures.c.row_id == bindparam("b_row"))
         self.succeeded = select(steps.c.step).where(steps.c.exposure_row == bindparam("b_row"),
                                                     steps.c.state == "succeeded")
         self.lease = update(exposures).where(exposures.c.row_id.in_(bindparam("b_rows", expanding=True)),
                                              exposures.c.claimed_by == bindparam("b_owner"))
+
+
+def _one_of(states: list[str]) -> ColumnElement[bool]:
+    """`state IN ('a', 'b')` with the names inline; false for none."""
+    if not states:
+        return false()
+    return exposures.c.state.in_([literal_column(f"'{name}'") for name in states])
 
 
 def _insert_text(table: Table, tail: str, **expressions: str) -> TextClause | TextualSelect:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 from orchestrator.audit import AuditEvent, Auditor, AuditTrail
@@ -11,6 +13,7 @@ from orchestrator.store.store import RunStore, StepRow, utcnow
 
 _STEP_STATES = {AuditEvent.STEP_SUCCEEDED: "succeeded", AuditEvent.STEP_FAILED: "failed",
                 AuditEvent.STEP_SKIPPED: "skipped"}
+_LIVE_MOVES = {AuditEvent.RUN_AWAITING_APPROVAL: State.AWAITING_APPROVAL, AuditEvent.RUN_APPROVED: State.RUNNING}
 
 
 class StoreTrail(AuditTrail):
@@ -28,6 +31,8 @@ class StoreTrail(AuditTrail):
         self.row_id = row_id
         self._started: dict[str, Any] = {}
         self.error: str | None = None
+        #: Where the original record was kept (encrypted) when the run failed: stored with the end.
+        self.dead_letter: str | None = None
 
     @property
     def run_id(self) -> str | None:
@@ -36,7 +41,12 @@ class StoreTrail(AuditTrail):
         return value if isinstance(value, str) else None
 
     async def record(self, event: AuditEvent, **fields: Any) -> None:
-        """Write the audit record, then tell the store what it changes."""
+        """Write the audit record, then tell the store what it changes. A terminal record of a claimed row is
+        announced in the store first, after every earlier record is acknowledged: an owner dying between the
+        record and the row's end leaves its successor where to look for it (never a second terminal record)."""
+        if event.terminal and self.row_id is not None and self.terminal is None:
+            await self.flush()
+            await self._store.ending(self.row_id, event.value, self.position)
         await super().record(event, **fields)
         if event.terminal:
             reason = fields.get("error") or fields.get("reason")
@@ -46,6 +56,9 @@ class StoreTrail(AuditTrail):
         run_id = self.run_id
         if event is AuditEvent.RUN_STARTED and run_id is not None:
             self._store.started(self.row_id, run_id=run_id, playbook=str(self._context.get("playbook")))
+        elif event in _LIVE_MOVES:
+            await self.flush()  # the waiting (or going on) is on the audit topic before the store says so
+            self._store.move(self.row_id, _LIVE_MOVES[event])
         elif event is AuditEvent.STEP_STARTED:
             self._started[str(fields.get("step"))] = utcnow()
         elif event in _STEP_STATES and run_id is not None:
@@ -53,10 +66,15 @@ class StoreTrail(AuditTrail):
             if event is AuditEvent.STEP_SUCCEEDED:
                 await self.flush()
             error = fields.get("error")
-            self._store.step(self.row_id, run_id, StepRow(
+            stored = self._store.step(self.row_id, run_id, StepRow(
                 step=name, action=fields.get("action"), state=_STEP_STATES[event],
                 attempts=int(fields.get("attempt") or 0), error=REDACTOR.text(str(error)) if error else None,
-                started_at=self._started.pop(name, None), finished_at=utcnow()))
+                started_at=self._started.pop(name, None), finished_at=utcnow(),
+                undo=json.dumps(fields["undo"]) if fields.get("undo") else None))
+            if event is AuditEvent.STEP_SUCCEEDED:
+                # Stored before the run moves on: a resumed run never repeats a step that succeeded. A store
+                # failing here is logged by its writer; the run goes on (the audit is the record of truth).
+                await asyncio.gather(stored, return_exceptions=True)
 
     async def settle(self) -> None:
         """After `flush`: store the terminal state this trail ended in (the claim ends with it)."""
@@ -64,7 +82,8 @@ class StoreTrail(AuditTrail):
             return
         state: State = EVENT_STATES[self.terminal]
         await self._store.finish(self.row_id, state, terminal_event=self.terminal.value, error=self.error,
-                                 run_id=self.run_id, playbook=_text(self._context.get("playbook")))
+                                 run_id=self.run_id, playbook=_text(self._context.get("playbook")),
+                                 dead_letter=self.dead_letter)
 
 
 def _text(value: Any) -> str | None:
