@@ -74,3 +74,30 @@ INGEST: dict[int | str, dict[str, Any]] = {
                "not a valid payload of the format"),
     401: _json({"detail": "bad signature"}, "bad, missing, stale or replayed signature"),
 }
+
+_RUN = "run-7f3a9c2e"
+_GATE = {"run_id": _RUN, "exposure_id": _ID, "kind": "approval", "requester": "alice",
+         "reason": "okta.suspend_user on a protected principal", "plan": [
+             {"step": "suspend", "action": "okta.suspend_user", "target": "okta-user:sam.support@example.com"}],
+         "created_at": "2026-12-02T03:14:07Z", "expires_at": "2026-12-02T04:14:07Z", "decision": None,
+         "decided_by": None, "decided_at": None, "why": None, "position": 1}
+_ANSWERED = {**_GATE, "decision": "approved", "decided_by": "bob", "decided_at": "2026-12-02T03:16:40Z",
+             "why": "confirmed with the user's manager"}
+WHY_BODY = {"with a reason": Example(value={"why": "confirmed with the user's manager"})}
+APPROVALS = _json({"waiting": [_GATE]}, "runs waiting for a person, oldest first")
+ANSWERED = _json(_ANSWERED, "the answer, recorded")
+BRAKE = _json({"engaged": True, "held": False, "window_s": 60, "limit": 50, "total": 57,
+               "providers": {"okta": {"count": 57, "limit": 50}}, "updated_by": None, "why": None,
+               "waiting": [{**_GATE, "kind": "brake", "reason": "okta: 57 destructive steps in 60 s (limit 50)"}]},
+              "the brake and the runs it holds")
+RELEASED = _json({"released": [_RUN], "by": "root"}, "the runs let through")
+HELD = _json({"held": True, "by": "root"}, "the brake is held")
+UNDONE = _json({"run_id": _RUN, "exposure_id": _ID, "undo_id": "undo-1c9e", "by": "root",
+                "reversed": [{"step": "suspend", "action": "okta.unsuspend_user"}], "failed": [],
+                "already_undone": [], "irreversible": ["clear-sessions"]}, "what was reversed, skipped and failed")
+REPLAYED = _json({"id": _ID, "state": "failed", "playbook": "okta-user", "skip": ["clear-sessions"],
+                  "run": ["reset-factors"], "source": "store", "replayable": True, "problem": None,
+                  "request_id": "replay-4b1d", "actor": "responder-bot", "status": f"/v1/exposures/{_ID}"},
+                 "published: a new run that skips the steps already succeeded")
+REPLAY_BODY = {"replay": Example(value={"reason": "Okta was down, INC-4212"}),
+               "dry run": Example(value={"dry_run": True})}

@@ -97,7 +97,7 @@ def add_routes(app: FastAPI, store: RunStore, as_responder: Any, *, playbooks: S
         return
 
     @app.post("/v1/exposures/{exposure_id:path}/replay", tags=["exposures"], status_code=202,
-              responses={200: {"description": "dry run: the plan"}, 404: {"description": "unknown"},
+              responses={202: ex.REPLAYED, 200: {"description": "dry run: the plan"}, 404: {"description": "unknown"},
                          409: {"description": "not failed, or an ambiguous prefix"},
                          422: {"description": "cannot be replayed, and why"}})
     async def replay_exposure(exposure_id: str, body: ReplayBody | None = None,
