@@ -144,8 +144,9 @@ def create_app(services: ApiServices) -> FastAPI:
         responder or admin raises the run's priority (a signed record header), never a field of the body.
         """
         value = api_exposures.as_published(await request.body(), principal.name)
+        # Signed whatever the role: the consumer then audits `actor` (set here) as verified.
         await triggers.send(services.producer, settings.exposures_topic, exposure.id, value,
-                            role=provenance.role_of(principal))
+                            role=provenance.publisher_role(principal))
         return {"id": exposure.id}
 
     @app.post("/v1/triggers", status_code=202, tags=["exposures"],

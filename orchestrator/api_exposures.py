@@ -81,13 +81,7 @@ def add_routes(app: FastAPI, store: RunStore, as_responder: Any, *, playbooks: S
                            _: Any = as_responder) -> dict[str, Any]:
         """An exposure (by id, or a prefix matching one), where it stands, its steps; earlier reports of the
         same id with other content under `runs`."""
-        try:
-            rows = await store.lookup(exposure_id)
-        except AmbiguousPrefix as exc:
-            raise HTTPException(409, f"several exposure ids start with this prefix ({len(exc.ids)} or more)") \
-                from None
-        if not rows:
-            raise HTTPException(404, "no exposure with this id in the run store")
+        rows = await _rows_of(store, exposure_id)
         latest = rows[0]
         return {**document(latest), "done": State(latest["state"]).terminal,
                 "runs": [document(r) for r in rows[1:]]}
@@ -105,13 +99,7 @@ def add_routes(app: FastAPI, store: RunStore, as_responder: Any, *, playbooks: S
         """Run a failed exposure again as a new run that skips the steps already succeeded, on behalf of the
         authenticated principal (its `actor`), through the consumer like any exposure."""
         asked = body or ReplayBody()
-        try:
-            rows = await store.lookup(exposure_id)
-        except AmbiguousPrefix as exc:
-            raise HTTPException(409, f"several exposure ids start with this prefix ({len(exc.ids)} or more)") \
-                from None
-        if not rows:
-            raise HTTPException(404, "no exposure with this id in the run store")
+        rows = await _rows_of(store, exposure_id)
         plan = replay.plan(rows[0], playbooks)
         if asked.dry_run:
             return JSONResponse(plan.describe())
@@ -127,3 +115,14 @@ def document(row: dict[str, Any]) -> dict[str, Any]:
     """A store row as the API shows it: times in ISO 8601 UTC."""
     return {k: (v.isoformat() + "Z" if isinstance(v, datetime) else v) for k, v in row.items() if k not in _HIDDEN
             } | ({"steps": [document(s) for s in row["steps"]]} if "steps" in row else {})
+
+
+async def _rows_of(store: RunStore, exposure_id: str) -> list[dict[str, Any]]:
+    """The exposure's rows, newest first (by id or a unique prefix); 409 for an ambiguous prefix, 404 for none."""
+    try:
+        rows = await store.lookup(exposure_id)
+    except AmbiguousPrefix as exc:
+        raise HTTPException(409, f"several exposure ids start with this prefix ({len(exc.ids)} or more)") from None
+    if not rows:
+        raise HTTPException(404, "no exposure with this id in the run store")
+    return rows

@@ -14,6 +14,7 @@ Responses name reasons, never a submitted value.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -112,21 +113,24 @@ async def _github(ingest: _Ingest, config: IngestSettings, request: Request, bod
             return _unauthorized(str(exc))
         except KeysUnavailable as exc:
             return JSONResponse({"detail": str(exc)}, status_code=503)
-        return await ingest.publish("github-secret-scanning", body, f"github-partner:{signature}")
+        # Keyed by the body, not the signature: an ECDSA signature has a twin, (r, n - s), that verifies as well,
+        # and base64 has several spellings of the same bytes.
+        return await ingest.publish("github-secret-scanning", body,
+                                    f"github-partner:{hashlib.sha256(body).hexdigest()}")
     if config.github_webhook_secret is None:
         return _unauthorized("GitHub webhooks are not configured (ORCHESTRATOR_GITHUB_WEBHOOK_SECRET)")
     signature = headers.get("x-hub-signature-256")
     try:
-        signatures.github_hmac(body, signature, config.github_webhook_secret)
+        digest = signatures.github_hmac(body, signature, config.github_webhook_secret)
     except signatures.Rejected as exc:
         return _unauthorized(str(exc))
     event = headers.get("x-github-event", "")
     if event not in _GITHUB_EVENTS:
         return JSONResponse({"published": 0, "ignored": f"event {event[:60]!r} carries no exposure"},
                             status_code=202)
-    # The signature covers no timestamp: the delivery id is what tells a replay from a new delivery.
-    return await ingest.publish("github-secret-scanning", body,
-                                f"github:{headers.get('x-github-delivery') or signature}")
+    # The signature covers no timestamp and X-GitHub-Delivery is not signed (a replay can carry any id): the
+    # signed body's digest is what tells a replay; a redelivery by GitHub has the same body, so it is one too.
+    return await ingest.publish("github-secret-scanning", body, f"github:{digest}")
 
 
 async def _gitguardian(ingest: _Ingest, config: IngestSettings, request: Request, body: bytes) -> Response:
@@ -134,12 +138,12 @@ async def _gitguardian(ingest: _Ingest, config: IngestSettings, request: Request
         return _unauthorized("GitGuardian webhooks are not configured (ORCHESTRATOR_GITGUARDIAN_WEBHOOK_SECRET)")
     signature = request.headers.get("gitguardian-signature")
     try:
-        signatures.gitguardian_hmac(body, signature, request.headers.get("timestamp"),
-                                    config.gitguardian_webhook_secret, now=ingest.clock(),
-                                    max_age_s=config.webhook_max_age_s)
+        digest = signatures.gitguardian_hmac(body, signature, request.headers.get("timestamp"),
+                                             config.gitguardian_webhook_secret, now=ingest.clock(),
+                                             max_age_s=config.webhook_max_age_s)
     except signatures.Rejected as exc:
         return _unauthorized(str(exc))
-    return await ingest.publish("gitguardian", body, f"gitguardian:{signature}")
+    return await ingest.publish("gitguardian", body, f"gitguardian:{digest}")
 
 
 async def _ssf(ingest: _Ingest, config: IngestSettings, request: Request, body: bytes) -> Response:

@@ -22,7 +22,7 @@ from orchestrator.auth import TokenFile
 from orchestrator.broker_health import BrokerHealth
 from orchestrator.consumer import ExposureConsumer
 from orchestrator.execution import Executor
-from orchestrator.guard import Guard
+from orchestrator.guard import Directory, Guard
 from orchestrator.metrics import Metrics
 from orchestrator.pipeline import Pipeline
 from orchestrator.playbooks import Playbook, load_playbooks
@@ -96,7 +96,10 @@ class Orchestrator:
                                           unmatched_interval_s=settings.oncall_unmatched_interval_s)
                 pager = await self._stack.enter_async_context(notifier)
                 observers.append(pager.observe)
-            self.guard = guard = Guard(self.policy, ApprovalBook(store), pager, poll_s=settings.approval_poll_s)
+            # Providers that can tell a user's groups, for `protected.<provider>.groups` (Okta).
+            directories = {name: p for name, p in providers.items() if isinstance(p, Directory)}
+            self.guard = guard = Guard(self.policy, ApprovalBook(store), pager, poll_s=settings.approval_poll_s,
+                                       directories=directories)
             await guard.start()
             self._stack.push_async_callback(guard.close)
             # Audit records are echoed to the console log for people; JSON logs would only duplicate the topic.

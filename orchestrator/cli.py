@@ -18,6 +18,7 @@ import typer
 
 from orchestrator import loop
 from orchestrator.errors import OrchestratorError
+from orchestrator.keys import MissingFingerprintKey
 from orchestrator.settings import DEV_API_PORT, DEV_KAFKA_PORT
 
 if TYPE_CHECKING:
@@ -186,6 +187,9 @@ def main() -> None:
         result = app(standalone_mode=False)
     except UsageProblem as exc:
         _say(f"{exc} (see `orchestrator --help`)")
+        sys.exit(EXIT_USAGE)
+    except MissingFingerprintKey as exc:  # the message already says where to point; --help would not help
+        _say(exc)
         sys.exit(EXIT_USAGE)
     except OrchestratorError as exc:
         if debug:

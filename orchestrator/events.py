@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from orchestrator import cloudevents
 from orchestrator.errors import InvalidExposure
@@ -27,6 +27,15 @@ class Severity(StrEnum):
 class _Model(BaseModel):
     # Unknown fields are ignored so detectors can send newer versions of the event.
     model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True)
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # No database text column takes a NUL (PostgreSQL refuses it outright): a stored field with one would
+        # make every claim of the run store fail, and the record be retried for ever.
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain a NUL character (\\u0000)")
+        return value
 
 
 class Credential(_Model):

@@ -96,7 +96,7 @@ class Executor:
         for step in playbook.steps:
             if step.name in succeeded:
                 await trail.record(AuditEvent.STEP_SKIPPED, step=step.name, action=step.action,
-                                   reason=ALREADY_SUCCEEDED)
+                                   dry_run=exposure.dry_run or None, reason=ALREADY_SUCCEEDED)
                 continue
             outcome = await self._run_step(exposure, playbook, step, trail, priority)
             if outcome.result is not None and exposure.dry_run:
@@ -121,7 +121,8 @@ class Executor:
     async def _run_step(self, exposure: Exposure, playbook: Playbook, step: Step, trail: AuditTrail,
                         priority: Priority) -> _StepOutcome:
         spec = self.catalog[step.action]
-        base = {"step": step.name, "action": step.action}
+        # Every step record of a dry run says so: its `step.succeeded` means "planned", not "done".
+        base = {"step": step.name, "action": step.action, "dry_run": exposure.dry_run or None}
         if not step_applies(step, exposure):
             await trail.record(AuditEvent.STEP_SKIPPED, **base, reason=f"condition not met: {step.when}")
             return _StepOutcome(ok=True)

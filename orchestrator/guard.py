@@ -16,18 +16,20 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
 from orchestrator import provenance
 from orchestrator.audit import AuditEvent, AuditTrail
 from orchestrator.auth import Role
-from orchestrator.brake import RateBrake
+from orchestrator.brake import Admission, RateBrake
+from orchestrator.errors import ProviderError
 from orchestrator.events import Exposure
 from orchestrator.lanes import stepped_aside
 from orchestrator.playbooks import Playbook
 from orchestrator.policy import OnTimeout, Policy
+from orchestrator.redaction import REDACTOR
 from orchestrator.store.approvals import ApprovalBook, Decision, Gate, GateKind
 from orchestrator.store.store import utcnow
 
@@ -39,6 +41,19 @@ class Pager(Protocol):
     def page(self, event: str, fields: Mapping[str, Any]) -> None:
         """Schedule one page; never raises."""
         ...
+
+
+@runtime_checkable
+class Directory(Protocol):
+    """A provider that can tell which of its groups a user is in (Okta), for `protected.<provider>.groups`."""
+
+    async def member_groups(self, user: str | None, session_id: str | None, *, exposure_id: str) -> tuple[str, ...]:
+        """Names and ids of the groups the user (else the session's owner) is in now; raises when it cannot tell."""
+        ...
+
+
+#: Kinds whose `credential.id` is a session id, from which the user is resolved when no owner is given.
+_SESSION_KINDS = frozenset({"okta.session", "okta.user"})
 
 
 class Verdict(StrEnum):
@@ -76,8 +91,10 @@ class Guard:
     """Clears runs; owns the brake's window and the poller that hears answers."""
 
     def __init__(self, policy: Policy, book: ApprovalBook | None = None, pager: Pager | None = None, *,
-                 poll_s: float = 0.5, clock: Callable[[], float] = time.monotonic) -> None:
+                 poll_s: float = 0.5, clock: Callable[[], float] = time.monotonic,
+                 directories: Mapping[str, Directory] | None = None) -> None:
         self.policy = policy
+        self._directories = dict(directories or {})
         self.book = book
         self._pager = pager
         self._poll_s = poll_s
@@ -127,8 +144,9 @@ class Guard:
         if not counts:
             return Clearance(Verdict.GO, {})
         rule = self.policy.protects(exposure.credential.kind, exposure.credential.owner, exposure.credential.id)
-        if rule is not None:
-            return Clearance(Verdict.PROTECTED, {"reason": "protected", "protected_by": rule})
+        protection = {"protected_by": rule} if rule is not None else await self._protected_member(exposure)
+        if protection is not None:
+            return Clearance(Verdict.PROTECTED, {"reason": "protected", **protection})
         if self.book is None:
             return self._brake_only(role, counts)
         gate = None
@@ -143,11 +161,8 @@ class Guard:
                                     self.policy.approval.timeout_s)
             self._page("run.awaiting_approval", exposure, run_id, gate)
         if gate is None:
-            if self.bypasses_brake(role):
-                self.brake.count(counts)
-                return Clearance(Verdict.GO, {})
-            admission = self.brake.admit(counts)
-            if admission.go:
+            admission = self._brake_admission(role, counts)
+            if admission is None:
                 return Clearance(Verdict.GO, {})
             gate = await self._open(exposure, run_id, row_id, GateKind.BRAKE, plan, admission.reason,
                                     self.policy.brake.timeout_s)
@@ -159,17 +174,48 @@ class Guard:
             gate = await self._wait(gate)
         return await self._answered(gate, counts, trail)
 
-    def _brake_only(self, role: Role | None, counts: dict[str, int]) -> Clearance:
-        """Without a store there is nowhere to wait: over the rate, the run ends denied (nothing acted)."""
+    def _brake_admission(self, role: Role | None, counts: dict[str, int]) -> Admission | None:
+        """None when the run may go on (a responder's or admin's bypass, counted; or under the rate), else the
+        brake's answer holding it."""
         if self.bypasses_brake(role):
             self.brake.count(counts)
-            return Clearance(Verdict.GO, {})
+            return None
         admission = self.brake.admit(counts)
-        if admission.go:
+        return None if admission.go else admission
+
+    def _brake_only(self, role: Role | None, counts: dict[str, int]) -> Clearance:
+        """Without a store there is nowhere to wait: over the rate, the run ends denied (nothing acted)."""
+        admission = self._brake_admission(role, counts)
+        if admission is None:
             return Clearance(Verdict.GO, {})
         if admission.engaged_now:
             self._page_brake("brake.engaged", admission.reason)
         return Clearance(Verdict.DENIED, {"reason": f"brake: {admission.reason}", "decision": "dropped"})
+
+    async def _protected_member(self, exposure: Exposure) -> dict[str, str] | None:
+        """`protected_by` (and a `note`) when the exposure's user is in a protected provider group now, or when
+        that cannot be checked (fail safe: a lookup that fails protects); None when the user is in none."""
+        kind = exposure.credential.kind
+        patterns = self.policy.directory_groups(kind)
+        if not patterns:
+            return None
+        provider = kind.partition(".")[0]
+        owner = exposure.credential.owner
+        session_id = exposure.credential.id if kind in _SESSION_KINDS else None
+        if owner is None and session_id is None:
+            return None  # the exposure names no user: there is no membership to check
+        directory = self._directories.get(provider)
+        try:
+            if directory is None:
+                raise LookupError(f"{provider} is not configured")
+            member_of = await directory.member_groups(owner, session_id, exposure_id=exposure.id)
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the user may be protected: act as if it were
+            why = REDACTOR.text(str(exc)) if isinstance(exc, (ProviderError, LookupError)) else type(exc).__name__
+            log.warning("guard.membership_unchecked", exposure_id=exposure.id, provider=provider, error=why)
+            return {"protected_by": f"{provider} groups {', '.join(patterns)}",
+                    "note": f"group membership could not be checked ({why}): treated as protected"}
+        rule = self.policy.protects_member(kind, member_of)
+        return {"protected_by": rule} if rule is not None else None
 
     async def _answered(self, gate: Gate, counts: dict[str, int], trail: AuditTrail) -> Clearance:
         assert gate.decision is not None

@@ -35,6 +35,16 @@ _KEY_ID_LABEL = b"orchestrator/key-id/v1"
 _fingerprint_key: bytes = secrets.token_bytes(KEY_BYTES)
 
 
+class MissingFingerprintKey(ConfigurationError):
+    """A command needs the deployment's fingerprint key and finds none where it looked (it never creates one)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"no fingerprint key at {path.absolute()}: only `orchestrator run`/`dev` creates it; set "
+            f"ORCHESTRATOR_DATA_DIR to its data directory (or ORCHESTRATOR_ENCRYPTION_KEY[_FILE] as it has them)")
+        self.path = path
+
+
 @dataclass(frozen=True)
 class Keys:
     """The keys of this deployment: `encryption` is None when no encryption key is configured."""
@@ -119,11 +129,13 @@ def _wait_for(path: Path) -> str:
 
 
 def resolve(*, encryption_key: str | None, encryption_key_file: Path | None, data_dir: Path | None,
-            tokens_dir: Path | None = None) -> Keys:
+            tokens_dir: Path | None = None, create: bool = True) -> Keys:
     """The deployment's keys from its settings; `data_dir` None means a per-process fingerprint key.
 
     A `fingerprint.key` provisioned in `tokens_dir` (beside the API tokens file, often a read-only secret
-    mount) is used as it is; otherwise one is generated in `data_dir`.
+    mount) is used as it is; otherwise one is generated in `data_dir` when `create` (the long-running
+    orchestrator), else `MissingFingerprintKey`: a command run from another directory must not silently make
+    a second key, under which its ids and signed headers would mean nothing to the orchestrator.
     """
     encryption = load_encryption_key(encryption_key, encryption_key_file)
     provisioned = tokens_dir / FINGERPRINT_KEY_FILE if tokens_dir is not None else None
@@ -135,17 +147,20 @@ def resolve(*, encryption_key: str | None, encryption_key_file: Path | None, dat
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigurationError(f"cannot read {provisioned} ({type(exc).__name__})") from None
     elif data_dir is not None:
+        if not create and not (data_dir / FINGERPRINT_KEY_FILE).is_file():
+            raise MissingFingerprintKey(data_dir / FINGERPRINT_KEY_FILE)
         fingerprint = deployment_fingerprint_key(data_dir)
     else:
         fingerprint = _fingerprint_key
     return Keys(fingerprint=fingerprint, encryption=encryption)
 
 
-def from_settings(settings: Settings) -> Keys:
-    """`resolve` with what `settings` say."""
+def from_settings(settings: Settings, *, create: bool = True) -> Keys:
+    """`resolve` with what `settings` say; commands pass `create=False` (only `run`/`dev` create the key)."""
     tokens = settings.api_tokens_file
     return resolve(encryption_key=settings.encryption_key, encryption_key_file=settings.encryption_key_file,
-                   data_dir=settings.data_dir, tokens_dir=tokens.parent if tokens is not None else None)
+                   data_dir=settings.data_dir, tokens_dir=tokens.parent if tokens is not None else None,
+                   create=create)
 
 
 def install(keys: Keys) -> None:

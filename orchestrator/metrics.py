@@ -61,7 +61,8 @@ class Metrics:
         if is_terminal(record):
             self.exposures.labels(outcome=str(event)).inc()
         elif event in ("step.succeeded", "step.failed") and isinstance(record.get("duration_ms"), int | float):
-            outcome = "succeeded" if event == "step.succeeded" else "failed"
+            # A dry run's step only planned: counted apart, so "succeeded" stays what was really done.
+            outcome = "failed" if event == "step.failed" else "planned" if record.get("dry_run") else "succeeded"
             self.step_seconds.labels(action=action, outcome=outcome).observe(record["duration_ms"] / 1000)
         if event == "step.retrying":
             self.retries.labels(action=action).inc()

@@ -60,6 +60,9 @@ class Admission:
     rejection: str | None = None
     #: The publisher's role, when a record header vouches for it (`orchestrator.provenance`).
     role: Role | None = None
+    #: True when a verified header vouches for the whole record, so its `actor` was set by the API or the CLI
+    #: from who they authenticated; False when it is only what the record claims.
+    actor_verified: bool = False
     #: Set instead of `exposure` for a person's request to replay a failed exposure.
     replay: replay.ReplayRequest | None = None
 
@@ -136,8 +139,11 @@ class Pipeline:
             if replay.is_request(raw):
                 assert raw is not None
                 return Admission(origin, raw, replay=replay.decode(raw))
-            return Admission(origin, raw, exposure=decode(raw, max_bytes=self._max_event_bytes, headers=headers),
-                             role=provenance.verified_role(raw, headers))
+            exposure = decode(raw, max_bytes=self._max_event_bytes, headers=headers)
+            publisher = provenance.verified_publisher(raw, headers)
+            return Admission(origin, raw, exposure=exposure,
+                             role=publisher if publisher in provenance.RAISING else None,
+                             actor_verified=publisher is not None and exposure.actor is not None)
         except InvalidExposure as exc:
             return Admission(origin, raw, rejection=str(exc))
         except Exception as exc:  # noqa: BLE001 - a decoder bug rejects this record, it must not stop the loop
@@ -157,7 +163,7 @@ class Pipeline:
             return await self._reject(admission, admission.rejection or "invalid record")
         REDACTOR.register(exposure.credential.secret)
         try:
-            content = content_of(exposure)
+            content = content_of(exposure, actor_verified=admission.actor_verified)
             claim = await self._claim(admission, content)
             origin = admission.origin
             if claim.outcome is ClaimOutcome.DUPLICATE and claim.source == (origin.topic, origin.partition,
@@ -172,7 +178,8 @@ class Pipeline:
             trail = StoreTrail(
                 self._auditor, exposure.id,
                 {"credential_kind": exposure.credential.kind, "detector": exposure.source.detector,
-                 "actor": exposure.actor, "id_reused": claim.id_reused or None,
+                 "actor": exposure.actor, "actor_verified": admission.actor_verified,
+                 "id_reused": claim.id_reused or None,
                  "content_fingerprint": content.fingerprint},
                 store=self.store, row_id=claim.row_id if owned else None)
             if owned:

@@ -6,6 +6,8 @@ A policy file:
       okta:
         owners: [breakglass-*@example.com, group:break-glass]   # credential.owner: exact or glob
         credentials: [00uADMIN000000000001]                     # credential.id: exact or glob
+        groups: [break-glass-admins, prod-*]    # Okta groups (name or id, exact or glob): their members at the
+                                                # time of the exposure, asked of Okta (okta only)
       aws:
         owners: [prod-*]             # an ARN owner is also tested by its last path segment
     groups:                          # named lists, used above as `group:NAME`
@@ -39,6 +41,8 @@ from orchestrator.events import describe_validation_error
 
 #: Providers a `protected:` section may name.
 PROVIDERS = ("okta", "aws", "gcp", "github", "slack")
+#: Providers whose own groups a `protected.<provider>.groups` list may name (membership asked at exposure time).
+DIRECTORY_PROVIDERS = ("okta",)
 
 
 class _Strict(BaseModel):
@@ -84,12 +88,14 @@ class ApprovalPolicy(_Strict):
 
 
 class Protected(_Strict):
-    """Protected principals of one provider: owners and credentials, each exact, glob or `group:NAME`."""
+    """Protected principals of one provider: owners and credentials, each exact, glob or `group:NAME`; and
+    (Okta) the provider's own groups whose members are protected."""
 
     owners: list[str] = Field(default_factory=list)
     credentials: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list)
 
-    @field_validator("owners", "credentials")
+    @field_validator("owners", "credentials", "groups")
     @classmethod
     def _non_empty(cls, patterns: list[str]) -> list[str]:
         for pattern in patterns:
@@ -113,6 +119,19 @@ class Policy(_Strict):
             if name not in PROVIDERS:
                 raise ValueError(f"unknown provider {name!r}; known: {', '.join(PROVIDERS)}")
         return protected
+
+    def directory_groups(self, kind: str) -> list[str]:
+        """The provider groups (name or id patterns) whose members an exposure of `kind` must be checked against."""
+        rules = self.protected.get(kind.partition(".")[0])
+        return rules.groups if rules is not None else []
+
+    def protects_member(self, kind: str, member_of: Sequence[str]) -> str | None:
+        """Which `groups` rule protects a user who is a member of `member_of` (group names and ids), or None."""
+        provider = kind.partition(".")[0]
+        for pattern in self.directory_groups(kind):
+            if any(_matches(group.strip(), pattern) for group in member_of):
+                return f"{provider} group {pattern}"
+        return None
 
     def protects(self, kind: str, owner: str | None, credential_id: str | None) -> str | None:
         """Which rule protects an exposure of `kind` with this owner and id (e.g. `okta owner admin-*`), or None."""
@@ -175,6 +194,11 @@ def parse_policy(text: str, path: str) -> Policy:
         reason = describe_validation_error(exc).replace("Value error, ", "")
         raise PlaybookError(path, reason, _line_of(node, first["loc"])) from None
     for provider, rules in policy.protected.items():
+        if rules.groups and provider not in DIRECTORY_PROVIDERS:
+            raise PlaybookError(path, f"protected.{provider}.groups: group membership is looked up only for "
+                                      f"{', '.join(DIRECTORY_PROVIDERS)}; list {provider} principals under owners: "
+                                      "(a named list under groups: is used there as group:NAME)",
+                                _line_of(node, ("protected", provider, "groups")))
         for index, pattern in enumerate([*rules.owners, *rules.credentials]):
             name = pattern.removeprefix("group:")
             if pattern.startswith("group:") and name not in policy.groups:

@@ -95,6 +95,11 @@ _PHRASES: dict[str, tuple[str, str]] = {
     "gcp.delete_service_account_key": ("deleted the service-account key", "delete the service-account key"),
     "github.revoke_token": ("revoked the GitHub token", "revoke the GitHub token"),
     "slack.revoke_token": ("revoked the Slack token", "revoke the Slack token"),
+    # The reversals `orchestrator undo` runs.
+    "okta.unsuspend_user": ("unsuspended the user", "unsuspend the user"),
+    "aws.activate_access_key": ("reactivated the access key", "reactivate the access key"),
+    "aws.release_quarantine": ("released the IAM user from quarantine", "release the IAM user from quarantine"),
+    "gcp.enable_service_account_key": ("re-enabled the service-account key", "re-enable the service-account key"),
 }
 
 

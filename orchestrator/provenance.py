@@ -4,7 +4,10 @@ Anyone who can write to the exposures topic can set any field of an exposure, `a
 decides priority. The HTTP API (and the CLI, which holds the deployment's keys) add the header
 `orchestrator-role: <role>:<hmac>`, an HMAC under the deployment's fingerprint key over the role and the exact
 record value. The consumer believes a role only when the HMAC verifies; otherwise the record is a plain
-publisher's, whatever it claims. Pure apart from the process's fingerprint key (`orchestrator.keys`).
+publisher's, whatever it claims. A record whose header verifies was written whole by the API or the CLI, so its
+`actor` is the authenticated principal (audited as `actor_verified: true`); the API signs a `detector`'s records
+too, for that, though only `responder` and `admin` raise priority. Pure apart from the process's fingerprint
+key (`orchestrator.keys`).
 """
 
 from __future__ import annotations
@@ -26,13 +29,25 @@ def role_of(principal: Principal) -> Role | None:
     return next((role for role in RAISING if role in principal.roles), None)
 
 
+def publisher_role(principal: Principal) -> Role:
+    """The role the API signs a principal's records with: `role_of`, else detector (vouches for `actor` only)."""
+    return role_of(principal) or Role.DETECTOR
+
+
 def header(value: bytes, role: Role) -> tuple[str, bytes]:
     """The record header vouching that `role` published exactly `value`."""
     return HEADER, f"{role.value}:{_digest(value, role)}".encode()
 
 
 def verified_role(value: bytes | None, headers: Iterable[tuple[str, bytes | None]] | None) -> Role | None:
-    """The role the record's header vouches for, if its HMAC matches the value; else None. Never raises."""
+    """The role that may raise priority (responder, admin) the record's header vouches for; else None."""
+    role = verified_publisher(value, headers)
+    return role if role in RAISING else None
+
+
+def verified_publisher(value: bytes | None, headers: Iterable[tuple[str, bytes | None]] | None) -> Role | None:
+    """The role the record's header vouches for (any role), if its HMAC matches the value; else None. Never
+    raises."""
     if value is None:
         return None
     for name, raw in headers or ():
@@ -40,7 +55,7 @@ def verified_role(value: bytes | None, headers: Iterable[tuple[str, bytes | None
             continue
         role_text, _, digest = raw.partition(b":")
         role = Role._value2member_map_.get(role_text.decode("ascii", "replace"))
-        if not isinstance(role, Role) or role not in RAISING:
+        if not isinstance(role, Role):
             return None
         # Bytes, not str: compare_digest refuses str with non-ASCII characters, and a header may hold any bytes.
         return role if hmac.compare_digest(digest, _digest(value, role).encode()) else None

@@ -28,6 +28,7 @@ from orchestrator.formats import FORMATS, Options, parse
 from orchestrator.formats.findings import shown
 from orchestrator.publishing import publish_exposures
 from orchestrator.settings import Settings
+from orchestrator.webhooks.keys import KeysUnavailable, download
 
 #: Inputs above this are refused before parsing: a detector report this large is a mistake, not a scan.
 MAX_INPUT_BYTES = 256 * 1024 * 1024
@@ -74,7 +75,14 @@ def publish(
                       origin=None if source == "-" else Path(source).name)
     # The deployment's fingerprint key, so ids (and --redact fingerprints) are the same on every run. Read
     # before the broker settings so that bad input is reported first, whatever the environment.
-    keys.install(keys.from_settings(_settings(dry_run=True)))
+    # It never creates one: ids published under a key of its own would not be the orchestrator's, and a second
+    # publish from the right directory would not be deduplicated. A dry run publishes nothing: it warns.
+    try:
+        keys.install(keys.from_settings(_settings(dry_run=True), create=False))
+    except keys.MissingFingerprintKey as exc:
+        if not dry_run:
+            raise
+        print(f"orchestrator: warning: {exc}; the ids printed are not the deployment's", file=sys.stderr)
     batch = parse(format, data, options=options)
     for note in batch.notes(format):
         print(f"orchestrator: {note}", file=sys.stderr)
@@ -125,12 +133,12 @@ def _read_input(source: str) -> bytes:
 def load_jwks(where: str) -> dict[str, Any]:
     """The JWKS at a path or an http(s) URL, as JSON; one-line errors."""
     if where.startswith(("https://", "http://")):
-        try:
-            response = httpx.get(where, timeout=10.0, follow_redirects=True)
-            response.raise_for_status()
+        try:  # read bounded: a gzip-encoded answer of kilobytes can inflate to gigabytes
+            raw = loop.run(download(where, limit=MAX_JWKS_BYTES))
         except httpx.HTTPError as exc:
             raise ConfigurationError(f"--jwks {where}: cannot fetch it ({type(exc).__name__})") from None
-        raw = response.content
+        except KeysUnavailable as exc:
+            raise ConfigurationError(f"--jwks {where}: {exc}") from None
     else:
         path = Path(where)
         if not path.is_file():

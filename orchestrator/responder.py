@@ -118,18 +118,16 @@ def _build(fields: dict[str, Any], actor: str, playbooks: tuple[Playbook, ...], 
 
 def _vouching_role(settings: Settings) -> Role | None:
     """The CLI vouches for its trigger as a responder (raising its priority) only when it holds the deployment's
-    own fingerprint key, as the orchestrator does; it never creates one, and without one the trigger runs at
-    the priority its severity gives."""
+    own fingerprint key, as the orchestrator does; it never creates one. Without one the trigger still goes
+    (revoking a leaked credential must not wait on a key file) unsigned, at the priority its severity gives,
+    and one line on stderr says so and where it looked."""
     from orchestrator import keys
 
-    tokens_dir = settings.api_tokens_file.parent if settings.api_tokens_file is not None else None
-    known = [settings.data_dir / keys.FINGERPRINT_KEY_FILE if settings.data_dir else None,
-             tokens_dir / keys.FINGERPRINT_KEY_FILE if tokens_dir else None]
-    if not (settings.encryption_key or settings.encryption_key_file or any(p and p.is_file() for p in known)):
-        return None
     try:
-        keys.install(keys.from_settings(settings))
-    except OrchestratorError:
+        keys.install(keys.from_settings(settings, create=False))
+    except OrchestratorError as exc:
+        print(f"orchestrator: warning: {exc}; publishing unsigned (no responder priority, no brake bypass)",
+              file=sys.stderr)
         return None
     return Role.RESPONDER
 

@@ -82,6 +82,10 @@ def undo(run_id: Annotated[str, typer.Argument(help="The run id (or exposure id)
          as_json: JsonFlag = False) -> None:
     """Reverse a run's reversible steps (reactivate a key, unsuspend a user), audited (role admin)."""
     result = _call("POST", f"/v1/runs/{run_id}/undo")
+    if result.get("planned"):
+        # Exit 1: a script that undoes a run must not read "nothing to undo" as "reversed".
+        _print(result, as_json, "dry run: nothing was done, nothing to undo")
+        raise typer.Exit(1)
     lines = [f"undo {result['undo_id']} of run {result['run_id']} (exposure {result['exposure_id']}):"]
     lines += [f"  reversed {s['step']}: {s['action']} {s['target']}" for s in result["reversed"]]
     lines += [f"  FAILED   {s['step']}: {s['action']}: {s['error']}" for s in result["failed"]]

@@ -294,7 +294,7 @@ class _Reader:
             value = parse(raw)
         except ValueError:
             raise ConfigurationError(f"{name}={raw!r} is not {kind}") from None
-        if value <= 0:
+        if not value > 0:  # written so, NaN fails too (every comparison with NaN is false)
             raise ConfigurationError(f"{name}={raw!r} must be positive")
         return value
 

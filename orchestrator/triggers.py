@@ -134,9 +134,10 @@ def encode(exposure: Exposure) -> bytes:
 
 
 async def send(producer: AIOKafkaProducer, topic: str, key: str, value: bytes, *, role: Role | None = None) -> None:
-    """Publish one exposure record keyed by its id and wait until the broker has it; `role` (responder or admin)
-    is vouched for in a signed header, the only way a record raises its run's priority."""
-    headers = [provenance.header(value, role)] if role in provenance.RAISING and role is not None else None
+    """Publish one exposure record keyed by its id and wait until the broker has it; `role` is vouched for in a
+    signed header: the only way a record raises its run's priority (responder or admin) or has its `actor`
+    audited as verified (any role)."""
+    headers = [provenance.header(value, role)] if role is not None else None
     stored = await producer.send(topic, value, key=key.encode(), headers=headers)
     await stored
 

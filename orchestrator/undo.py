@@ -34,6 +34,11 @@ async def undo_run(key: str, *, book: ApprovalBook, providers: Mapping[str, Prov
     row, steps = await book.reversible_steps(key)
     if row is None or row.get("run_id") is None:
         raise UnknownRun(key)
+    if row.get("state") == "planned":
+        # A dry run (or a run the guard only planned) called no provider: there is nothing to reverse, and
+        # answering with its planned steps as "cannot be undone" would say they were done.
+        return {"run_id": row["run_id"], "exposure_id": row["id"], "undo_id": None, "by": by, "planned": True,
+                "reversed": [], "failed": [], "already_undone": [], "irreversible": []}
     undo_id = uuid.uuid4().hex
     trail = auditor.trail(row["id"], run_id=row["run_id"], undo_id=undo_id, playbook=row.get("playbook"),
                           actor=by)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import http.server
 import io
 import json
 import logging
@@ -11,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -311,3 +314,28 @@ class Harness:
 def events_of(trail: list[dict[str, Any]]) -> list[str]:
     """The `event` names of a trail, in order."""
     return [record["event"] for record in trail]
+
+
+@contextmanager
+def gzip_server(content: bytes) -> Iterator[str]:
+    """An HTTP server answering every GET with `content` gzip-encoded; its URL."""
+    encoded = gzip.compress(content, compresslevel=1)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(encoded)))
+            self.end_headers()
+            self.wfile.write(encoded)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/keys"
+    finally:
+        server.shutdown()
+        server.server_close()

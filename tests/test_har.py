@@ -6,7 +6,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import stat
 import sys
+import time
+import tracemalloc
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,6 +23,7 @@ from orchestrator.cli import app, main
 from orchestrator.har import exposures, scan
 from orchestrator.har.detect import scan_entry
 from orchestrator.har.reader import HarError
+from orchestrator.har.sanitize import Masker
 from orchestrator.redaction import secret_forms
 from tests.har_canaries import HAR_12, Planted, aws_key_id, entry, every_placement, github_token, har, okta_session_id
 from tests.support import read_all
@@ -245,3 +250,73 @@ def test_tokens_in_referer_and_location_urls_are_found_and_removed(tmp_path: Pat
     scan.write_sanitized(source, clean, found, max_bytes=MAX)
     text = clean.read_text()
     assert _leaks(text, [state_token, access_token]) == [] and "access_token=REDACTED&x=1" in text
+
+
+@pytest.mark.parametrize("where", ["top", "log"])
+def test_deep_nesting_outside_the_entries_is_refused(tmp_path: Path, where: str) -> None:
+    """Nesting deeper than 256 levels is refused in one line wherever it is, also under a top-level key the
+    scanner skips (yajl's prefixes made 20,000 levels there, 40 kB of file, cost 1 GB)."""
+    deep = "[" * 300 + "]" * 300
+    text = (f'{{"other": {deep}, "log": {{"entries": []}}}}' if where == "top"
+            else f'{{"log": {{"other": {deep}, "entries": []}}}}')
+    path = tmp_path / "deep.har"
+    path.write_text(text)
+    with pytest.raises(HarError, match="deeper than 256 levels"):
+        scan.scan_file(path, max_bytes=MAX)
+
+
+def test_long_keys_nested_do_not_multiply_memory(tmp_path: Path) -> None:
+    """200 levels of 5 kB keys (1 MB of file) are read in memory near the file's size, not its square."""
+    key = "k" * 5000
+    document = '{"log": {"entries": [' + f'{{"{key}": ' * 200 + "1" + "}" * 200 + "]}}"
+    path = tmp_path / "keys.har"
+    path.write_text(document)
+    tracemalloc.start()
+    try:
+        scan.scan_file(path, max_bytes=MAX)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * len(document)
+
+
+@pytest.mark.timeout(60)
+def test_masking_with_thousands_of_found_values_stays_linear() -> None:
+    """A capture with 5,000 distinct tokens sanitizes each string in time independent of how many were found
+    (testing every form of every value against every string took minutes: a HAR of 1.2 MB took 21 s)."""
+    values = [f"tok{index:05d}{uuid.uuid4().hex}" for index in range(5000)]
+    masker = Masker(values)
+    started = time.monotonic()
+    masked = [masker.text(f"Bearer {value} and some text around it") for value in values]
+    elapsed = time.monotonic() - started
+    assert not any(value in text for value, text in zip(values, masked, strict=True))
+    assert masker.data(f"<{values[7]}>".encode()) == f"<{masker.mask}>".encode()
+    assert elapsed < 5, f"masking 5,000 strings took {elapsed:.1f} s"
+
+
+def test_sanitize_refuses_a_target_that_is_not_a_regular_file_or_is_the_input(tmp_path: Path) -> None:
+    """`--sanitize` onto a FIFO or device (`/dev/stdout`: the rename replaced the node itself, as root) or onto
+    the HAR being scanned is one line, and leaves that path as it was."""
+    source = _write(tmp_path, har([entry(url=f"https://x.example.com/?token={github_token()}")]))
+    original = source.read_bytes()
+    fifo = tmp_path / "out.har"
+    os.mkfifo(fifo)
+    result = scan.scan_file(source, max_bytes=MAX)
+    for target, message in ((fifo, "not a regular file"), (source, "the file being scanned")):
+        with pytest.raises(HarError, match=message) as raised:
+            scan.write_sanitized(source, target, result, max_bytes=MAX)
+        assert "\n" not in str(raised.value)
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and source.read_bytes() == original
+
+
+@pytest.mark.parametrize("content", [
+    b'{"log": {"entries": [], "entries": []}}',
+    b'{"log": {"entries": []}, "log": {"entries": []}}',
+])
+def test_a_second_entries_array_is_refused(tmp_path: Path, content: bytes) -> None:
+    """Two `entries` arrays (or two `log` objects): refused in one line, not a sanitized copy with both, of which
+    JSON readers keep only the last."""
+    path = tmp_path / "twice.har"
+    path.write_bytes(content)
+    with pytest.raises(HarError, match="more than one"):
+        scan.scan_file(path, max_bytes=MAX)

@@ -104,7 +104,7 @@ def planted_entries(draw: Any) -> tuple[dict[str, Any], str]:
         request["url"] += f"&api_key={value}"
         request["queryString"].append({"name": "api_key", "value": value})
     elif place == "json":
-        nested: Any = {"apiKey" if kind == "apikey" else "data": value, **noise}
+        nested: Any = {**noise, "apiKey" if kind == "apikey" else "data": value}  # noise must not overwrite it
         for key in draw(st.lists(st.sampled_from(["a", "b", "items"]), max_size=3)):
             nested = {key: [nested]}
         response["content"]["text"] = json.dumps(nested)
@@ -116,7 +116,7 @@ def planted_entries(draw: Any) -> tuple[dict[str, Any], str]:
         request["postData"] = {"mimeType": "application/x-www-form-urlencoded", "text": f"user=a&password={value}",
                                "params": [{"name": "user", "value": "a"}, {"name": "password", "value": value}]}
     elif place == "base64":
-        text = json.dumps({"token": value, **noise})
+        text = json.dumps({**noise, "token": value})
         response["content"].update(text=base64.b64encode(text.encode()).decode(), encoding="base64")
     else:
         response["redirectURL"] = f"https://app.example.com/cb#access_token={value}&state=xyz"

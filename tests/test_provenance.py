@@ -15,7 +15,7 @@ from orchestrator.api_exposures import as_published
 from orchestrator.auth import Principal, Role
 from orchestrator.events import Exposure
 from orchestrator.execution import priority_of
-from orchestrator.pipeline import Admission, Origin
+from orchestrator.pipeline import Admission, Origin, Pipeline
 
 _ORIGIN = Origin("t", 0, 0)
 
@@ -102,3 +102,20 @@ def test_whatever_the_body_says_the_principal_is_the_actor(document: dict[str, o
     published = json.loads(as_published(json.dumps(document).encode(), principal))
     assert published["actor"] == principal
     assert isinstance(published["source"]["detector"], str) and published["source"]["detector"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(role=st.sampled_from(["responder", "admin", "detector"]), digest=st.binary(max_size=80))
+def test_a_role_header_with_any_digest_bytes_vouches_for_nothing(role: str, digest: bytes) -> None:
+    """A known role followed by any bytes (non-ASCII ones too) never verifies, and never raises."""
+    assert provenance.verified_role(b"{}", [(provenance.HEADER, role.encode() + b":" + digest)]) is None
+
+
+def test_a_valid_exposure_with_a_non_ascii_role_header_is_admitted_unvouched() -> None:
+    """`orchestrator-role: responder:\\xff…` on a valid exposure: admitted at its own priority, not rejected as
+    an internal error (compare_digest raised TypeError on the non-ASCII digest)."""
+    raw = orjson.dumps({"id": "e1", "credential": {"kind": "okta.user", "owner": "a@example.com"}})
+    pipeline = Pipeline(auditor=None, executor=None, playbooks=[], dead_letters=None,  # type: ignore[arg-type]
+                        max_event_bytes=1 << 20)
+    admission = pipeline.admit(raw, _ORIGIN, [(provenance.HEADER, b"responder:\xff" * 8)])
+    assert admission.rejection is None and admission.exposure is not None and admission.role is None

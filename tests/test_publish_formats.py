@@ -8,6 +8,7 @@ import http.server
 import json
 import secrets
 import threading
+import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,11 @@ from orchestrator import kafka
 from orchestrator.audit_stream import follow, is_terminal
 from orchestrator.errors import ConfigurationError
 from orchestrator.formats import Options, parse
+from orchestrator.keys import deployment_fingerprint_key
 from orchestrator.publish_cli import load_jwks
 from orchestrator.publishing import publish_exposures
 from tests.conftest import Emulator
-from tests.support import Harness, events_of, fresh_settings, roomy_rate_limits, run_cli
+from tests.support import Harness, events_of, fresh_settings, gzip_server, roomy_rate_limits, run_cli
 from tests.test_formats import github_token, sign_set
 
 SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
@@ -50,6 +52,7 @@ def _sessions_revoked(okta: Emulator, login: str) -> list[bool]:
 
 
 def _cli_env(harness: Harness, tmp_path: Path) -> dict[str, str]:
+    deployment_fingerprint_key(tmp_path / "data")  # as `orchestrator run` would: `publish` never creates it
     return {"KAFKA_BOOTSTRAP_SERVERS": harness.settings.bootstrap_servers,
             "ORCHESTRATOR_EXPOSURES_TOPIC": harness.settings.exposures_topic,
             "ORCHESTRATOR_DATA_DIR": str(tmp_path / "data")}
@@ -111,6 +114,7 @@ async def offline_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, An
     events.write_text(json.dumps([{"id": "by-hand-1", "credential": {"kind": "okta.user", "owner": "sam@x.io"}},
                                   {"id": "by-hand-2", "credential": {"kind": "okta.usr", "owner": "sam@x.io"}}]))
     env = {"ORCHESTRATOR_DATA_DIR": str(tmp_path / "data")}
+    deployment_fingerprint_key(tmp_path / "data")  # as `orchestrator run` would: `publish` never creates it
     plain, redacted, broken, by_hand = await asyncio.gather(
         asyncio.to_thread(run_cli, "publish", "-f", "gitleaks", "--dry-run", str(report), env=env),
         asyncio.to_thread(run_cli, "publish", "-f", "gitleaks", "--redact", str(report), env=env),
@@ -210,3 +214,16 @@ def test_jwks_is_read_from_a_file_or_a_url(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_gzip_bomb_given_as_jwks_is_refused_without_inflating_it() -> None:
+    """`--jwks URL` answering 32 MB of gzip-encoded zeros is one line past 1 MiB, never inflated whole."""
+    with gzip_server(b"\0" * (32 * 1024 * 1024)) as url:
+        tracemalloc.start()
+        try:
+            with pytest.raises(ConfigurationError, match="above the 1 MiB"):
+                load_jwks(url)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024

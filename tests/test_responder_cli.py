@@ -10,7 +10,7 @@ import re
 import secrets
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,9 @@ class Result:
 @pytest.fixture(scope="module")
 async def harness(bootstrap: str, okta: Emulator) -> AsyncIterator[Harness]:
     """One orchestrator for the module: each test works on users and tokens of its own."""
-    async with Harness(fresh_settings(bootstrap, okta.url, okta.admin_token)) as running:
+    settings = fresh_settings(bootstrap, okta.url, okta.admin_token)
+    # Its fingerprint key beside its run store, where the commands (ORCHESTRATOR_DATA_DIR) find it and sign.
+    async with Harness(replace(settings, data_dir=settings.store.data_dir)) as running:
         yield running
 
 

@@ -12,9 +12,10 @@ from typing import Any
 from orchestrator.audit_stream import follow, is_terminal
 from orchestrator.events import Exposure
 from orchestrator.execution import ALREADY_SUCCEEDED
-from orchestrator.settings import Settings
+from orchestrator.settings import Settings, StoreSettings
 from orchestrator.store import ClaimOutcome, RunStore, StepRow, content_of
 from orchestrator.store.store import utcnow
+from tests import postgres
 from tests.conftest import Emulator
 from tests.support import Harness, committed_offsets, end_offsets, events_of, exposure, fresh_settings, run_cli
 
@@ -173,3 +174,19 @@ async def test_runs_interrupted_by_shutdown_end_once_resumed_after_the_restart(b
         assert [r["event"] for r in trail if is_terminal(r)] == ["run.completed"], event["id"]
         received = [r.get("resumed") for r in trail if r["event"] == "exposure.received"]
         assert received == [None, True], event["id"]
+
+
+async def test_a_nul_in_a_stored_field_is_rejected_not_retried_forever(bootstrap: str, okta: Emulator,
+                                                                       postgres_server: str) -> None:
+    """With PostgreSQL, `{"id": "…\\u0000…"}` or an owner with a NUL used to fail every claim (store.claim_failed
+    again and again, the partition stuck): now such a record is rejected and the next one runs."""
+    settings = fresh_settings(bootstrap, okta.url, okta.admin_token,
+                              store=StoreSettings(database_url=postgres.fresh_database(postgres_server)))
+    bad_id = {"id": f"nul-{secrets.token_hex(4)}\u0000x", "credential": {"kind": "zzz", "owner": "a"}}
+    bad_owner = {"id": f"nul-{secrets.token_hex(4)}", "credential": {"kind": "zzz", "owner": "a\u0000b"}}
+    good = exposure("zzz", credential={"owner": "someone"})
+    async with Harness(settings) as harness:
+        trails = await harness.run(bad_id, bad_owner, good, timeout_s=20)
+    assert [r["event"] for r in trails[bad_id["id"]] if is_terminal(r)] == ["exposure.rejected"]
+    assert [r["event"] for r in trails[bad_owner["id"]] if is_terminal(r)] == ["exposure.rejected"]
+    assert [r["event"] for r in trails[good["id"]] if is_terminal(r)] == ["exposure.unmatched"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -83,9 +84,13 @@ async def _state(client: httpx.AsyncClient) -> dict[str, Any]:
     return state
 
 
+_CALLERS = itertools.count(1)
+
+
 def _client_ip() -> dict[str, str]:
-    """A distinct caller for GitHub's per-client limit, so tests do not share a budget."""
-    return {"X-Forwarded-For": f"198.51.100.{secrets.randbelow(254) + 1}, 10.0.0.1"}
+    """A distinct caller for GitHub's per-client limit, so tests do not share a budget (a random address
+    could repeat one that an earlier test spent)."""
+    return {"X-Forwarded-For": f"198.51.100.{next(_CALLERS)}, 10.0.0.1"}
 
 
 async def test_github_revoke_accepts_and_marks_token_revoked(github: httpx.AsyncClient) -> None:

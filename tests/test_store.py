@@ -84,6 +84,18 @@ async def test_terminal_states_are_final(store: RunStore) -> None:
     assert row["state"] == "completed" and row["terminal_event"] == "run.completed"
 
 
+async def test_a_run_waits_for_approval_and_goes_on_running(store: RunStore) -> None:
+    """running → awaiting_approval → running is applied, and neither move is reported as refused."""
+    claim = await store.claim(content())
+    store.started(claim.row_id, run_id="r1", playbook="p")
+    await store.move(claim.row_id, State.AWAITING_APPROVAL)
+    assert (await store.lookup("exp-1"))[0]["state"] == "awaiting_approval"
+    await store.move(claim.row_id, State.RUNNING)
+    assert (await store.lookup("exp-1"))[0]["state"] == "running"
+    with pytest.raises(InvalidTransition):
+        await store.move(claim.row_id, State.RECEIVED)
+
+
 async def test_outside_the_dedup_window_the_same_content_runs_again(store: RunStore) -> None:
     first = await store.claim(content())
     await store.finish(first.row_id, State.FAILED, terminal_event="run.failed")

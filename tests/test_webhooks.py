@@ -10,6 +10,7 @@ import hmac
 import json
 import secrets
 import time
+import tracemalloc
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,17 +22,19 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator import kafka
 from orchestrator.api import ApiServices, create_app
+from orchestrator.errors import ConfigurationError
 from orchestrator.metrics import Metrics
 from orchestrator.settings import IngestSettings, Settings
 from orchestrator.webhooks import signatures
-from orchestrator.webhooks.keys import CachedKeys
+from orchestrator.webhooks.keys import CachedKeys, KeysUnavailable
 from tests.har_canaries import aws_key_id, aws_secret, github_token, okta_session_id
-from tests.support import read_all
+from tests.support import gzip_server, read_all
 
 CAEP_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
 
@@ -319,3 +322,115 @@ def test_any_unsigned_delivery_is_refused_never_an_error(route: str, headers: di
             return (await client.post(f"/v1/ingest/{route}", content=body, headers=headers)).status_code
 
     assert asyncio.run(post()) in (400, 401, 404)
+
+
+# Latin-1 is how the HTTP server decodes header bytes: any of them can reach a verifier.
+_HEADER_TEXT = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=255), max_size=80)
+
+
+@pytest.mark.parametrize("signature", ["sha256=\u00e9", "sha256=" + "\u00ff" * 64, "sha256=0\u00a0"])
+def test_a_non_ascii_hmac_signature_is_rejected_not_an_error(signature: str) -> None:
+    """A signature header holding non-ASCII text (a latin-1 byte) is Rejected, not a TypeError (HTTP 500)."""
+    with pytest.raises(signatures.Rejected):
+        signatures.github_hmac(b"{}", signature, "s3cret")
+    with pytest.raises(signatures.Rejected):
+        signatures.gitguardian_hmac(b"{}", signature, str(int(time.time())), "s3cret", now=time.time(),
+                                    max_age_s=300)
+
+
+@settings(max_examples=80, deadline=None)
+@given(given_hex=_HEADER_TEXT)
+def test_any_sha256_signature_text_is_accepted_or_rejected(given_hex: str) -> None:
+    """Whatever follows `sha256=`, the HMAC check rejects it or (for the right digest) accepts; nothing else."""
+    try:
+        signatures.github_hmac(b"{}", "sha256=" + given_hex, "s3cret")
+    except signatures.Rejected:
+        pass
+
+
+@pytest.mark.parametrize("stamp", ["\u00b2", "\u0661\u0662", "9" * 400, "9" * 5000, "-1", "+1", "1e9"])
+def test_a_malformed_gitguardian_timestamp_is_rejected_not_an_error(stamp: str) -> None:
+    """Unicode digits, a number beyond a float or beyond int's digit limit in `Timestamp`: Rejected, not a 500."""
+    with pytest.raises(signatures.Rejected):
+        signatures.gitguardian_hmac(b"{}", "sha256=" + "0" * 64, stamp, "s3cret", now=time.time(), max_age_s=300)
+
+
+@settings(max_examples=80, deadline=None)
+@given(stamp=st.text(alphabet=st.characters(categories=["Nd", "No"]) | st.sampled_from("0123456789 "),
+                     min_size=1, max_size=5000))
+def test_any_digit_like_timestamp_is_rejected(stamp: str) -> None:
+    """Whatever digits (any script, any length) `Timestamp` holds, a wrong signature is Rejected, nothing else."""
+    with pytest.raises(signatures.Rejected):
+        signatures.gitguardian_hmac(b"{}", "sha256=" + "0" * 64, stamp, "s3cret", now=time.time(), max_age_s=300)
+
+
+async def test_a_gitguardian_delivery_replayed_with_its_signature_respelled_is_refused(ingest: Ingest) -> None:
+    """The same signed delivery again with its signature in upper case, `SHA256=` or a space: a replay, 401."""
+    key_id, key_secret = aws_key_id(), aws_secret()
+    body = _incident(key_id, key_secret)
+    headers = _gitguardian_headers(body, ingest.gitguardian_secret)
+    digest = headers["Gitguardian-Signature"].removeprefix("sha256=")
+    first = await ingest.client.post("/v1/ingest/gitguardian", content=body, headers=headers)
+    assert first.status_code == 202
+    for respelled in ("sha256=" + digest.upper(), "SHA256=" + digest, "sha256= " + digest):
+        again = await ingest.client.post("/v1/ingest/gitguardian", content=body,
+                                         headers={**headers, "Gitguardian-Signature": respelled})
+        assert again.status_code == 401 and "replayed" in again.json()["detail"]
+    assert _secrets_of(await ingest.published()).count(key_secret) == 1
+
+
+_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+async def test_a_partner_delivery_replayed_with_its_signature_malleated_is_refused(ingest: Ingest) -> None:
+    """ECDSA's (r, n - s) twin of a captured partner signature verifies too: the same body again is a replay."""
+    token = github_token()
+    body = json.dumps([{"token": token, "type": "github_personal_access_token", "url": "https://gist.github.com/2",
+                        "source": "gist"}]).encode()
+    signed = _partner_headers(body, ingest.partner_key)
+    r, s = decode_dss_signature(base64.b64decode(signed["Github-Public-Key-Signature"]))
+    twin = base64.b64encode(encode_dss_signature(r, _P256_ORDER - s)).decode()
+    first = await ingest.client.post("/v1/ingest/github-secret-scanning", content=body, headers=signed)
+    again = await ingest.client.post("/v1/ingest/github-secret-scanning", content=body,
+                                     headers={**signed, "Github-Public-Key-Signature": twin})
+    assert (first.status_code, again.status_code) == (202, 401) and "replayed" in again.json()["detail"]
+    assert _secrets_of(await ingest.published()).count(token) == 1
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "-nan"])
+def test_a_webhook_max_age_of_nan_is_refused(value: str) -> None:
+    """`ORCHESTRATOR_WEBHOOK_MAX_AGE_S=nan` is not a positive number: with it, no Timestamp would ever be stale."""
+    with pytest.raises(ConfigurationError, match="ORCHESTRATOR_WEBHOOK_MAX_AGE_S"):
+        IngestSettings.from_env({"ORCHESTRATOR_WEBHOOK_MAX_AGE_S": value})
+
+
+async def test_a_gzip_bomb_for_keys_is_refused_without_inflating_it() -> None:
+    """A key source answering 32 MB of gzip-encoded zeros (32 kB on the wire) is refused once past 1 MiB of
+    content, inflated in bounded steps, never whole into memory; a gzip-encoded key list still loads."""
+    with gzip_server(b"\0" * (32 * 1024 * 1024)) as url:
+        tracemalloc.start()
+        try:
+            with pytest.raises(KeysUnavailable, match="above"):
+                await CachedKeys(url, lambda document: document, ttl_s=60).get()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024
+    with gzip_server(b'{"keys": []}') as url:
+        assert await CachedKeys(url, lambda document: document, ttl_s=60).get() == {"keys": []}
+
+
+async def test_a_github_delivery_replayed_under_a_new_delivery_id_is_refused(ingest: Ingest) -> None:
+    """X-GitHub-Delivery is not signed: a captured delivery sent again with another id (or its signature in
+    upper case) is still a replay, 401, one exposure published."""
+    token = github_token()
+    body = _alert(token)
+    headers = _github_headers(body, ingest.github_secret)
+    first = await ingest.client.post("/v1/ingest/github-secret-scanning", content=body, headers=headers)
+    assert first.status_code == 202
+    for changed in ({"X-GitHub-Delivery": str(uuid.uuid4())},
+                    {"X-GitHub-Delivery": "", "X-Hub-Signature-256": headers["X-Hub-Signature-256"].upper()}):
+        again = await ingest.client.post("/v1/ingest/github-secret-scanning", content=body,
+                                         headers={**headers, **changed})
+        assert again.status_code == 401 and "replayed" in again.json()["detail"]
+    assert _secrets_of(await ingest.published()).count(token) == 1

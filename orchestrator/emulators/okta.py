@@ -12,13 +12,15 @@ other `/api/v1/users*` call), `sessions` (`/api/v1/sessions*`), `api-tokens` (`/
 
 Control (besides `_base`): `POST /_emulator/state`, also `--seed FILE.json`: `{"users": [{"id"?, "login",
 "email"?, "firstName"?, "lastName"?, "status"?, "sessions": [sid, ...] | N?, "grants": [{"clientId"}]?,
-"tokens": [{"clientId"}]?, "factors": N?, "devices": N?}], "api_tokens": [{"id"?, "name", "userId" | "login",
-"token"}], "admin_tokens": [...]}` adds or replaces (by id, else login), returns the ids; `GET` dumps all
-but token values; `DELETE` forgets users and API tokens. `PUT /_emulator/rate-limits` `{"buckets": {name:
-{"limit", "window_s"}}, "concurrency": N}`. `GET /_emulator/okta-stats` → `{"buckets": {name: {"requests",
-"throttled", "first_at", "last_at"}}, "concurrency": {"limit", "throttled"}, "max_in_flight"}` (times: epoch
-seconds of the first and last call the bucket admitted). `GET /api/v1/users?search=profile.email eq "x"`
-(or `profile.login`) lists users, as the provider's fallback for an owner given by email.
+"tokens": [{"clientId"}]?, "factors": N?, "devices": N?}], "groups": [{"id"?, "name", "description"?, "members":
+[user id or login, ...]}], "api_tokens": [{"id"?, "name", "userId" | "login", "token"}], "admin_tokens": [...]}`
+adds or replaces (by id, else login), returns the ids; `GET` dumps all but token values; `DELETE` forgets users,
+groups and API tokens. `PUT /_emulator/rate-limits` `{"buckets": {name: {"limit", "window_s"}}, "concurrency": N}`.
+`GET /_emulator/okta-stats` → `{"buckets": {name: {"requests", "throttled", "first_at", "last_at"}}, "concurrency":
+{"limit", "throttled"}, "max_in_flight"}` (times: epoch seconds of the first and last call the bucket admitted).
+`GET /api/v1/users?search=profile.email eq "x"` (or `profile.login`) lists users, as the provider's fallback
+for an owner given by email. `GET /api/v1/users/{idOrLogin}/groups?limit=&after=` lists the user's groups (Okta's
+Group objects; `limit` at most 200, default 200), with `Link: <...>; rel="next"` while more remain.
 """
 
 from __future__ import annotations
@@ -108,6 +110,19 @@ async def list_users(request: web.Request) -> web.Response:
     return web.json_response([u.to_json(_base_url(request)) for u in users])
 
 
+async def list_user_groups(request: web.Request) -> web.Response:
+    """`GET /api/v1/users/{id}/groups?limit=&after=`: one page of the user's groups; `Link` to the next."""
+    raw_limit = request.query.get("limit", "200")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 200:
+        raise invalid("limit", "limit must be an integer between 1 and 200")
+    groups, after = request.app[STATE_KEY].user_groups(request.match_info["id"], after=request.query.get("after"),
+                                                       limit=int(raw_limit))
+    base = _base_url(request)
+    own = f"{base}{request.path}?limit={raw_limit}"
+    links = [f'<{own}>; rel="self"'] + ([f'<{own}&after={after}>; rel="next"'] if after else [])
+    return web.json_response([g.to_json(base) for g in groups], headers={"Link": ", ".join(links)})
+
+
 async def lifecycle(request: web.Request) -> web.Response:
     """`POST /api/v1/users/{id}/lifecycle/{operation}`: `{}`, or the user for `expire_password`."""
     operation = request.match_info["operation"]
@@ -147,6 +162,7 @@ def _end_user_sessions(state: OktaState, request: web.Request) -> None:
 ROUTES = [
     web.get("/api/v1/users", list_users),
     web.get("/api/v1/users/{id}", get_user),
+    web.get("/api/v1/users/{id}/groups", list_user_groups),
     web.delete("/api/v1/users/{id}/sessions", _no_content(_end_user_sessions)),
     web.delete("/api/v1/users/{id}/grants", _no_content(lambda s, r: s.revoke_grants(r.match_info["id"]))),
     web.delete("/api/v1/users/{id}/clients/{client}/tokens", _no_content(

@@ -1,4 +1,4 @@
-"""Okta emulator state: the org's users, sessions and API tokens, and what each operation does to them.
+"""Okta emulator state: the org's users, groups, sessions and API tokens, and what each operation does to them.
 
 Pure model, no HTTP: `OktaState` methods raise `OktaError`, which the aiohttp edge in `okta` renders.
 """
@@ -114,6 +114,27 @@ class ApiToken:
         }
 
 
+@dataclass
+class Group:
+    """An Okta group (`OKTA_GROUP`) and its members' user ids."""
+
+    id: str
+    name: str
+    description: str
+    created: datetime
+    members: list[str] = field(default_factory=list)
+
+    def to_json(self, base: str) -> dict[str, Any]:
+        """The group as `GET /api/v1/groups/{id}` (and a user's group list) returns it."""
+        href, created = f"{base}/api/v1/groups/{self.id}", _iso(self.created)
+        return {
+            "id": self.id, "created": created, "lastUpdated": created, "lastMembershipUpdated": created,
+            "objectClass": ["okta:user_group"], "type": "OKTA_GROUP",
+            "profile": {"name": self.name, "description": self.description},
+            "_links": {"logo": [], "users": {"href": f"{href}/users"}, "apps": {"href": f"{href}/apps"}},
+        }
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who made a call: an admin token, or an API token acting as its user."""
@@ -137,18 +158,36 @@ class OktaState:
         self.users: dict[str, User] = {}
         self.sessions: dict[str, Session] = {}
         self.api_tokens: dict[str, ApiToken] = {}
+        self.groups: dict[str, Group] = {}
         self.limits = RateLimits()
         self._logins: dict[str, str] = {}  # casefolded login -> user id
         self._token_ids: dict[str, str] = {}  # live token value -> API token id
         self._user_sessions: dict[str, list[str]] = {}  # user id -> its session ids
 
     def seed(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Add or replace users (by id, else login), API tokens (by id) and admin tokens; return the ids."""
+        """Add or replace users (by id, else login), groups (by id, else name), API tokens (by id) and admin
+        tokens; return the ids."""
         users = [self._seed_user(spec) for spec in body.get("users", [])]
+        groups = [self._seed_group(spec) for spec in body.get("groups", [])]
         tokens = [self._seed_api_token(spec) for spec in body.get("api_tokens", [])]
         self.admin_tokens.update(str(token) for token in body.get("admin_tokens", []))
         return {"users": [{"id": u.id, "login": u.login} for u in users],
+                "groups": [{"id": g.id, "name": g.name} for g in groups],
                 "api_tokens": [{"id": t.id, "name": t.name, "userId": t.user_id} for t in tokens]}
+
+    def _seed_group(self, spec: dict[str, Any]) -> Group:
+        name = str(spec["name"])
+        existing = next((g.id for g in self.groups.values() if g.name == name), None)
+        gid = str(spec.get("id") or existing or okta_id("00g"))
+        members = []
+        for key in spec.get("members", []):
+            member = self._find_user(str(key))
+            if member is None:
+                raise ValueError(f"group {name!r} names no seeded user {key!r}")
+            members.append(member.id)
+        group = Group(gid, name, str(spec.get("description", "")), datetime.now(UTC), members)
+        self.groups[gid] = group
+        return group
 
     def _seed_user(self, spec: dict[str, Any]) -> User:
         login = str(spec["login"])
@@ -191,6 +230,7 @@ class OktaState:
                                     for sid in self._user_sessions.get(u.id, ())],
                        "grants": u.grants, "tokens": u.tokens, "factors": u.factors, "devices": u.devices}
                       for u in self.users.values()],
+            "groups": [{"id": g.id, "name": g.name, "members": g.members} for g in self.groups.values()],
             "api_tokens": [{"id": t.id, "name": t.name, "userId": t.user_id, "revoked": t.revoked,
                             "created": _iso(t.created), "secret": describe_secret(t.value)}
                            for t in self.api_tokens.values()],
@@ -199,8 +239,8 @@ class OktaState:
         }
 
     def clear(self) -> None:
-        """Forget users, sessions and API tokens; admin tokens stay."""
-        for table in (self.users, self.sessions, self.api_tokens, self._logins, self._token_ids,
+        """Forget users, groups, sessions and API tokens; admin tokens stay."""
+        for table in (self.users, self.groups, self.sessions, self.api_tokens, self._logins, self._token_ids,
                       self._user_sessions):
             table.clear()
 
@@ -236,6 +276,16 @@ class OktaState:
         if user is None:
             raise not_found(key, "User")
         return user
+
+    def user_groups(self, key: str, *, after: str | None, limit: int) -> tuple[list[Group], str | None]:
+        """One page of the groups the user is a member of, in id order, and the cursor of the next page (None
+        on the last); the cursor is the last group id of the page, as Okta's opaque `after`."""
+        user = self.user(key)
+        groups = sorted((g for g in self.groups.values() if user.id in g.members), key=lambda g: g.id)
+        if after is not None:
+            groups = [g for g in groups if g.id > after]
+        page = groups[:limit]
+        return page, page[-1].id if len(groups) > limit else None
 
     def session(self, sid: str) -> tuple[Session, User]:
         """A live session and its user; 404 once ended."""

@@ -71,7 +71,9 @@ def open_har(path: Path, *, max_bytes: int) -> BinaryIO:
 
 def read(stream: BinaryIO, *, name: str) -> Iterator[Part]:
     """The parts of a HAR in file order; raise `HarError` naming `name` when it is not JSON or not a HAR."""
-    events = ijson.parse(stream, use_float=True)
+    # basic_parse, not parse: parse keeps every level's dotted prefix (the keys above it joined), which grows with
+    # the square of the depth and of the keys' length: 20,000 levels (40 kB of file) took a gigabyte.
+    events = ijson.basic_parse(stream, use_float=True)
     try:
         yield from _parts(events, name)
     except ijson.JSONError as exc:
@@ -80,32 +82,36 @@ def read(stream: BinaryIO, *, name: str) -> Iterator[Part]:
         raise HarError(f"{name} is not UTF-8 text") from None
 
 
-def _parts(events: Iterator[tuple[str, str, Any]], name: str) -> Iterator[Part]:
+def _parts(events: Iterator[tuple[str, Any]], name: str) -> Iterator[Part]:
     not_har = f"{name} is not a HAR file"
     first = next(events, None)
     if first is None:
         raise HarError(f"{name} is empty")
-    if first[1] != "start_map":
+    if first[0] != "start_map":
         raise HarError(f"{not_har}: the top level is not a JSON object")
     seen_log = seen_entries = False
-    for _, event, value in events:
+    for event, value in events:
         if event == "end_map":
             break
         # event is map_key at the top level
         if value != "log":
             _skip(events)
             continue
+        if seen_log:  # JSON readers keep the last of duplicate keys: a copy holding both would show one
+            raise HarError(f"{not_har}: it has more than one \"log\" object")
         seen_log = True
-        if next(events)[1] != "start_map":
+        if next(events)[0] != "start_map":
             raise HarError(f"{not_har}: \"log\" is not an object")
-        for _, log_event, key in events:
+        for log_event, key in events:
             if log_event == "end_map":
                 break
             if key != "entries":
                 yield Field(key, _build(events))
                 continue
+            if seen_entries:
+                raise HarError(f"{not_har}: \"log\" has more than one \"entries\" array")
             seen_entries = True
-            if next(events)[1] != "start_array":
+            if next(events)[0] != "start_array":
                 raise HarError(f"{not_har}: \"log.entries\" is not an array")
             yield EntriesStart()
             index = 0
@@ -129,9 +135,9 @@ def _parts(events: Iterator[tuple[str, str, Any]], name: str) -> Iterator[Part]:
 _END = object()
 
 
-def _build(events: Iterator[tuple[str, str, Any]], *, end_array_ok: bool = False) -> Any:
+def _build(events: Iterator[tuple[str, Any]], *, end_array_ok: bool = False) -> Any:
     """The next whole JSON value from the event stream (`_END` at an array's end when allowed)."""
-    _, event, value = next(events)
+    event, value = next(events)
     if event == "end_array" and end_array_ok:
         return _END
     if event not in ("start_map", "start_array"):
@@ -139,28 +145,31 @@ def _build(events: Iterator[tuple[str, str, Any]], *, end_array_ok: bool = False
     builder = ijson.ObjectBuilder()
     builder.event(event, value)
     depth = 1
-    for _, event, value in events:
+    for event, value in events:
         builder.event(event, value)
-        if event in ("start_map", "start_array"):
-            depth += 1
-            if depth > MAX_DEPTH:
-                raise HarError(f"a value nests deeper than {MAX_DEPTH} levels: not a HAR this scanner reads")
-        elif event in ("end_map", "end_array"):
-            depth -= 1
-            if depth == 0:
-                return builder.value
+        depth = _nested(event, depth)
+        if depth == 0:
+            return builder.value
     raise ijson.IncompleteJSONError("unexpected end of file")
 
 
-def _skip(events: Iterator[tuple[str, str, Any]]) -> None:
-    _, event, _ = next(events)
+def _skip(events: Iterator[tuple[str, Any]]) -> None:
+    event, _ = next(events)
     depth = 1 if event in ("start_map", "start_array") else 0
     while depth:
-        _, event, _ = next(events)
-        if event in ("start_map", "start_array"):
-            depth += 1
-        elif event in ("end_map", "end_array"):
-            depth -= 1
+        event, _ = next(events)
+        depth = _nested(event, depth)
+
+
+def _nested(event: str, depth: int) -> int:
+    """The nesting depth after `event`; refuses values nested deeper than `MAX_DEPTH`."""
+    if event in ("start_map", "start_array"):
+        if depth >= MAX_DEPTH:
+            raise HarError(f"a value nests deeper than {MAX_DEPTH} levels: not a HAR this scanner reads")
+        return depth + 1
+    if event in ("end_map", "end_array"):
+        return depth - 1
+    return depth
 
 
 def _reason(exc: Exception) -> str:

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
+import ahocorasick_rs
+
 from orchestrator.har import patterns as p
 from orchestrator.redaction import secret_forms
 
@@ -35,10 +37,17 @@ class Masker:
         self._forms = sorted(forms, key=len, reverse=True)
         self.mask = next((m for m in (MASK, *_FALLBACK_MASKS) if not any(f in m for f in self._forms)), "#" * 8)
         self._bytes = [form.encode("utf-8", "surrogatepass") for form in self._forms]
+        # One automaton over every form: testing each form against each string took time in the product of the
+        # two, and a hostile capture chooses both (5,000 tokens: minutes). Matching UTF-8 bytes is matching
+        # text: a form's bytes can only start and end on character boundaries.
+        self._automaton = (ahocorasick_rs.BytesAhoCorasick(self._bytes,
+                                                           matchkind=ahocorasick_rs.MatchKind.LeftmostLongest)
+                           if self._bytes else None)
 
     def clean(self, text: str) -> bool:
         """True when `text` holds no known value and no token format: nothing in it needs masking."""
-        return not p.may_hold_token(text) and not any(form in text for form in self._forms)
+        return not p.may_hold_token(text) and (self._automaton is None or not self._automaton.find_matches_as_indexes(
+            text.encode("utf-8", "surrogatepass")))
 
     def text(self, text: str) -> str:
         """`text` with every known value and token format replaced."""
@@ -46,9 +55,7 @@ class Masker:
             return text
         for _ in range(4):  # a replacement can join two halves into a new occurrence: go again until stable
             before = text
-            for form in self._forms:
-                if form in text:
-                    text = text.replace(form, self.mask)
+            text = self.data(text.encode("utf-8", "surrogatepass")).decode("utf-8", "surrogatepass")
             if p.may_hold_token(text):
                 text = p.TOKENS.sub(self.mask, text)
                 text = p.SSWS_IN_TEXT.sub(self.mask, text)
@@ -59,9 +66,16 @@ class Masker:
 
     def data(self, data: bytes) -> bytes:
         """Binary content with every known value's forms replaced."""
-        for form in self._bytes:
-            data = data.replace(form, self.mask.encode())
-        return data
+        matches = self._automaton.find_matches_as_indexes(data) if self._automaton is not None else []
+        if not matches:
+            return data
+        mask, last = self.mask.encode(), 0
+        parts: list[bytes] = []
+        for _, start, end in matches:
+            parts += (data[last:start], mask)
+            last = end
+        parts.append(data[last:])
+        return b"".join(parts)
 
     def deep(self, node: Any) -> Any:
         """A JSON value with every string (keys too) masked; iterative, so no nesting makes it fail."""

@@ -43,6 +43,12 @@ def scan_file(path: Path, *, max_bytes: int) -> Scan:
 
 def write_sanitized(source: Path, target: Path, scan: Scan, *, max_bytes: int) -> None:
     """Write a HAR 1.2 copy of `source` without any value `scan` found, replacing `target` only when done."""
+    # The copy is renamed over `target`: onto /dev/stdout or a FIFO that would replace the node itself, and onto
+    # the input it would destroy the very capture that was scanned.
+    if target.exists() and not target.is_file():
+        raise HarError(f"cannot write {target}: not a regular file (give the path of a new .har file)")
+    if target.exists() and target.samefile(source):
+        raise HarError(f"cannot write {target}: it is the file being scanned (give another path)")
     masker = scan.masker()
     partial = target.with_name(f".{target.name}.partial")
     try:

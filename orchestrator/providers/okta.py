@@ -168,6 +168,26 @@ class OktaProvider:
         user_id = str(body.get("userId") or "")
         return _OwnToken(str(body.get("id") or ""), keyed_fingerprint(user_id) if user_id else "")
 
+    async def member_groups(self, user: str | None, session_id: str | None, *, exposure_id: str) -> tuple[str, ...]:
+        """The names and ids of the groups the user (else the session's owner) is a member of now, for the
+        protected-groups policy (`GET /api/v1/users/{id}/groups`, in the governor's `users` slots, urgent: it gates
+        a run). Raises a `ProviderError` when the answer is not the whole list; the guard then treats the user
+        as protected."""
+        ctx = StepContext(exposure_id, priority=Priority.URGENT)
+        named = {"user": user, "session_id": session_id}
+        who = await self._resolve_user({k: v for k, v in named.items() if v is not None}, ctx, need_status=False)
+        groups, response = await self._call(_BUCKET_USERS, ctx, self._client.list_user_groups, who.id,
+                                            with_response=True)
+        # okta 3.4.6's list_user_groups cannot ask for a next page: a user in more groups than one page holds
+        # might be in a protected one we did not see.
+        if 'rel="next"' in str(headers_of(response).get("Link", "")):
+            raise PermanentError(f"okta: user {who.id} is in more groups than one page lists", code="PartialList")
+        names: list[str] = []
+        for group in groups or ():
+            profile = getattr(group.profile, "actual_instance", group.profile)
+            names += [str(group.id), *([str(profile.name)] if getattr(profile, "name", None) else [])]
+        return tuple(names)
+
     async def perform(self, action: str, params: Params, context: StepContext) -> StepResult:
         """Run one `okta.*` action."""
         try:

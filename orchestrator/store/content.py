@@ -23,6 +23,8 @@ class Content:
     playbook: str | None
     #: The credential's non-secret handle, kept so a replay can rebuild the exposure.
     credential_id: str | None = None
+    #: Whether a signed header vouched for `actor` (`orchestrator.provenance`); not part of the fingerprint.
+    actor_verified: bool = False
 
     @property
     def dedup_key(self) -> str:
@@ -30,7 +32,7 @@ class Content:
         return f"{self.id}:{self.fingerprint}"
 
 
-def content_of(exposure: Exposure) -> Content:
+def content_of(exposure: Exposure, *, actor_verified: bool = False) -> Content:
     """The exposure's identity: the same id with the same content is a duplicate, with other content is not.
 
     The content is the credential's fingerprint, kind and handle, the requested playbook and whether it is a
@@ -43,4 +45,5 @@ def content_of(exposure: Exposure) -> Content:
     digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
     return Content(id=exposure.id, fingerprint=digest, kind=cred.kind, credential_id=cred.id,
                    target=exposure.credential_key, owner=cred.owner, detector=exposure.source.detector,
-                   actor=exposure.actor, severity=exposure.severity.value, playbook=exposure.playbook)
+                   actor=exposure.actor, severity=exposure.severity.value, playbook=exposure.playbook,
+                   actor_verified=actor_verified)

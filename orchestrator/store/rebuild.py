@@ -56,6 +56,7 @@ def _new_row(exposure_id: str, content: str, record: dict[str, Any], at: datetim
     return {"id": exposure_id, "content_fingerprint": content, "dedup_key": f"{exposure_id}:{content}",
             "credential_kind": _str(record, "credential_kind") or "unknown", "credential_owner": None,
             "target": _str(record, "target"), "detector": _str(record, "detector"), "actor": _str(record, "actor"),
+            "actor_verified": record.get("actor_verified") is True,
             "severity": _str(record, "severity"), "received_at": at, "state": State.RECEIVED.value,
             "id_reused": bool(record.get("id_reused")), "claimed_by": None, "lease_expires_at": None,
             "credential_id": None, "dead_letter": None, "replay_request": None}
@@ -80,7 +81,9 @@ def _apply(row: Rebuilt, event: str, record: dict[str, Any], at: datetime) -> No
     step = _str(record, "step")
     if event in _STEP_STATES and run_id and step:
         attempt = record.get("attempt")
-        row.steps[(run_id, step)] = StepRow(step=step, action=_str(record, "action"), state=_STEP_STATES[event],
+        # As the live store has it: a dry run's succeeded step was only planned.
+        state = "planned" if event == "step.succeeded" and record.get("dry_run") is True else _STEP_STATES[event]
+        row.steps[(run_id, step)] = StepRow(step=step, action=_str(record, "action"), state=state,
                                             attempts=attempt if isinstance(attempt, int) else 0,
                                             error=_str(record, "error"), finished_at=at,
                                             undo=json.dumps(record["undo"]) if isinstance(record.get("undo"), dict)

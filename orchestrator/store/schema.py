@@ -35,6 +35,8 @@ exposures = Table(
     Column("target", String(700), nullable=True),
     Column("detector", String(200), nullable=True),
     Column("actor", String(200), nullable=True),
+    #: True when a signed record header vouched for `actor` (set by the API or the CLI); NULL before 0004.
+    Column("actor_verified", Boolean, nullable=True),
     Column("severity", String(20), nullable=True),
     Column("received_at", DateTime(), nullable=False),
     Column("started_at", DateTime(), nullable=True),

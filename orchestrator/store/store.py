@@ -105,7 +105,7 @@ class StepRow:
 
     step: str
     action: str | None
-    state: str  # started | succeeded | failed | skipped
+    state: str  # started | succeeded | failed | skipped | planned (a dry run) | undone
     attempts: int = 0
     error: str | None = None
     started_at: datetime | None = None
@@ -235,6 +235,7 @@ class RunStore:
             "credential_id": content.credential_id, "dead_letter": None, "replay_request": None,
             "audit_position": None,
             "detector": content.detector, "actor": content.actor, "severity": content.severity,
+            "actor_verified": content.actor_verified,
             "received_at": now, "state": State.RECEIVED.value, "playbook": content.playbook,
             "claimed_by": self.owner, "lease_expires_at": now + self.lease, "id_reused": False,
             "source_topic": source[0], "source_partition": source[1], "source_offset": source[2],
@@ -366,9 +367,10 @@ class RunStore:
         when = at or utcnow()
         self._enqueue_transition(row_id, State.RUNNING, {"started_at": when, "run_id": run_id, "playbook": playbook})
 
-    def move(self, row_id: int, state: State) -> None:
-        """Queue a move between live states (awaiting approval and back to running)."""
-        self._enqueue_transition(row_id, state, {})
+    def move(self, row_id: int, state: State) -> asyncio.Future[Any]:
+        """Queue a move between live states (awaiting approval and back to running); the future resolves once
+        committed, or fails naming a move the state machine refuses."""
+        return self._enqueue_transition(row_id, state, {})
 
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking store work (`fn(*args)`) on the store's threads."""
@@ -488,11 +490,13 @@ class RunStore:
             error: Exception | None = None
             if write is not None and write.target is not None:
                 row = found.get(write.params["b_row"])
-                # Applied when the row is in the target state with this write's own time (no per-row count).
+                # Applied when the row is in the target state with this write's own time, if it sets one (a move
+                # back to running after an approval does not): there is no per-row count.
                 stamp = "started_at" if write.target is State.RUNNING else "finished_at"
                 if row is None:
                     error = LookupError(f"no exposure row {write.params['b_row']}")
-                elif row.state != write.target.value or getattr(row, stamp) != write.params.get(stamp):
+                elif row.state != write.target.value or (
+                        stamp in write.params and getattr(row, stamp) != write.params[stamp]):
                     try:  # refused by the WHERE clause: the state machine names the move
                         move(State(row.state), write.target)
                         error = InvalidTransition(f"{row.state} → {write.target.value} was not applied")

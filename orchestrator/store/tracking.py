@@ -63,15 +63,17 @@ class StoreTrail(AuditTrail):
             self._started[str(fields.get("step"))] = utcnow()
         elif event in _STEP_STATES and run_id is not None:
             name = str(fields.get("step"))
-            if event is AuditEvent.STEP_SUCCEEDED:
+            # A dry run's step that "succeeded" only resolved its target and planned its calls.
+            planned = event is AuditEvent.STEP_SUCCEEDED and bool(fields.get("dry_run"))
+            if event is AuditEvent.STEP_SUCCEEDED and not planned:
                 await self.flush()
             error = fields.get("error")
             stored = self._store.step(self.row_id, run_id, StepRow(
-                step=name, action=fields.get("action"), state=_STEP_STATES[event],
+                step=name, action=fields.get("action"), state="planned" if planned else _STEP_STATES[event],
                 attempts=int(fields.get("attempt") or 0), error=REDACTOR.text(str(error)) if error else None,
                 started_at=self._started.pop(name, None), finished_at=utcnow(),
                 undo=json.dumps(fields["undo"]) if fields.get("undo") else None))
-            if event is AuditEvent.STEP_SUCCEEDED:
+            if event is AuditEvent.STEP_SUCCEEDED and not planned:
                 # Stored before the run moves on: a resumed run never repeats a step that succeeded. A store
                 # failing here is logged by its writer; the run goes on (the audit is the record of truth).
                 await asyncio.gather(stored, return_exceptions=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -55,12 +56,9 @@ class CachedKeys(Generic[T]):
     async def _fetch(self) -> bytes:
         if self.source.startswith(("https://", "http://")):
             try:
-                async with httpx.AsyncClient(timeout=5.0, follow_redirects=True) as client:
-                    response = await client.get(self.source)
-                    response.raise_for_status()
+                raw = await download(self.source, limit=_MAX_BYTES)
             except httpx.HTTPError as exc:
                 raise KeysUnavailable(f"cannot fetch keys from {self.source} ({type(exc).__name__})") from None
-            raw = response.content
         else:
             try:
                 raw = await asyncio.to_thread(Path(self.source).read_bytes)
@@ -70,3 +68,29 @@ class CachedKeys(Generic[T]):
         if len(raw) > _MAX_BYTES:
             raise KeysUnavailable(f"keys at {self.source} are above {_MAX_BYTES} bytes")
         return raw
+
+
+async def download(url: str, *, limit: int) -> bytes:
+    """The content at `url`, inflated by us in bounded steps and cut just past `limit` bytes (the caller checks
+    the length): a gzip-encoded answer of 64 kB inflates to 64 MB, and httpx inflates each network chunk whole.
+    Raises httpx.HTTPError, or KeysUnavailable for an encoding it does not read."""
+    chunks: list[bytes] = []
+    size = 0
+    async with httpx.AsyncClient(timeout=5.0, follow_redirects=True) as client, \
+            client.stream("GET", url, headers={"Accept-Encoding": "identity"}) as response:
+        response.raise_for_status()
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", "gzip", "deflate"):
+            raise KeysUnavailable(f"keys at {url} come in an encoding not read here ({encoding[:20]!r})")
+        # wbits | 32: a gzip or a zlib header, whichever the answer has.
+        inflate = zlib.decompressobj(zlib.MAX_WBITS | 32) if encoding != "identity" else None
+        async for raw in response.aiter_raw(16 * 1024):
+            try:
+                chunk = inflate.decompress(raw, limit + 1 - size) if inflate is not None else raw
+            except zlib.error:
+                raise KeysUnavailable(f"keys at {url} are not valid {encoding}") from None
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                break
+    return b"".join(chunks)

@@ -13,12 +13,15 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
+_UNIX_SECONDS = re.compile(r"[0-9]{1,15}")
 
 
 class Rejected(Exception):
@@ -29,19 +32,25 @@ class UnknownKey(Rejected):
     """The delivery names a key that is not (yet) among the known ones: refresh the keys, then decide."""
 
 
-def github_hmac(body: bytes, header: str | None, secret: str) -> None:
-    """Check `X-Hub-Signature-256`; raise `Rejected`."""
-    _hmac_sha256(body, header, secret.encode(), "X-Hub-Signature-256")
+def github_hmac(body: bytes, header: str | None, secret: str) -> str:
+    """Check `X-Hub-Signature-256`; raise `Rejected`. Returns the canonical hex digest (what tells a replay)."""
+    return _hmac_sha256(body, header, secret.encode(), "X-Hub-Signature-256")
 
 
 def gitguardian_hmac(body: bytes, header: str | None, timestamp: str | None, secret: str, *, now: float,
-                     max_age_s: float) -> None:
-    """Check `Gitguardian-Signature` and that `Timestamp` is within `max_age_s` of `now`; raise `Rejected`."""
-    if not timestamp or not timestamp.strip().isdigit():
+                     max_age_s: float) -> str:
+    """Check `Gitguardian-Signature` and that `Timestamp` is within `max_age_s` of `now`; raise `Rejected`.
+
+    Returns the signature's canonical hex digest: the header may spell it in other cases and spacing, so the
+    digest, not the header, is what tells a replay.
+    """
+    # ASCII digits only, and few of them: str.isdigit also takes "²" (which int() refuses), and a long number
+    # overflows the float subtraction or int()'s digit limit.
+    if not timestamp or not _UNIX_SECONDS.fullmatch(timestamp.strip()):
         raise Rejected("missing or malformed Timestamp header")
     if abs(now - int(timestamp)) > max_age_s:
         raise Rejected(f"stale delivery: Timestamp is more than {max_age_s:g} s away from now")
-    _hmac_sha256(body, header, (timestamp.strip() + secret).encode(), "Gitguardian-Signature")
+    return _hmac_sha256(body, header, (timestamp.strip() + secret).encode(), "Gitguardian-Signature")
 
 
 def github_partner(body: bytes, key_id: str | None, signature: str | None,
@@ -80,12 +89,16 @@ def partner_keys(document: Any) -> dict[str, ec.EllipticCurvePublicKey]:
     return keys
 
 
-def _hmac_sha256(body: bytes, header: str | None, key: bytes, name: str) -> None:
+def _hmac_sha256(body: bytes, header: str | None, key: bytes, name: str) -> str:
     if not header:
         raise Rejected(f"missing {name} header")
     scheme, _, given = header.strip().partition("=")
     if scheme.lower() != "sha256" or not given:
         raise Rejected(f"{name} is not sha256=<hex>")
+    given = given.strip().lower()
+    if not given.isascii():  # compare_digest raises TypeError on non-ASCII text (a latin-1 header byte)
+        raise Rejected(f"{name} is not sha256=<hex>")
     expected = hmac.new(key, body, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, given.strip().lower()):
+    if not hmac.compare_digest(expected, given):
         raise Rejected(f"{name} does not match the body")
+    return expected
