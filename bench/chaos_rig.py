@@ -466,4 +466,5 @@ def write_tokens_file(path: Path) -> str:
     token = "orch_" + secrets.token_urlsafe(32)
     entry = {"principal": "chaos", "roles": ["admin"], "sha256": hashlib.sha256(token.encode()).hexdigest()}
     path.write_text(json.dumps({"tokens": [entry]}))
+    path.chmod(0o600)  # the orchestrator refuses a tokens file others may read
     return token

@@ -21,16 +21,18 @@ from typing import Annotated, Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import Body, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from pydantic import ValidationError
 
+from orchestrator import api_examples as ex
 from orchestrator import api_exposures, api_ingest, api_safety, provenance, triggers
 from orchestrator.actions import Provider
 from orchestrator.audit import Auditor
-from orchestrator.auth import Principal, Role, TokenTable, load_tokens
+from orchestrator.auth import Principal, Role, TokenFile
 from orchestrator.broker_health import BrokerHealth
 from orchestrator.consumer import ExposureConsumer
 from orchestrator.errors import ConfigurationError
@@ -55,7 +57,7 @@ class ApiServices:
     consumer: ExposureConsumer
     playbooks: Sequence[Playbook]
     metrics: Metrics
-    tokens: TokenTable | None
+    tokens: TokenFile | None
     #: The broker's reachability as probed in the background; None: ask the broker on each request.
     broker: BrokerHealth | None = None
     #: The run store: `GET /v1/exposures[/{id}]` read it.
@@ -66,12 +68,12 @@ class ApiServices:
     providers: Mapping[str, Provider] | None = None
 
 
-def load_access(settings: Settings) -> TokenTable | None:
+def load_access(settings: Settings) -> TokenFile | None:
     """The API's tokens; refuse (ConfigurationError) to serve a non-loopback address without a tokens file."""
     if settings.http_listen is None:
         return None
     host, _ = parse_listen(settings.http_listen)
-    tokens = load_tokens(settings.api_tokens_file) if settings.api_tokens_file is not None else None
+    tokens = TokenFile(settings.api_tokens_file) if settings.api_tokens_file is not None else None
     if tokens is None and not is_loopback(host):
         raise ConfigurationError(
             f"refusing to serve the HTTP API on {settings.http_listen}, which is not a loopback address, "
@@ -83,7 +85,7 @@ def load_access(settings: Settings) -> TokenTable | None:
 _bearer = HTTPBearer(auto_error=False, description="An API token from ORCHESTRATOR_API_TOKENS_FILE.")
 
 
-def _requires(role: Role, tokens: TokenTable | None) -> Callable[..., Awaitable[Principal]]:
+def _requires(role: Role, tokens: TokenFile | None) -> Callable[..., Awaitable[Principal]]:
     async def authenticate(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Principal:
@@ -105,18 +107,22 @@ def _requires(role: Role, tokens: TokenTable | None) -> Callable[..., Awaitable[
 def create_app(services: ApiServices) -> FastAPI:
     """The FastAPI application over the running orchestrator's resources."""
     settings = services.settings
-    app = FastAPI(title="credential-orchestrator", version="1", docs_url=None, redoc_url=None,
-                  description="Publish exposures, trigger and follow playbooks, and watch the orchestrator.")
+    # Swagger UI (/docs) and ReDoc (/redoc) from the assets fastapi-offline ships: the machines this runs on
+    # often have no internet, and a CDN would also learn who reads the docs.
+    app = FastAPIOffline(title="credential-orchestrator", version="1", docs_url="/docs", redoc_url="/redoc",
+                         static_url="/docs/assets", swagger_ui_parameters={"validatorUrl": None},
+                         description="Publish exposures, trigger and follow playbooks, and watch the orchestrator. "
+                                     "Authorize with an API token (`orchestrator api-token create`).")
     app.add_exception_handler(RequestValidationError, _invalid_request)
     as_detector = Depends(_requires(Role.DETECTOR, services.tokens))
     as_responder = Depends(_requires(Role.RESPONDER, services.tokens))
 
-    @app.get("/healthz", tags=["operations"])
+    @app.get("/healthz", tags=["operations"], responses={200: ex.HEALTHY})
     async def healthz() -> dict[str, str]:
         """The process is alive."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], responses={503: {"description": "not ready"}})
+    @app.get("/readyz", tags=["operations"], responses=ex.READY)
     async def readyz() -> JSONResponse:
         """The broker answers and this member has partitions of the exposures topic assigned."""
         problem = await _readiness_problem(services)
@@ -124,13 +130,13 @@ def create_app(services: ApiServices) -> FastAPI:
             return JSONResponse({"status": "not ready", "reason": problem}, status_code=503)
         return JSONResponse({"status": "ready"})
 
-    @app.get("/metrics", tags=["operations"], response_class=Response)
+    @app.get("/metrics", tags=["operations"], response_class=Response, responses=ex.METRICS)
     async def metrics() -> Response:
         """Prometheus metrics."""
         return Response(await services.metrics.render(), media_type=CONTENT_TYPE)
 
-    @app.post("/v1/exposures", status_code=202, tags=["exposures"])
-    async def post_exposure(exposure: Exposure, request: Request,
+    @app.post("/v1/exposures", status_code=202, tags=["exposures"], responses={202: ex.EXPOSURE_ACCEPTED})
+    async def post_exposure(exposure: Annotated[Exposure, Body(openapi_examples=ex.EXPOSURE_BODY)], request: Request,
                             principal: Principal = as_detector) -> dict[str, str]:
         """Publish an exposure event (as on the exposures topic) for the pipeline to handle.
 
@@ -143,8 +149,9 @@ def create_app(services: ApiServices) -> FastAPI:
                             role=provenance.publisher_role(principal))
         return {"id": exposure.id}
 
-    @app.post("/v1/triggers", status_code=202, tags=["exposures"])
-    async def post_trigger(trigger: triggers.TriggerRequest,
+    @app.post("/v1/triggers", status_code=202, tags=["exposures"],
+              responses={202: ex.TRIGGER_ACCEPTED, 422: ex.TRIGGER_REFUSED})
+    async def post_trigger(trigger: Annotated[triggers.TriggerRequest, Body(openapi_examples=ex.TRIGGER_BODY)],
                            principal: Principal = as_responder) -> dict[str, Any]:
         """Run a playbook now, on behalf of the authenticated principal (the audit trail's `actor`)."""
         try:
@@ -152,6 +159,8 @@ def create_app(services: ApiServices) -> FastAPI:
                                                playbooks=services.playbooks)
         except triggers.UnknownPlaybookName as exc:
             raise HTTPException(422, f"playbook: {exc}") from None
+        except triggers.UnmatchedTrigger as exc:
+            raise HTTPException(422, f"kind: {exc} Set allow_unmatched to publish it anyway.") from None
         except ValidationError as exc:
             raise HTTPException(422, describe_validation_error(exc)) from None
         await triggers.send(services.producer, settings.exposures_topic, exposure.id, triggers.encode(exposure),

@@ -9,10 +9,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from orchestrator import api_examples as ex
 from orchestrator import replay
 from orchestrator.auth import Principal
 from orchestrator.playbooks import Playbook
@@ -53,13 +54,14 @@ def add_routes(app: FastAPI, store: RunStore, as_responder: Any, *, playbooks: S
                publish: Publish | None = None) -> None:
     """Register the routes on `app` (role responder); replay only with `publish`."""
 
-    @app.get("/v1/exposures", tags=["exposures"])
+    @app.get("/v1/exposures", tags=["exposures"], responses={200: ex.EXPOSURE_LIST})
     async def list_exposures(
-        state: Annotated[State | None, Query(description="only this state")] = None,
+        state: Annotated[State | None, Query(description="only this state", openapi_examples=ex.STATE_FILTER)] = None,
         kind: Annotated[str | None, Query(max_length=100, description="only this credential kind")] = None,
         owner: Annotated[str | None, Query(max_length=500, description="only this credential owner")] = None,
         detector: Annotated[str | None, Query(max_length=200, description="only this detector")] = None,
-        since: Annotated[datetime | None, Query(description="received at or after (ISO 8601)")] = None,
+        since: Annotated[datetime | None, Query(description="received at or after (ISO 8601)",
+                                                openapi_examples=ex.SINCE_FILTER)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
         cursor: Annotated[str | None, Query(max_length=200, description="`next` of the previous page")] = None,
         _: Any = as_responder,
@@ -73,8 +75,10 @@ def add_routes(app: FastAPI, store: RunStore, as_responder: Any, *, playbooks: S
         return {"exposures": [document(r) for r in rows], "next": following}
 
     @app.get("/v1/exposures/{exposure_id:path}", tags=["exposures"],
-             responses={404: {"description": "unknown"}, 409: {"description": "ambiguous prefix"}})
-    async def get_exposure(exposure_id: str, _: Any = as_responder) -> dict[str, Any]:
+             responses={200: ex.EXPOSURE_ONE, 404: {"description": "unknown"},
+                        409: {"description": "ambiguous prefix"}})
+    async def get_exposure(exposure_id: Annotated[str, Path(openapi_examples=ex.EXPOSURE_ID)],
+                           _: Any = as_responder) -> dict[str, Any]:
         """An exposure (by id, or a prefix matching one), where it stands, its steps; earlier reports of the
         same id with other content under `runs`."""
         rows = await _rows_of(store, exposure_id)
@@ -87,7 +91,7 @@ def add_routes(app: FastAPI, store: RunStore, as_responder: Any, *, playbooks: S
         return
 
     @app.post("/v1/exposures/{exposure_id:path}/replay", tags=["exposures"], status_code=202,
-              responses={200: {"description": "dry run: the plan"}, 404: {"description": "unknown"},
+              responses={202: ex.REPLAYED, 200: {"description": "dry run: the plan"}, 404: {"description": "unknown"},
                          409: {"description": "not failed, or an ambiguous prefix"},
                          422: {"description": "cannot be replayed, and why"}})
     async def replay_exposure(exposure_id: str, body: ReplayBody | None = None,

@@ -18,15 +18,15 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import jwt
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Path, Request
 from fastapi.responses import JSONResponse, Response
 
-from orchestrator import formats, triggers
+from orchestrator import api_examples, formats, triggers
 from orchestrator.errors import FormatError
 from orchestrator.events import Exposure
 from orchestrator.settings import IngestSettings, Settings
@@ -84,10 +84,9 @@ def add_routes(app: FastAPI, settings: Settings, producer: AIOKafkaProducer) -> 
     handlers: dict[str, Callable[[_Ingest, IngestSettings, Request, bytes], Awaitable[Response]]] = {
         "github-secret-scanning": _github, "gitguardian": _gitguardian, "ssf": _ssf}
 
-    @app.post("/v1/ingest/{format}", status_code=202, tags=["ingest"],
-              responses={401: {"description": "bad, missing, stale or replayed signature"},
-                         400: {"description": "not a valid payload of the format"}})
-    async def ingest_webhook(format: str, request: Request) -> Response:
+    @app.post("/v1/ingest/{format}", status_code=202, tags=["ingest"], responses=api_examples.INGEST)
+    async def ingest_webhook(format: Annotated[str, Path(openapi_examples=api_examples.INGEST_FORMAT)],
+                             request: Request) -> Response:
         """A detector's signed webhook delivery: verified, made into exposures, published."""
         handler = handlers.get(format)
         if handler is None:

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
+from orchestrator import api_examples as ex
 from orchestrator.actions import Provider
 from orchestrator.audit import Auditor
 from orchestrator.auth import Principal
@@ -53,26 +54,26 @@ def add_routes(app: FastAPI, guard: Guard, auditor: Auditor, providers: Mapping[
         guard.wake()
         return gate.document()
 
-    @app.get("/v1/approvals", tags=["safety"])
+    @app.get("/v1/approvals", tags=["safety"], responses={200: ex.APPROVALS})
     async def list_approvals(_: Principal = as_responder) -> dict[str, Any]:
         """Runs waiting for a person, oldest first (approvals and brake holds)."""
         return {"waiting": [g.document() for g in await book.pending()]}
 
     @app.post("/v1/runs/{run_id}/approve", tags=["safety"],
-              responses={403: {"description": "own request"}, 404: {"description": "unknown"},
+              responses={200: ex.ANSWERED, 403: {"description": "own request"}, 404: {"description": "unknown"},
                          409: {"description": "already answered"}})
     async def approve(run_id: str, body: Why | None = None, principal: Principal = as_responder) -> dict[str, Any]:
         """Approve a waiting run (by run id or exposure id): it goes on. Not by its requester."""
         return await answer(run_id, Decision.APPROVED, body, principal)
 
     @app.post("/v1/runs/{run_id}/deny", tags=["safety"],
-              responses={403: {"description": "own request"}, 404: {"description": "unknown"},
+              responses={200: ex.ANSWERED, 403: {"description": "own request"}, 404: {"description": "unknown"},
                          409: {"description": "already answered"}})
     async def deny(run_id: str, body: Why | None = None, principal: Principal = as_responder) -> dict[str, Any]:
         """Deny a waiting run: it ends (`run.denied`), nothing revoked. Not by its requester."""
         return await answer(run_id, Decision.DENIED, body, principal)
 
-    @app.get("/v1/brake", tags=["safety"])
+    @app.get("/v1/brake", tags=["safety"], responses={200: ex.BRAKE})
     async def brake_status(_: Principal = as_admin) -> dict[str, Any]:
         """The brake: engaged or held, this instance's window, and the runs it holds (oldest first)."""
         state = await book.brake_state()
@@ -81,21 +82,22 @@ def add_routes(app: FastAPI, guard: Guard, auditor: Auditor, providers: Mapping[
                 "updated_by": state["updated_by"], "why": state["why"],
                 "waiting": [g.document() for g in waiting]}
 
-    @app.post("/v1/brake/release", tags=["safety"])
+    @app.post("/v1/brake/release", tags=["safety"], responses={200: ex.RELEASED})
     async def brake_release(body: Why | None = None, principal: Principal = as_admin) -> dict[str, Any]:
         """Release every run the brake holds, oldest first; the storm goes on through."""
         released = await book.release_brake(by=principal.name, why=body.why if body else None)
         guard.wake()
         return {"released": [g.run_id for g in released], "by": principal.name}
 
-    @app.post("/v1/brake/hold", tags=["safety"])
+    @app.post("/v1/brake/hold", tags=["safety"], responses={200: ex.HELD})
     async def brake_hold(body: Why | None = None, principal: Principal = as_admin) -> dict[str, Any]:
         """Hold the brake: every run that would act waits until released."""
         await book.hold_brake(by=principal.name, why=body.why if body else None)
         guard.brake.hold()
         return {"held": True, "by": principal.name}
 
-    @app.post("/v1/runs/{run_id}/undo", tags=["safety"], responses={404: {"description": "unknown"}})
+    @app.post("/v1/runs/{run_id}/undo", tags=["safety"],
+              responses={200: ex.UNDONE, 404: {"description": "unknown"}})
     async def undo(run_id: str, principal: Principal = as_admin) -> dict[str, Any]:
         """Reverse the run's reversible steps (by run id or exposure id), audited under `undo.*`."""
         try:

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 from orchestrator import api, audit_stream, kafka, keys
 from orchestrator.actions import Provider
 from orchestrator.audit import AuditObserver, Auditor, KafkaAuditSink
+from orchestrator.auth import TokenFile
 from orchestrator.broker_health import BrokerHealth
 from orchestrator.consumer import ExposureConsumer
 from orchestrator.execution import Executor
@@ -52,6 +53,8 @@ class Orchestrator:
         self.broker: BrokerHealth | None = None
         #: Base URL of the HTTP API once serving (None when `settings.http_listen` is None).
         self.api_url: str | None = None
+        #: The API's tokens file once entered (None without one).
+        self.api_tokens: TokenFile | None = None
         self.policy = Policy()
         self.auditor: Auditor | None = None
         self.providers: dict[str, Provider] = {}
@@ -64,7 +67,7 @@ class Orchestrator:
         # A bad playbook stops start-up before anything connects.
         self.playbooks = load_playbooks(settings.playbooks_dir, actions)
         self.policy = load_policy(settings.policy_file)
-        api_tokens = api.load_access(settings)
+        self.api_tokens = api_tokens = api.load_access(settings)
         deployment_keys = keys.from_settings(settings)
         keys.install(deployment_keys)
         try:
@@ -89,7 +92,8 @@ class Orchestrator:
                 observers.append(self.audit_view)
             pager: OncallNotifier | None = None
             if settings.oncall_webhook_url is not None:
-                notifier = OncallNotifier(settings.oncall_webhook_url, settings.oncall_webhook_format)
+                notifier = OncallNotifier(settings.oncall_webhook_url, settings.oncall_webhook_format,
+                                          unmatched_interval_s=settings.oncall_unmatched_interval_s)
                 pager = await self._stack.enter_async_context(notifier)
                 observers.append(pager.observe)
             # Providers that can tell a user's groups, for `protected.<provider>.groups` (Okta).
@@ -150,6 +154,11 @@ class Orchestrator:
         """Consume until `stop`, then drain and commit."""
         assert self.consumer is not None, "enter the Orchestrator before running it"
         await self.consumer.run()
+
+    def reload_tokens(self) -> None:
+        """Re-read the API tokens file now (SIGHUP); it is also re-read whenever it changes."""
+        if self.api_tokens is not None:
+            self.api_tokens.reload()
 
     def stop(self) -> None:
         """Stop fetching; in-flight runs finish (or are abandoned at the drain deadline) and are committed."""
@@ -250,8 +259,9 @@ async def serve(settings: Settings, *, audit_view: AuditObserver | None = None) 
             on_signal = _Signals(orchestrator, settings.drain_timeout_s + STOP_GRACE_S)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, on_signal, sig)
+            loop.add_signal_handler(signal.SIGHUP, orchestrator.reload_tokens)
             await orchestrator.run()
     finally:  # only now: a second signal while the clients close must still exit at once
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
     log.info("orchestrator.stopped")

@@ -19,11 +19,12 @@ import typer
 from orchestrator import loop
 from orchestrator.errors import OrchestratorError
 from orchestrator.keys import MissingFingerprintKey
+from orchestrator.settings import DEV_API_PORT, DEV_KAFKA_PORT
 
 if TYPE_CHECKING:
     from orchestrator.audit import AuditObserver
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Exposed-credential revocation orchestrator.")
 playbooks_app = typer.Typer(no_args_is_help=True, help="Inspect and validate playbooks.")
 app.add_typer(playbooks_app, name="playbooks")
@@ -61,17 +62,24 @@ def run() -> None:
 def dev(
     demo: Annotated[bool, typer.Option("--demo", help="Publish the 2023 Okta support-breach scenario, "
                                        "print its audit trail, exit when every exposure is done.")] = False,
+    show_data: Annotated[bool, typer.Option("--show-data", help="Also list the sample users, sessions, keys and "
+                                            "tokens each emulator starts with, and how to revoke each.")] = False,
+    kafka_port: Annotated[int, typer.Option("--kafka-port", min=0, max=65535, help="Port of the embedded broker "
+                                            "(a free one if taken; 0: any).")] = DEV_KAFKA_PORT,
+    api_port: Annotated[int, typer.Option("--api-port", min=0, max=65535, help="Port of the HTTP API (a free one "
+                                          "if taken; 0: any).")] = DEV_API_PORT,
 ) -> None:
     """Run on the embedded default: Tansu and the provider emulators unless real ones are configured."""
     from orchestrator import dev as devmode
 
-    with devmode.environment(os.environ) as environment:
+    base = dict(os.environ)
+    if demo:  # the demo needs no HTTP API
+        base.setdefault("ORCHESTRATOR_HTTP_LISTEN", "off")
+    with devmode.environment(base, kafka_port=kafka_port, api_port=api_port) as environment:
         devmode.process_env(environment)
-        print(devmode.banner(environment), file=sys.stderr, flush=True)
+        print(devmode.banner(environment, show_data=show_data), file=sys.stderr, flush=True)
         from orchestrator.settings import Settings
 
-        if demo:  # the demo needs no HTTP API: never fail it because port 8080 is taken
-            environment.env.setdefault("ORCHESTRATOR_HTTP_LISTEN", "off")
         settings = Settings.from_env(environment.env)
         # The demo prints the audit trail itself; the service log would only repeat it.
         _configure_logging("console", quiet=demo)

@@ -5,13 +5,14 @@ Used by `orchestrator dev` and by the tests; both need real processes talking TC
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from orchestrator.errors import ConfigurationError
@@ -33,6 +34,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    """True when a listening socket could be bound on 127.0.0.1:`port` now."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def tansu_binary() -> str:
@@ -125,3 +137,26 @@ def emulator(name: str, *args: str) -> Iterator[ChildProcess]:
         yield ChildProcess(name, line.removeprefix("READY "), process)
     finally:
         _stop(process)
+
+
+@contextlib.contextmanager
+def together(starters: Mapping[str, Callable[[], contextlib.AbstractContextManager[ChildProcess]]]
+             ) -> Iterator[dict[str, ChildProcess]]:
+    """Start several child processes at once (each waits for its own readiness in a thread); yields them by
+    name and stops them all at the end. If one fails to start, the others are stopped and its error raised."""
+    managers = {name: start() for name, start in starters.items()}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(len(managers), 1)) as pool:
+        entering = {name: pool.submit(manager.__enter__) for name, manager in managers.items()}
+    with contextlib.ExitStack() as stack:
+        started: dict[str, ChildProcess] = {}
+        failures: list[BaseException] = []
+        for name, future in entering.items():
+            error = future.exception()
+            if error is None:
+                started[name] = future.result()
+                stack.push(managers[name].__exit__)
+            else:
+                failures.append(error)
+        if failures:
+            raise failures[0]
+        yield started

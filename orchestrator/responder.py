@@ -26,10 +26,10 @@ from rich.text import Text
 
 from orchestrator import escaping, live_view, triggers
 from orchestrator.audit_stream import follow, is_terminal
-from orchestrator.auth import Role, new_token, token_entry
+from orchestrator.auth import Role, new_token, token_entry, write_private
 from orchestrator.cli import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, UsageProblem, app, playbooks_app
 from orchestrator.errors import OrchestratorError
-from orchestrator.events import Severity, describe_validation_error
+from orchestrator.events import Exposure, Severity, describe_validation_error
 from orchestrator.playbooks import Playbook, load_playbooks
 from orchestrator.progress import in_time_order
 from orchestrator.settings import DEFAULT_PLAYBOOKS_DIR, Settings
@@ -76,27 +76,44 @@ def trigger(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Resolve read-only, print the plan, revoke "
                                           "nothing (implies --wait).")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the run live until its terminal record.")] = False,
+    allow_unmatched: Annotated[bool, typer.Option("--allow-unmatched", help="Publish even when no playbook "
+                                                  "matches the kind (the run ends exposure.unmatched).")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds --wait waits before exit 3.", min=0.1)] = 120,
     as_json: JsonFlag = False,
 ) -> int:
     """Publish an exposure by hand: it runs through the same pipeline as detector events."""
     settings = _settings()
     playbooks = _loaded_playbooks(settings.playbooks_dir)
+    fields = {"kind": kind, "id": credential_id, "owner": owner, "playbook": playbook, "severity": severity,
+              "reason": reason, "dry_run": dry_run, "allow_unmatched": allow_unmatched}
+    who = actor or triggers.default_actor()
+    # Checked before the secret is asked for: a mistyped kind must not cost pasting the secret first.
+    _build(fields, who, playbooks, probe=True)
     secret = _read_secret() if secret_stdin else None
     if secret_stdin and not secret:
         raise UsageProblem("--secret-stdin given but stdin held no secret")
-    try:
-        request = triggers.TriggerRequest.model_validate(
-            {"kind": kind, "id": credential_id, "owner": owner, "secret": secret, "playbook": playbook,
-             "severity": severity, "reason": reason, "dry_run": dry_run})
-        exposure = triggers.build_exposure(request, actor=actor or triggers.default_actor(), detector=CLI_DETECTOR,
-                                           playbooks=playbooks)
-    except triggers.UnknownPlaybookName as exc:
-        raise UsageProblem(str(exc)) from None
-    except ValidationError as exc:
-        raise UsageProblem(describe_validation_error(exc)) from None
+    exposure = _build({**fields, "secret": secret}, who, playbooks)
+    assert exposure is not None
     return asyncio.run(_trigger(settings, exposure.id, triggers.encode(exposure), follow_run=wait or dry_run,
                                 timeout_s=timeout, as_json=as_json))
+
+
+def _build(fields: dict[str, Any], actor: str, playbooks: tuple[Playbook, ...], *,
+           probe: bool = False) -> Exposure | None:
+    """The trigger's exposure (with `probe`, only the checks that need no secret); problems as usage errors."""
+    try:
+        request = triggers.TriggerRequest.model_validate(fields)
+        if probe:
+            triggers.check(request, detector=CLI_DETECTOR, playbooks=playbooks)
+            return None
+        return triggers.build_exposure(request, actor=actor, detector=CLI_DETECTOR, playbooks=playbooks)
+    except triggers.UnknownPlaybookName as exc:
+        raise UsageProblem(str(exc)) from None
+    except triggers.UnmatchedTrigger as exc:
+        raise UsageProblem(f"--kind {str(fields['kind']).strip()!r}: {exc} Add --allow-unmatched to publish it "
+                           "anyway") from None
+    except ValidationError as exc:
+        raise UsageProblem(describe_validation_error(exc)) from None
 
 
 def _vouching_role(settings: Settings) -> Role | None:
@@ -340,13 +357,21 @@ def api_token_create(
 
 
 def _append_entry(path: Path, entry: dict[str, Any]) -> None:
-    document: Any = json.loads(path.read_text()) if path.exists() else {"tokens": []}
+    """Add `entry` to the tokens file, rewritten atomically with mode 0600 (created when absent)."""
+    try:
+        document: Any = json.loads(path.read_text()) if path.exists() else {"tokens": []}
+    except OSError as exc:
+        raise OrchestratorError(f"{path}: cannot read it ({exc.strerror})") from None
+    except ValueError as exc:
+        raise OrchestratorError(f"{path}: not JSON ({exc}); fix it or give another --file") from None
     entries = document.get("tokens") if isinstance(document, dict) else document
     if not isinstance(entries, list):
         raise OrchestratorError(f"{path}: expected {{\"tokens\": [...]}}")
     entries.append(entry)
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    path.chmod(0o600)
+    try:
+        write_private(path, json.dumps(document, indent=2) + "\n")
+    except OSError as exc:
+        raise OrchestratorError(f"{path}: cannot write it ({exc.strerror})") from None
 
 
 def _print_json(value: Any) -> None:

@@ -16,6 +16,8 @@ N = TypeVar("N", int, float)
 DEFAULT_PLAYBOOKS_DIR = Path(__file__).resolve().parent.parent / "playbooks"
 #: Where `orchestrator run` serves its HTTP API unless ORCHESTRATOR_HTTP_LISTEN says otherwise (`off`: nowhere).
 DEFAULT_HTTP_LISTEN = "127.0.0.1:8080"
+#: Where `orchestrator dev` puts its broker and HTTP API when those ports are free (else on free ones).
+DEV_KAFKA_PORT, DEV_API_PORT = 9092, 8080
 #: Where `from_env` keeps the deployment's generated files (the fingerprint key) unless told otherwise.
 DEFAULT_DATA_DIR = Path(".orchestrator")
 
@@ -163,6 +165,8 @@ class Settings:
     api_tokens_file: Path | None = None
     oncall_webhook_url: str | None = field(default=None, repr=False)  # a Slack webhook URL is a secret
     oncall_webhook_format: str = "json"
+    #: An unmatched exposure pages on-call once per credential kind per this many seconds.
+    oncall_unmatched_interval_s: float = 3600.0
     #: Dead letters are stored AES-256-GCM encrypted under this key (64 hex digits or base64 of 32 bytes);
     #: without one, their secret-looking values are dropped. See `orchestrator.keys`.
     encryption_key: str | None = field(default=None, repr=False)
@@ -234,6 +238,8 @@ class Settings:
             oncall_webhook_url=env.get("ORCHESTRATOR_ONCALL_WEBHOOK_URL", "").strip() or None,
             oncall_webhook_format=reader.choice("ORCHESTRATOR_ONCALL_WEBHOOK_FORMAT", cls.oncall_webhook_format,
                                                 ("slack", "json")),
+            oncall_unmatched_interval_s=reader.number("ORCHESTRATOR_ONCALL_UNMATCHED_INTERVAL_S",
+                                                      cls.oncall_unmatched_interval_s),
             encryption_key=env.get("ORCHESTRATOR_ENCRYPTION_KEY", "").strip() or None,
             encryption_key_file=Path(key_file) if key_file else None,
             data_dir=Path(data_dir) if data_dir else DEFAULT_DATA_DIR,

@@ -7,6 +7,7 @@ means the same thing whichever way it arrives. Its history is read from the run 
 
 from __future__ import annotations
 
+import difflib
 import getpass
 import json
 import socket
@@ -22,6 +23,7 @@ from orchestrator.auth import Role
 from orchestrator.errors import ConfigurationError
 from orchestrator.events import Credential, Exposure, Severity, Source
 from orchestrator.playbooks import Playbook
+from orchestrator.routing import route
 
 
 class TriggerRequest(BaseModel):
@@ -39,10 +41,42 @@ class TriggerRequest(BaseModel):
     severity: Severity = Severity.HIGH
     reason: str | None = Field(default=None, max_length=2000, description="why; recorded in the audit trail")
     dry_run: bool = Field(default=False, description="resolve read-only and record the plan; revoke nothing")
+    allow_unmatched: bool = Field(default=False, description="publish even when no playbook matches the kind "
+                                  "(the run then ends `exposure.unmatched`)")
 
 
 class UnknownPlaybookName(ValueError):
     """A trigger names a playbook that is not loaded."""
+
+
+class UnmatchedTrigger(ValueError):
+    """No loaded playbook would run for this trigger: publishing it would silently do nothing.
+
+    The message never repeats the submitted kind (the API answers with it); `suggestions` are known kinds.
+    """
+
+    def __init__(self, message: str, suggestions: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.suggestions = tuple(suggestions)
+
+
+#: How many known kinds an unmatched trigger suggests, and how alike they must be (difflib's ratio).
+SUGGESTIONS, SUGGESTION_CUTOFF = 3, 0.6
+
+
+def known_kinds(playbooks: Sequence[Playbook]) -> list[str]:
+    """Every credential kind some loaded playbook matches, sorted."""
+    return sorted({kind for playbook in playbooks for kind in playbook.match.kinds})
+
+
+def closest_kinds(kind: str, known: Sequence[str], *, limit: int = SUGGESTIONS) -> list[str]:
+    """The known kinds most like `kind`, best first (case-insensitive); the kind itself when it is known."""
+    wanted = kind.strip().lower()
+    by_folded = {k.lower(): k for k in known}
+    if wanted in by_folded:
+        return [by_folded[wanted]]
+    matches = difflib.get_close_matches(wanted, sorted(by_folded), n=limit, cutoff=SUGGESTION_CUTOFF)
+    return [by_folded[m] for m in matches]
 
 
 def default_actor() -> str:
@@ -50,12 +84,38 @@ def default_actor() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
-def build_exposure(request: TriggerRequest, *, actor: str, detector: str,
-                   playbooks: Sequence[Playbook]) -> Exposure:
-    """The exposure a trigger publishes, with a fresh id; raise `UnknownPlaybookName` or pydantic's error."""
+def check(request: TriggerRequest, *, detector: str, playbooks: Sequence[Playbook]) -> None:
+    """Raise `UnknownPlaybookName` for a playbook that is not loaded, and `UnmatchedTrigger` as
+    `check_routable` does. Needs no secret: the CLI checks before asking for one."""
     if request.playbook is not None and request.playbook not in {p.name for p in playbooks}:
         known = ", ".join(sorted(p.name for p in playbooks))
         raise UnknownPlaybookName(f"unknown playbook {request.playbook!r}; known: {known}")
+    check_routable(request, detector=detector, playbooks=playbooks)
+
+
+def check_routable(request: TriggerRequest, *, detector: str, playbooks: Sequence[Playbook]) -> None:
+    """Raise `UnmatchedTrigger` unless a playbook would run for the trigger, as the pipeline routes it (or it
+    names its playbook, or allows being unmatched)."""
+    if request.playbook is not None or request.allow_unmatched:
+        return
+    # Routing reads only the kind, severity and detector: a stand-in credential id completes the event.
+    probe = Exposure(id="routing-probe", credential=Credential(kind=request.kind, id="-"),
+                     source=Source(detector=detector), severity=request.severity)
+    if route(probe, playbooks) is not None:
+        return
+    known = known_kinds(playbooks)
+    if request.kind in known:
+        raise UnmatchedTrigger(f"no playbook matches this kind at severity {request.severity.value} from "
+                               f"detector {detector} (see `orchestrator playbooks list`).")
+    suggestions = closest_kinds(request.kind, known)
+    hint = f"did you mean {' or '.join(suggestions)}?" if suggestions else f"known kinds: {', '.join(known)}."
+    raise UnmatchedTrigger(f"no playbook matches this kind; {hint}", suggestions)
+
+
+def build_exposure(request: TriggerRequest, *, actor: str, detector: str,
+                   playbooks: Sequence[Playbook]) -> Exposure:
+    """The exposure a trigger publishes, with a fresh id; raise as `check` does, or pydantic's error."""
+    check(request, detector=detector, playbooks=playbooks)
     return Exposure(
         id=f"manual-{uuid.uuid4().hex}",
         credential=Credential(kind=request.kind, id=request.id, owner=request.owner, secret=request.secret),

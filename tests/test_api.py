@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -16,7 +17,7 @@ from aiohttp import web
 
 from orchestrator import provenance
 from orchestrator.app import Orchestrator
-from orchestrator.auth import Role, new_token, token_entry
+from orchestrator.auth import Role, new_token, token_entry, write_private
 from orchestrator.embedded import free_port
 from orchestrator.errors import ConfigurationError
 from orchestrator.settings import Settings
@@ -71,7 +72,7 @@ async def api(bootstrap: str, okta: Emulator, receiver: Receiver,
     tokens = {role.value: new_token() for role in Role}
     tokens_file = tmp_path_factory.mktemp("api") / "tokens.json"
     entries = [token_entry(token, f"{role}-bot", [Role(role)]) for role, token in tokens.items()]
-    tokens_file.write_text(json.dumps({"tokens": entries}))
+    write_private(tokens_file, json.dumps({"tokens": entries}))
     settings = fresh_settings(bootstrap, okta.url, okta.admin_token, http_listen=f"127.0.0.1:{free_port()}",
                               api_tokens_file=tokens_file, oncall_webhook_url=receiver.url)
     async with Harness(settings) as harness:
@@ -117,7 +118,7 @@ async def test_each_route_answers_each_role(api: Api, http: httpx.AsyncClient, m
                                             role: str) -> None:
     """No or a bad token: 401; another role: 403; the route's role or admin: past authentication."""
     body = {"id": f"api-{secrets.token_hex(6)}", "credential": {"kind": "test.unmatched", "id": "x"}} \
-        if path == "/v1/exposures" else {"kind": "test.unmatched", "id": "x", "dry_run": True}
+        if path == "/v1/exposures" else {"kind": "test.unmatched", "id": "x", "dry_run": True, "allow_unmatched": True}
     send = {"json": body} if method == "POST" else {}
     assert (await http.request(method, path, **send)).status_code == 401
     bad = await http.request(method, path, headers=bearer(new_token()), **send)
@@ -318,3 +319,96 @@ def test_slack_summary_names_the_exposure_and_nothing_unlisted() -> None:
     assert set(body) == {"text"} and "exp-1" in body["text"] and "orchestrator status exp-1" in body["text"]
     assert "someone@example.com" not in body["text"]
     assert "target" not in summary(record, "json")
+
+
+def test_unmatched_page_says_nothing_was_revoked_and_escapes_the_kind() -> None:
+    """The page for an unmatched exposure names its kind and says it was not revoked; a hostile kind from a
+    detector cannot mention or link in Slack, and the JSON body says which event it is."""
+    record = {"event": "exposure.unmatched", "exposure_id": "exp-2", "credential_kind": "<!here> <https://x|y>",
+              "detector": "scanner"}
+    text = summary(record, "slack")["text"]
+    assert "NOT revoked" in text and "orchestrator status exp-2" in text
+    assert "<!here>" not in text and "&lt;!here&gt;" in text and "<https://" not in text
+    assert summary(record, "json") == {"event": "exposure.unmatched", "exposure_id": "exp-2",
+                                       "credential_kind": "<!here> <https://x|y>", "detector": "scanner"}
+
+
+async def test_a_trigger_no_playbook_matches_is_refused_with_the_closest_kinds(api: Api,
+                                                                              http: httpx.AsyncClient) -> None:
+    """POST /v1/triggers with a mistyped kind: 422 naming the closest known kinds, never echoing the kind sent;
+    `allow_unmatched` publishes it anyway."""
+    typo = {"kind": "okta.usr", "owner": "sam.support@example.com"}
+    refused = await http.post("/v1/triggers", headers=bearer(api.tokens["responder"]), json=typo)
+    detail = refused.json()["detail"]
+    assert refused.status_code == 422 and detail.startswith("kind: no playbook matches this kind; did you mean "
+                                                            "okta.user"), detail
+    assert "okta.usr'" not in detail and "okta.usr " not in detail and "allow_unmatched" in detail
+    allowed = await http.post("/v1/triggers", headers=bearer(api.tokens["responder"]),
+                              json={**typo, "allow_unmatched": True})
+    assert allowed.status_code == 202
+    trail = (await api.harness.collect(allowed.json()["id"]))[allowed.json()["id"]]
+    assert trail[-1]["event"] == "exposure.unmatched"
+
+
+async def test_unmatched_exposures_page_oncall_once_per_kind(api: Api, http: httpx.AsyncClient) -> None:
+    """Detector events of kinds no playbook matches are accepted, and page on-call once per kind per interval."""
+    kinds = [f"acme.widget-{secrets.token_hex(3)}", f"acme.gadget-{secrets.token_hex(3)}"]
+    events = [exposure(kinds[0], credential={"id": "w1"}), exposure(kinds[0], credential={"id": "w2"}),
+              exposure(kinds[1], credential={"id": "g1"})]
+    for event in events:
+        answer = await http.post("/v1/exposures", headers=bearer(api.tokens["detector"]), json=event)
+        assert answer.status_code == 202
+    trails = await api.harness.collect(*(e["id"] for e in events))
+    assert all(trail[-1]["event"] == "exposure.unmatched" for trail in trails.values())
+
+    def pages() -> list[str]:
+        return [n["credential_kind"] for n in api.receiver.received
+                if n.get("event") == "exposure.unmatched" and n.get("credential_kind") in kinds]
+
+    # The pager decides as each terminal record is written, before it reaches the topic: by now all three
+    # were decided; only the admitted pages may still be in flight.
+    async with asyncio.timeout(10):
+        while len(set(pages())) < 2:
+            api.receiver.arrived.clear()
+            await api.receiver.arrived.wait()
+    assert sorted(pages()) == sorted(kinds)
+
+
+async def test_swagger_ui_and_redoc_are_served_without_any_external_url(http: httpx.AsyncClient) -> None:
+    """/docs and /redoc load only assets served by the API itself (no CDN), and each asset is there."""
+    for page in ("/docs", "/redoc"):
+        answer = await http.get(page)
+        assert answer.status_code == 200 and "text/html" in answer.headers["content-type"]
+        assert "http://" not in answer.text and "https://" not in answer.text and "//" + "cdn" not in answer.text
+        assets = re.findall(r'(?:src|href)="([^"]+)"', answer.text)
+        assert assets and all(a.startswith("/docs/assets/") for a in assets), assets
+        for asset in assets:
+            served = await http.get(asset)
+            assert served.status_code == 200 and len(served.content) > 1000, asset
+
+
+async def test_every_route_documents_an_example(http: httpx.AsyncClient) -> None:
+    """The OpenAPI document carries an example for every operation (its body, or its answer)."""
+    document = (await http.get("/openapi.json")).json()
+    missing = [f"{method.upper()} {path}" for path, item in document["paths"].items()
+               for method, operation in item.items() if "example" not in json.dumps(operation)]
+    assert missing == []
+    body = document["paths"]["/v1/triggers"]["post"]["requestBody"]["content"]["application/json"]
+    assert {"dry-run-user", "leaked-token"} <= set(body["examples"])
+
+
+async def test_a_changed_tokens_file_is_read_again_without_a_restart(api: Api, http: httpx.AsyncClient) -> None:
+    """A token added to the tokens file (atomically, as `api-token create --file` does) works at once."""
+    tokens_file = api.harness.settings.api_tokens_file
+    assert tokens_file is not None
+    original = tokens_file.read_text()
+    token = new_token()
+    document = json.loads(original)
+    document["tokens"].append(token_entry(token, "late-bot", [Role.RESPONDER]))
+    assert (await http.get("/v1/exposures", headers=bearer(token))).status_code == 401
+    try:
+        write_private(tokens_file, json.dumps(document))
+        assert (await http.get("/v1/exposures", headers=bearer(token))).status_code == 200
+    finally:
+        write_private(tokens_file, original)
+    assert (await http.get("/v1/exposures", headers=bearer(token))).status_code == 401

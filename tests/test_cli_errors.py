@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import time
-from pathlib import Path
-
 from orchestrator.embedded import free_port
-from tests.support import orchestrator_command, run_cli
+from tests.support import run_cli
 
 
 def _one_line(stderr: str) -> str:
@@ -64,24 +58,4 @@ def test_an_unknown_schema_is_a_usage_error() -> None:
     assert result.returncode == 2 and "unknown schema 'nonsense'" in _one_line(result.stderr)
 
 
-def test_ctrl_c_on_dev_exits_0_without_a_traceback(tmp_path: Path) -> None:
-    """Ctrl-C at the terminal (SIGINT to the whole foreground group): the embedded broker and emulators are not
-    killed under the orchestrator; it drains, stops them, and exits 0 with no traceback."""
-    log = tmp_path / "dev.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRATOR_", "KAFKA_", "OKTA_CLIENT_"))}
-    env["ORCHESTRATOR_HTTP_LISTEN"] = "off"
-    with log.open("wb") as sink:
-        process = subprocess.Popen([*orchestrator_command(), "dev"], env=env, stdout=sink, stderr=sink,
-                                   start_new_session=True)
-    try:
-        deadline = time.monotonic() + 90
-        while "consumer.assigned" not in log.read_text(errors="replace"):
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        os.killpg(process.pid, signal.SIGINT)
-        assert process.wait(timeout=40) == 0, log.read_text()
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    assert "Traceback" not in log.read_text()
+# Ctrl-C on `orchestrator dev` (exit 0, no traceback): tests/test_dev_mode.py, which shares one dev process.

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator import keys, provenance
-from orchestrator.auth import Role, new_token, token_entry
+from orchestrator.auth import Role, new_token, token_entry, write_private
 from orchestrator.embedded import free_port
 from orchestrator.metrics import Metrics
 from orchestrator.store.rebuild import fold
@@ -30,7 +30,7 @@ async def harness(bootstrap: str, okta: Emulator, tmp_path_factory: pytest.TempP
     """One orchestrator with its HTTP API, and an admin token for `undo`."""
     root = tmp_path_factory.mktemp("dryrun")
     token = new_token()
-    (root / "tokens.json").write_text(json.dumps({"tokens": [token_entry(token, "root", [Role.ADMIN])]}))
+    write_private(root / "tokens.json", json.dumps({"tokens": [token_entry(token, "root", [Role.ADMIN])]}))
     settings = fresh_settings(bootstrap, okta.url, okta.admin_token, http_listen=f"127.0.0.1:{free_port()}",
                               api_tokens_file=root / "tokens.json")
     async with Harness(settings) as running:

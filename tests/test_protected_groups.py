@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from orchestrator import provenance
 from orchestrator.audit import Auditor
-from orchestrator.auth import Role, new_token, token_entry
+from orchestrator.auth import Role, new_token, token_entry, write_private
 from orchestrator.embedded import free_port
 from orchestrator.emulators.okta_state import OktaState
 from orchestrator.errors import NotFound, PermanentError, PlaybookError
@@ -203,7 +203,7 @@ async def running(bootstrap: str, okta: Emulator,
     root = tmp_path_factory.mktemp("groups")
     (root / "policy.yaml").write_text(POLICY)
     token = new_token()
-    (root / "tokens.json").write_text(json.dumps({"tokens": [token_entry(token, "det-1", [Role.DETECTOR])]}))
+    write_private(root / "tokens.json", json.dumps({"tokens": [token_entry(token, "det-1", [Role.DETECTOR])]}))
     settings = fresh_settings(bootstrap, okta.url, okta.admin_token, policy_file=root / "policy.yaml",
                               http_listen=f"127.0.0.1:{free_port()}", api_tokens_file=root / "tokens.json")
     async with Harness(settings) as harness:

@@ -12,7 +12,7 @@ import httpx
 
 from orchestrator import replay
 from orchestrator.audit_stream import follow, is_terminal
-from orchestrator.auth import Role, new_token, token_entry
+from orchestrator.auth import Role, new_token, token_entry, write_private
 from orchestrator.embedded import free_port
 from orchestrator.execution import ALREADY_SUCCEEDED
 from orchestrator.settings import Settings
@@ -56,7 +56,7 @@ async def test_failed_runs_are_replayed_through_the_api_and_the_cli_skipping_wha
                "api_tokens": [{"name": "ci", "login": login, "token": value}]})
     token = new_token()
     tokens_file = tmp_path / "tokens.json"
-    tokens_file.write_text(json.dumps({"tokens": [token_entry(token, "oncall-bot", [Role.RESPONDER])]}))
+    write_private(tokens_file, json.dumps({"tokens": [token_entry(token, "oncall-bot", [Role.RESPONDER])]}))
     key = secrets.token_hex(32)
     settings = fresh_settings(bootstrap, okta.url, okta.admin_token, http_listen=f"127.0.0.1:{free_port()}",
                               api_tokens_file=tokens_file, encryption_key=key)

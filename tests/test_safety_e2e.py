@@ -19,7 +19,7 @@ from aiohttp import web
 
 from orchestrator.actions import StepContext
 from orchestrator.audit_stream import follow
-from orchestrator.auth import Role, new_token, token_entry
+from orchestrator.auth import Role, new_token, token_entry, write_private
 from orchestrator.embedded import free_port
 from orchestrator.governor import Governor
 from orchestrator.providers.gcp import GcpProvider
@@ -137,8 +137,8 @@ def base_settings(bootstrap: str, okta: Emulator, moto: str, receiver: Receiver,
     (root / "policy.yaml").write_text(POLICY)
     roles = {"alice": Role.RESPONDER, "bob": Role.RESPONDER, "root": Role.ADMIN}
     tokens = {name: new_token() for name in roles}
-    (root / "tokens.json").write_text(json.dumps({"tokens": [token_entry(tokens[n], n, [r])
-                                                             for n, r in roles.items()]}))
+    write_private(root / "tokens.json", json.dumps({"tokens": [token_entry(tokens[n], n, [r])
+                                                               for n, r in roles.items()]}))
     settings = fresh_settings(bootstrap, okta.url, okta.admin_token, http_listen=f"127.0.0.1:{free_port()}",
                               api_tokens_file=root / "tokens.json", oncall_webhook_url=receiver.url,
                               policy_file=root / "policy.yaml", playbooks_dir=playbooks, approval_poll_s=0.1,
