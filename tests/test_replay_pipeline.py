@@ -52,8 +52,9 @@ async def test_failed_runs_are_replayed_through_the_api_and_the_cli_skipping_wha
     okta = okta_clean
     login = f"replay.{secrets.token_hex(4)}@example.com"
     value = okta_token()
+    token_name = f"ci-{secrets.token_hex(4)}"  # the emulator is shared: another test's "ci" token may be there
     okta.seed({"users": [{"login": login, "sessions": 1}],
-               "api_tokens": [{"name": "ci", "login": login, "token": value}]})
+               "api_tokens": [{"name": token_name, "login": login, "token": value}]})
     token = new_token()
     tokens_file = tmp_path / "tokens.json"
     write_private(tokens_file, json.dumps({"tokens": [token_entry(token, "oncall-bot", [Role.RESPONDER])]}))
@@ -100,7 +101,7 @@ async def test_failed_runs_are_replayed_through_the_api_and_the_cli_skipping_wha
         assert secret_run[-1]["event"] == "run.completed" and secret_run[-1]["actor"] == "sam"
         opened = next(r for r in secret_run if r["event"] == "exposure.replayed")
         assert opened["source"].startswith("dead letter ") and opened["reason"] == "retry INC-8"
-        assert next(t for t in okta.control("GET", "state")["api_tokens"] if t["name"] == "ci")["revoked"] is True
+        assert next(t for t in okta.control("GET", "state")["api_tokens"] if t["name"] == token_name)["revoked"] is True
         ended = await _stored_end(http, leaked["id"], headers)
         assert ended["state"] == "completed" and ended["replay_request"]
 
