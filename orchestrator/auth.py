@@ -130,7 +130,8 @@ def _parse_entry(item: Any, path: Path, index: int) -> _Entry:
     name, roles, digest = item.get("principal"), item.get("roles"), item.get("sha256")
     if not isinstance(name, str) or not name.strip():
         raise ConfigurationError(f"{where}: `principal` must be a non-empty string")
-    if not isinstance(roles, list) or not roles or not all(r in Role._value2member_map_ for r in roles):
+    if not isinstance(roles, list) or not roles or not all(isinstance(r, str) and r in Role._value2member_map_
+                                                               for r in roles):
         raise ConfigurationError(f"{where}: `roles` must list some of {', '.join(r.value for r in Role)}")
     if not isinstance(digest, str) or len(digest) != 64:
         raise ConfigurationError(f"{where}: `sha256` must be the 64-hex-digit SHA-256 of the token")

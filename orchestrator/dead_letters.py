@@ -247,9 +247,11 @@ def _secret_ids(value: Any, depth: int) -> Iterator[str]:
     children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
     if isinstance(value, dict):
         credential = value.get("credential")
-        if isinstance(credential, dict) and credential.get("kind") in SECRET_ID_KINDS \
-                and isinstance(credential.get("id"), str) and credential["id"]:
-            yield credential["id"]
+        if isinstance(credential, dict):
+            kind, handle = credential.get("kind"), credential.get("id")
+            # Any JSON may stand here (a rejected record): a list or an object is no kind, not an error.
+            if isinstance(kind, str) and kind in SECRET_ID_KINDS and isinstance(handle, str) and handle:
+                yield handle
     for child in children:
         yield from _secret_ids(child, depth + 1)
 

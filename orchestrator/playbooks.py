@@ -31,6 +31,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from orchestrator import yaml_source
 from orchestrator.actions import ActionSpec
 from orchestrator.errors import PlaybookError, PlaybookErrors
 from orchestrator.events import FIELD_PATHS, SECRET_FIELD_PATHS, Severity
@@ -164,13 +165,7 @@ def parse_playbook(text: str, path: str, catalog: Mapping[str, ActionSpec]) -> P
     naming `path`, the line and the reason with its fix, one problem per line."""
     from orchestrator import playbook_checks  # it reads this module's models
 
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise PlaybookError(path, f"not valid YAML: {getattr(exc, 'problem', exc)}",
-                            mark.line + 1 if mark else None) from None
+    node, document = yaml_source.load(text, path)
     if not isinstance(document, dict):
         raise PlaybookError(path, "expected a mapping with name, match and steps", 1)
     problems = [PlaybookError(path, reason, line) for line, reason in _duplicate_keys(node)]

@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from orchestrator import yaml_source
 from orchestrator.errors import PlaybookError
 from orchestrator.events import describe_validation_error
 
@@ -170,13 +171,7 @@ def _matches(value: str, pattern: str) -> bool:
 
 def parse_policy(text: str, path: str) -> Policy:
     """Validate a policy document; raise `PlaybookError` (a `ConfigurationError`) naming file, line and fix."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise PlaybookError(path, f"not valid YAML: {getattr(exc, 'problem', exc)}",
-                            mark.line + 1 if mark else None) from None
+    node, document = yaml_source.load(text, path)
     if document is None:
         return Policy()
     if not isinstance(document, dict):

@@ -17,7 +17,7 @@ import pytest
 
 from orchestrator import embedded
 from orchestrator.settings import Settings, StoreSettings
-from tests.support import Harness, fresh_settings
+from tests.support import Harness, Receiver, fake_aws_credentials, fresh_settings, receiving
 
 # okta-sdk-python refuses plain-http org URLs unless this is set; only the emulator is plain http.
 os.environ.setdefault("OKTA_TESTING_TESTINGDISABLEHTTPSCHECK", "true")
@@ -138,3 +138,17 @@ def store_settings(request: pytest.FixtureRequest, tmp_path: Any) -> StoreSettin
     from tests import postgres
 
     return StoreSettings(database_url=postgres.fresh_database(request.getfixturevalue("postgres_server")))
+
+
+@pytest.fixture(scope="module")
+async def receiver() -> AsyncIterator[Receiver]:
+    """An on-call webhook endpoint for the module, keeping every page."""
+    async with receiving() as hook:
+        yield hook
+
+
+@pytest.fixture(scope="module")
+def aws_credentials() -> Iterator[None]:
+    """Fake credentials for the standard AWS chain for the module, generated now."""
+    with fake_aws_credentials():
+        yield

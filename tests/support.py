@@ -9,27 +9,33 @@ import io
 import json
 import logging
 import os
+import secrets
 import shutil
+import string
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
+import pytest
 import structlog
 import yaml
+from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import RecordMetadata
 
 from orchestrator import kafka, logs
 from orchestrator.app import Orchestrator
 from orchestrator.audit_stream import follow, is_terminal
+from orchestrator.embedded import free_port
 from orchestrator.settings import DEFAULT_PLAYBOOKS_DIR, OktaSettings, Settings, StoreSettings
 
 JOIN_TIMEOUT_S = 30.0
@@ -339,3 +345,52 @@ def gzip_server(content: bytes) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@dataclass
+class Receiver:
+    """An on-call webhook endpoint: an aiohttp server in this process that keeps every page it was sent."""
+
+    url: str = ""
+    received: list[dict[str, Any]] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.received.append(await request.json())
+        self.arrived.set()
+        return web.Response(text="ok")
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """The pages of one event."""
+        return [page for page in self.received if page.get("event") == name]
+
+
+@asynccontextmanager
+async def receiving() -> AsyncIterator[Receiver]:
+    """A `Receiver` listening on a free port until the block ends."""
+    hook = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", hook.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    hook.url = f"http://127.0.0.1:{port}/hook"
+    try:
+        yield hook
+    finally:
+        await runner.cleanup()
+
+
+@contextmanager
+def fake_aws_credentials() -> Iterator[None]:
+    """Credentials for the standard AWS chain, generated now; no profile, no instance metadata."""
+    with pytest.MonkeyPatch.context() as patch:
+        alphabet = string.ascii_uppercase + string.digits
+        patch.setenv("AWS_ACCESS_KEY_ID", "AKIA" + "".join(secrets.choice(alphabet) for _ in range(16)))
+        patch.setenv("AWS_SECRET_ACCESS_KEY", secrets.token_urlsafe(30))
+        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        patch.delenv("AWS_PROFILE", raising=False)
+        patch.delenv("AWS_SESSION_TOKEN", raising=False)
+        yield

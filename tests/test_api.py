@@ -8,12 +8,11 @@ import json
 import re
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
 
 from orchestrator import provenance
 from orchestrator.app import Orchestrator
@@ -23,21 +22,7 @@ from orchestrator.errors import ConfigurationError
 from orchestrator.settings import Settings
 from orchestrator.webhook import summary
 from tests.conftest import Emulator, okta_token
-from tests.support import Harness, exposure, fresh_settings, read_all
-
-
-@dataclass
-class Receiver:
-    """An on-call webhook endpoint: an aiohttp server in this process that keeps what it was sent."""
-
-    url: str = ""
-    received: list[dict[str, Any]] = field(default_factory=list)
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.received.append(await request.json())
-        self.arrived.set()
-        return web.Response(text="ok")
+from tests.support import Harness, Receiver, exposure, fresh_settings, read_all
 
 
 @dataclass(frozen=True)
@@ -48,21 +33,6 @@ class Api:
     tokens: dict[str, str]
     harness: Harness
     receiver: Receiver
-
-
-@pytest.fixture(scope="module")
-async def receiver() -> AsyncIterator[Receiver]:
-    """The webhook receiver, listening on a free port."""
-    hook = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", hook.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    hook.url = f"http://127.0.0.1:{port}/hook"
-    yield hook
-    await runner.cleanup()
 
 
 @pytest.fixture(scope="module")

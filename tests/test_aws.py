@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import string
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -21,20 +20,6 @@ from tests.support import Harness, events_of, exposure, unbraked_policy
 
 SECRET_PREFIX = "credential-orchestrator/rotated-access-keys"
 ROTATE = "aws-access-key-rotate"
-
-
-@pytest.fixture(scope="module")
-def aws_credentials() -> Iterator[None]:
-    """Fake credentials for the standard chain, generated now; no profile, no instance metadata."""
-    with pytest.MonkeyPatch.context() as patch:
-        alphabet = string.ascii_uppercase + string.digits
-        patch.setenv("AWS_ACCESS_KEY_ID", "AKIA" + "".join(secrets.choice(alphabet) for _ in range(16)))
-        patch.setenv("AWS_SECRET_ACCESS_KEY", secrets.token_urlsafe(30))
-        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        patch.delenv("AWS_PROFILE", raising=False)
-        patch.delenv("AWS_SESSION_TOKEN", raising=False)
-        yield
 
 
 @pytest.fixture(scope="module")

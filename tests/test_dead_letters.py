@@ -207,3 +207,20 @@ def test_a_record_repeating_its_own_secret_elsewhere_loses_it_there_too() -> Non
                       weak: 1}).encode()
     body, _ = sanitise(raw, Redactor())
     assert weak.encode() not in body
+
+
+_ANY_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+                         lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                                      max_size=3),
+                         max_leaves=8)
+
+
+@settings(max_examples=150, deadline=None)
+@given(kind=_ANY_JSON | st.sampled_from(["okta.session", "okta.user", "github.token"]), handle=_ANY_JSON,
+       key=st.none() | st.just(b"k" * 32))
+def test_any_credential_shape_is_sealed_without_raising(kind: Any, handle: Any, key: bytes | None) -> None:
+    """A rejected record's credential may hold any JSON as its kind and id (a list kind once broke the check for
+    ids that are secrets): it is still dead-lettered."""
+    raw = json.dumps({"id": "e", "credential": {"kind": kind, "id": handle}}).encode()
+    pieces = seal(raw, key=key, redactor=Redactor())
+    assert pieces and all(p.value is not None for p in pieces)

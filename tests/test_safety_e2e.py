@@ -7,15 +7,13 @@ import asyncio
 import json
 import secrets
 import shutil
-import string
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import boto3
 import httpx
 import pytest
-from aiohttp import web
 
 from orchestrator.actions import StepContext
 from orchestrator.audit_stream import follow
@@ -25,7 +23,7 @@ from orchestrator.governor import Governor
 from orchestrator.providers.gcp import GcpProvider
 from orchestrator.settings import DEFAULT_PLAYBOOKS_DIR, AwsSettings, GcpSettings, Settings
 from tests.conftest import Emulator
-from tests.support import Harness, events_of, exposure, fresh_settings, publish, roomy_rate_limits, run_cli
+from tests.support import Harness, Receiver, events_of, exposure, fresh_settings, publish, roomy_rate_limits, run_cli
 
 #: Destructive okta steps the brake lets through per window in this module (the default, 50, is checked in
 #: test_safety_rules.py without a broker).
@@ -57,22 +55,6 @@ steps:
 """
 
 
-@dataclass
-class Receiver:
-    """The on-call webhook: an aiohttp endpoint in this process keeping every page."""
-
-    url: str = ""
-    received: list[dict[str, Any]] = field(default_factory=list)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.received.append(await request.json())
-        return web.Response(text="ok")
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        """The pages of one event."""
-        return [page for page in self.received if page.get("event") == name]
-
-
 @dataclass(frozen=True)
 class Safety:
     """The running orchestrator, its API tokens (alice, bob: responders; root: admin) and the webhook."""
@@ -95,35 +77,6 @@ class Safety:
         """`orchestrator ARGS` run by `who` against this API (in a thread: the API answers on this loop)."""
         env = {"ORCHESTRATOR_API_URL": self.url, "ORCHESTRATOR_API_TOKEN": self.tokens[who]}
         return await asyncio.to_thread(run_cli, *args, env=env)
-
-
-@pytest.fixture(scope="module")
-async def receiver() -> AsyncIterator[Receiver]:
-    """The webhook receiver on a free port."""
-    hook = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", hook.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    hook.url = f"http://127.0.0.1:{port}/hook"
-    yield hook
-    await runner.cleanup()
-
-
-@pytest.fixture(scope="module")
-def aws_credentials() -> Iterator[None]:
-    """Fake credentials for the standard chain, generated now."""
-    with pytest.MonkeyPatch.context() as patch:
-        alphabet = string.ascii_uppercase + string.digits
-        patch.setenv("AWS_ACCESS_KEY_ID", "AKIA" + "".join(secrets.choice(alphabet) for _ in range(16)))
-        patch.setenv("AWS_SECRET_ACCESS_KEY", secrets.token_urlsafe(30))
-        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        patch.delenv("AWS_PROFILE", raising=False)
-        patch.delenv("AWS_SESSION_TOKEN", raising=False)
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from orchestrator import replay
 from orchestrator.audit_stream import follow, is_terminal
-from orchestrator.auth import Role, new_token, token_entry
+from orchestrator.auth import Role, new_token, token_entry, write_private
 from orchestrator.cli import app
 from orchestrator.dead_letters import sanitise
 from orchestrator.embedded import free_port
@@ -109,7 +109,7 @@ async def served(bootstrap: str, okta: Emulator, tmp_path_factory: pytest.TempPa
     """One orchestrator with its API, a SQLite run store and an encryption key; yields it and an admin token."""
     token = new_token()
     tokens_file = tmp_path_factory.mktemp("sid-api") / "tokens.json"
-    tokens_file.write_text(json.dumps({"tokens": [token_entry(token, "admin-bot", [Role.ADMIN])]}))
+    write_private(tokens_file, json.dumps({"tokens": [token_entry(token, "admin-bot", [Role.ADMIN])]}))
     settings_ = fresh_settings(bootstrap, okta.url, okta.admin_token, http_listen=f"127.0.0.1:{free_port()}",
                                api_tokens_file=tokens_file, encryption_key=secrets.token_hex(32))
     async with Harness(settings_) as harness:
