@@ -103,7 +103,8 @@ def brake_status(as_json: JsonFlag = False) -> None:
     status = _call("GET", "/v1/brake")
     state = "HELD" if status["held"] else "ENGAGED" if status["engaged"] else "armed"
     lines = [f"brake {state}: {status['total']} destructive steps in the last {status['window_s']:g}s "
-             f"(limit {status['limit']}); {len(status['waiting'])} runs waiting"]
+             f"(limit {status['limit']}); {len(status['waiting'])} run{'' if len(status['waiting']) == 1 else 's'} "
+             "waiting"]
     lines += [f"  {g['position']:>6}  {g['run_id']}  {g['exposure_id']}  {g['reason']}" for g in status["waiting"]]
     _print(status, as_json, "\n".join(t(line) for line in lines))
 
