@@ -17,6 +17,7 @@ import pytest
 
 from orchestrator import embedded
 from orchestrator.settings import Settings, StoreSettings
+from orchestrator.store import RunStore
 from tests.support import Harness, Receiver, fake_aws_credentials, fresh_settings, receiving
 
 # okta-sdk-python refuses plain-http org URLs unless this is set; only the emulator is plain http.
@@ -152,3 +153,12 @@ def aws_credentials() -> Iterator[None]:
     """Fake credentials for the standard AWS chain for the module, generated now."""
     with fake_aws_credentials():
         yield
+
+
+@pytest.fixture
+async def store(store_settings: StoreSettings) -> AsyncIterator[RunStore]:
+    """An empty run store of each backend, opened and started as `orchestrator run` opens it."""
+    opened = RunStore.open(store_settings, owner="me")
+    await opened.start()
+    yield opened
+    await opened.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -124,14 +123,6 @@ _PIPELINE = Pipeline(auditor=None, executor=None, playbooks=(), dead_letters=Non
 
 
 # -- the store's replay claim, on both backends ----------------------------------------------------------------
-
-
-@pytest.fixture
-async def store(store_settings: StoreSettings) -> AsyncIterator[RunStore]:
-    opened = RunStore.open(store_settings, owner="me")
-    await opened.start()
-    yield opened
-    await opened.close()
 
 
 async def _failed(store: RunStore) -> int:

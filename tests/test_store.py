@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -19,14 +18,6 @@ def content(exposure_id: str = "exp-1", fingerprint: str = "a" * 64, kind: str =
             owner: str = "bob") -> Content:
     return Content(id=exposure_id, fingerprint=fingerprint, kind=kind, target=f"{kind}:{owner}", owner=owner,
                    detector="trufflehog", actor=None, severity="high", playbook=None)
-
-
-@pytest.fixture
-async def store(store_settings: StoreSettings) -> AsyncIterator[RunStore]:
-    opened = RunStore.open(store_settings, owner="me")
-    await opened.start()
-    yield opened
-    await opened.close()
 
 
 async def test_a_new_exposure_is_claimed_then_a_duplicate_once_it_ended(store: RunStore) -> None:
